@@ -1,0 +1,67 @@
+"""Wire contracts of debtor-segments: topic names and JSON Schemas (draft 2020-12).
+
+The JSON files next to this module are the source of truth; the decoder in
+``streams.events`` compiles them, so a change here changes validation everywhere.
+
+>>> TOPIC_BY_TYPE["payment_received"]
+'debtor.payments'
+>>> load_schema("call_rated")["properties"]["stars"]["maximum"]
+5
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "CONTACTS_TOPIC",
+    "DEAD_LETTERS_TOPIC",
+    "ERASURE_TOPIC",
+    "INBOUND_TOPICS",
+    "INBOUND_TYPES",
+    "OUTBOUND_TYPES",
+    "PAYMENTS_TOPIC",
+    "PERSONA_CHANGES_TOPIC",
+    "QUADRANT_CHANGES_TOPIC",
+    "RATINGS_TOPIC",
+    "TOPIC_BY_TYPE",
+    "load_schema",
+]
+
+PAYMENTS_TOPIC = "debtor.payments"
+CONTACTS_TOPIC = "debtor.contacts"
+RATINGS_TOPIC = "debtor.ratings"
+ERASURE_TOPIC = "debtor.erasure-requests"
+PERSONA_CHANGES_TOPIC = "debtor.persona-changes"
+QUADRANT_CHANGES_TOPIC = "debtor.quadrant-changes"
+DEAD_LETTERS_TOPIC = "debtor.dead-letters"
+
+TOPIC_BY_TYPE: dict[str, str] = {
+    "claim_opened": PAYMENTS_TOPIC,
+    "payment_received": PAYMENTS_TOPIC,
+    "arrangement_agreed": PAYMENTS_TOPIC,
+    "installment_missed": PAYMENTS_TOPIC,
+    "claim_closed": PAYMENTS_TOPIC,
+    "contact_attempted": CONTACTS_TOPIC,
+    "contact_responded": CONTACTS_TOPIC,
+    "contact_initiated": CONTACTS_TOPIC,
+    "call_rated": RATINGS_TOPIC,
+    "erasure_requested": ERASURE_TOPIC,
+}
+INBOUND_TYPES: tuple[str, ...] = tuple(TOPIC_BY_TYPE)
+INBOUND_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_BY_TYPE.values()))
+OUTBOUND_TYPES: dict[str, str] = {
+    "persona_changed": PERSONA_CHANGES_TOPIC,
+    "quadrant_changed": QUADRANT_CHANGES_TOPIC,
+}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the JSON Schema named ``name`` (an event type, or ``dead_letter``)."""
+    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

@@ -1,0 +1,1 @@
+"""Pure streaming core of debtor-segments: no Kafka, Faust or Prometheus in here."""

@@ -1,0 +1,118 @@
+"""Behavioural features of a debtor, each scaled to [0, 1].
+
+Scaling is fixed by domain knowledge rather than learned (a running scaler would let two
+workers disagree about the same debtor, and k-means on unscaled money amounts collapses to
+one cluster).
+
+>>> state = DebtorState.new("d1")
+>>> x = features(state)
+>>> sorted(x) == sorted(FEATURES)
+True
+>>> all(0.0 <= value <= 1.0 for value in x.values())
+True
+>>> round(willingness(state), 2), round(ability(state), 2)
+(0.42, 0.81)
+"""
+
+from __future__ import annotations
+
+import math
+
+from streams.state import DebtorState
+
+__all__ = ["FEATURES", "ability", "evidence", "features", "willingness"]
+
+#: Feature names, in a fixed order shared by the model and the prototypes.
+FEATURES: tuple[str, ...] = (
+    "files",  # claims (files) handed over, log-scaled
+    "creditors",  # distinct creditors, log-scaled
+    "debt",  # outstanding principal, log-scaled
+    "debt_trend",  # 1: new debt arrives faster than it is paid, 0: paid down
+    "kept_share",  # payments on arrangements vs missed installments
+    "collected_share",  # paid / principal
+    "proactive",  # contacts the debtor initiated
+    "responsiveness",  # responses per outbound contact
+    "stars",  # average agent rating, 1 star -> 0, 5 stars -> 1
+    "assessed_ability",  # agents' assessment of payment capacity
+    "arrangements",  # arrangements agreed recently
+    "nudged",  # share of payments that followed a reminder within days
+)
+
+_LOG_FILES = math.log1p(12)
+_LOG_CREDITORS = math.log1p(8)
+_LOG_DEBT_EUR = math.log1p(15_000)
+
+
+def _creditors(bits: int) -> float:
+    """Distinct creditors from a 64-bit bitmap by linear counting."""
+    empty = 64 - bin(bits).count("1")
+    return 64 * math.log(64 / max(empty, 0.5))
+
+
+def features(state: DebtorState) -> dict[str, float]:
+    """The feature vector of a debtor (a dict, as River models expect)."""
+    d = state.decayed
+    new_debt, paid, payments, kept, missed, arrangements = d[0], d[1], d[2], d[3], d[4], d[5]
+    outbound, responded, inbound = d[6], d[8], d[9]
+    stars_sum, stars_n, ability_sum, ability_n, nudged = d[10], d[11], d[12], d[13], d[15]
+    principal = state.principal_cents
+    return {
+        "files": min(1.0, math.log1p(state.claims) / _LOG_FILES),
+        "creditors": min(1.0, math.log1p(_creditors(state.creditor_bits)) / _LOG_CREDITORS),
+        "debt": min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR),
+        "debt_trend": 0.5 + 0.5 * (new_debt - paid) / (new_debt + paid + 50.0),
+        "kept_share": (kept + 1.0) / (kept + missed + 2.0),
+        "collected_share": min(1.0, state.paid_cents / principal) if principal else 0.0,
+        "proactive": inbound / (inbound + 2.0),
+        "responsiveness": (responded + 0.5) / (outbound + 1.0) if outbound >= responded else 1.0,
+        "stars": (stars_sum - stars_n + 2.0 * 2) / (4.0 * (stars_n + 2)),
+        "assessed_ability": (ability_sum + 0.5) / (ability_n + 1.0),
+        "arrangements": arrangements / (arrangements + 1.5),
+        "nudged": (nudged + 0.5) / (payments + 1.0),
+    }
+
+
+def evidence(state: DebtorState) -> float:
+    """Days of history times a saturating count of events: 0 for a debtor never seen."""
+    if state.applied == 0:
+        return 0.0
+    days = (state.watermark - state.first_ts) / 86_400
+    return min(days, 365.0) * state.applied / (state.applied + 4.0)
+
+
+def willingness(state: DebtorState) -> float:
+    """Willingness to work towards a solution, in [0, 1].
+
+    Star ratings weigh most, as agents rate exactly this; proactive contact and kept
+    arrangements fill in for debtors who were rarely rated.
+    """
+    d = state.decayed
+    stars_n = d[11]
+    stars = (d[10] - stars_n) / (4.0 * stars_n) if stars_n else 0.5
+    star_weight = stars_n / (stars_n + 1.0)
+    inbound, responded, outbound = d[9], d[8], d[6]
+    kept, missed = d[3], d[4]
+    behaviour = (
+        0.4 * inbound / (inbound + 1.5)
+        + 0.3 * (responded + 0.5) / (outbound + 1.0)
+        + 0.3 * (kept + 1.0) / (kept + missed + 2.0)
+    )
+    return _clip(star_weight * stars + (1.0 - star_weight) * min(1.0, behaviour * 1.4))
+
+
+def ability(state: DebtorState) -> float:
+    """Ability to pay, in [0, 1]: assessments, hardship, what was paid, and the debt load."""
+    d = state.decayed
+    ability_n = d[13]
+    assessed = d[12] / ability_n if ability_n else 0.5
+    assess_weight = ability_n / (ability_n + 1.0)
+    hardship = d[14] / (d[11] + 1.0)
+    collected = state.paid_cents / state.principal_cents if state.principal_cents else 0.5
+    load = min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR)
+    behaviour = 0.55 * min(1.0, collected * 1.3) + 0.45 * (1.0 - load)
+    value = assess_weight * assessed + (1.0 - assess_weight) * behaviour
+    return _clip(value - 0.25 * hardship)
+
+
+def _clip(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value

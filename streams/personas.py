@@ -1,0 +1,69 @@
+"""The five personas, described as behaviour in feature space.
+
+A persona is tied to the behaviour it stands for (``PROTOTYPES``), never to a cluster index:
+the model names each of its clusters after the prototype it resembles most, so names stay put
+when clusters move.
+
+>>> PERSONAS
+('tamara', 'bryan', 'job', 'saida', 'hendrik-jan')
+>>> name_clusters({0: PROTOTYPES["job"], 1: PROTOTYPES["tamara"], 2: PROTOTYPES["saida"],
+...                3: PROTOTYPES["bryan"], 4: PROTOTYPES["hendrik-jan"]})
+{0: 'job', 1: 'tamara', 2: 'saida', 3: 'bryan', 4: 'hendrik-jan'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import permutations
+
+from streams.features import FEATURES
+
+__all__ = ["PERSONAS", "PROTOTYPES", "UNKNOWN", "name_clusters"]
+
+UNKNOWN = "unknown"
+PERSONAS: tuple[str, ...] = ("tamara", "bryan", "job", "saida", "hendrik-jan")
+
+_PROTOTYPE_ROWS = {
+    #                tamara bryan  job   saida  hendrik-jan
+    "files":            (0.80, 0.66, 0.45, 0.32, 0.28),
+    "creditors":        (0.78, 0.66, 0.35, 0.32, 0.32),
+    "debt":             (0.80, 0.68, 0.55, 0.50, 0.45),
+    "debt_trend":       (0.70, 0.55, 0.40, 0.45, 0.35),
+    "kept_share":       (0.30, 0.55, 0.85, 0.60, 0.50),
+    "collected_share":  (0.10, 0.22, 0.50, 0.60, 0.85),
+    "proactive":        (0.10, 0.30, 0.70, 0.10, 0.10),
+    "responsiveness":   (0.20, 0.45, 0.75, 0.30, 0.30),
+    "stars":            (0.25, 0.55, 0.85, 0.40, 0.50),
+    "assessed_ability": (0.20, 0.30, 0.65, 0.75, 0.90),
+    "arrangements":     (0.60, 0.50, 0.30, 0.10, 0.05),
+    "nudged":           (0.20, 0.30, 0.40, 0.70, 0.70),
+}  # fmt: skip
+#: Behaviour each persona stands for (domain brief), as a point in feature space.
+PROTOTYPES: dict[str, dict[str, float]] = {
+    persona: {name: _PROTOTYPE_ROWS[name][i] for name in FEATURES}
+    for i, persona in enumerate(PERSONAS)
+}
+
+
+def _distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    return sum((a.get(k, 0.0) - b.get(k, 0.0)) ** 2 for k in FEATURES)
+
+
+def name_clusters(centers: Mapping[int, Mapping[str, float]]) -> dict[int, str]:
+    """Give each cluster the persona whose prototype it resembles, one persona per cluster.
+
+    With as many clusters as personas this is the assignment of least total distance
+    (120 permutations: exhaustive search is cheaper than a solver). Extra clusters take the
+    name of their nearest prototype.
+    """
+    ids = sorted(centers)
+    cost = {(c, p): _distance(centers[c], PROTOTYPES[p]) for c in ids for p in PERSONAS}
+    head = ids[: len(PERSONAS)]
+    best = min(
+        permutations(PERSONAS, len(head)),
+        key=lambda names: sum(cost[c, p] for c, p in zip(head, names, strict=True)),
+    )
+    names = dict(zip(head, best, strict=True))
+    for c in ids[len(PERSONAS) :]:
+        names[c] = min(PERSONAS, key=lambda p: cost[c, p])
+    return names

@@ -1,0 +1,279 @@
+"""Per-debtor behavioural state, updated from events in event time.
+
+Counters that describe *recent* behaviour decay with a half-life. They are kept relative
+to the debtor's watermark (latest event time seen), so an event that arrives a few days
+late adds exactly what it would have added in order: the sums commute.
+
+>>> from streams.events import decode_object
+>>> state = DebtorState.new("d1")
+>>> opened = decode_object({"event_id": "e1", "debtor_id": "d1", "type": "claim_opened",
+...     "occurred_at": "2026-01-05T09:00:00Z", "claim_id": "c1", "creditor_id": "shop",
+...     "principal_cents": 30000})
+>>> paid = decode_object({"event_id": "e2", "debtor_id": "d1", "type": "payment_received",
+...     "occurred_at": "2026-01-20T09:00:00Z", "claim_id": "c1", "amount_cents": 10000})
+>>> for event in (opened, paid):
+...     _ = state.apply(event, half_life_days=120.0)
+>>> state.open_claims, state.outstanding_cents, state.paid_cents
+(1, 20000, 10000)
+>>> DebtorState.from_bytes(state.to_bytes()) == state
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from streams.events import Event
+
+__all__ = ["CHANNELS", "DECAYED", "DebtorState", "event_key"]
+
+#: Outbound channels, in the order of the per-channel counters.
+CHANNELS: tuple[str, ...] = ("letter", "email", "sms", "call", "whatsapp", "visit")
+_CHANNEL_INDEX = {name: i for i, name in enumerate(CHANNELS)}
+#: Names of the decayed counters, in the order they are stored.
+DECAYED: tuple[str, ...] = (
+    "new_debt",  # principal of claims opened, EUR
+    "paid",  # EUR received
+    "payments",  # number of payments
+    "kept",  # payments while an arrangement ran
+    "missed",  # installments missed
+    "arrangements",  # arrangements agreed
+    "outbound",  # contacts attempted by the agency
+    "strict",  # of which in a strict tone
+    "responded",  # responses to outbound contact
+    "inbound",  # contacts the debtor initiated
+    "stars_sum",
+    "stars_n",
+    "ability_sum",  # agent assessments: can_pay 1, partly 0.5, cannot_pay 0
+    "ability_n",
+    "hardship",  # ratings that named a hardship
+    "nudged_payments",  # payments within NUDGE_DAYS of an outbound contact
+)
+_D = {name: i for i, name in enumerate(DECAYED)}
+_DAY = 86_400.0
+NUDGE_DAYS = 10.0
+_ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
+_STATE_FORMAT = 1
+
+
+def event_key(event_id: str) -> int:
+    """Stable 64-bit key of an event id (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(slots=True)
+class DebtorState:
+    """Everything the service keeps about one debtor, bounded in size.
+
+    Mutating methods are for the engine, which always works on a :meth:`copy`.
+    """
+
+    debtor_id: str
+    first_ts: float = 0.0
+    watermark: float = 0.0
+    applied: int = 0
+    # (event time, event key) of events inside the lateness window: the idempotency memory.
+    recent: list[list[float]] = field(default_factory=list)
+    # Events at or before this time can no longer be checked for duplicates.
+    dedup_floor: float = 0.0
+    open_claims: int = 0
+    claims: int = 0
+    creditor_bits: int = 0
+    principal_cents: int = 0
+    paid_cents: int = 0
+    outstanding_cents: int = 0
+    claims_paid: int = 0
+    claims_unpaid: int = 0
+    open_arrangements: int = 0
+    stars_total: int = 0
+    ratings: int = 0
+    last_payment_ts: float = 0.0
+    last_contact_ts: float = 0.0
+    decayed: list[float] = field(default_factory=lambda: [0.0] * len(DECAYED))
+    channel_out: list[float] = field(default_factory=lambda: [0.0] * len(CHANNELS))
+    channel_resp: list[float] = field(default_factory=lambda: [0.0] * len(CHANNELS))
+    persona: str = "unknown"
+    confidence: float = 0.0
+    candidate: str = ""
+    streak: int = 0
+    quadrant: str = "unknown"
+    willingness: float = 0.5
+    ability: float = 0.5
+    model_version: int = 0
+    last_learn_ts: float = 0.0
+
+    @classmethod
+    def new(cls, debtor_id: str) -> DebtorState:
+        """A debtor the service has not seen: persona and quadrant unknown."""
+        return cls(debtor_id)
+
+    def copy(self) -> DebtorState:
+        """A deep copy cheap enough for every event."""
+        clone = DebtorState.__new__(DebtorState)
+        for name in _FIELD_NAMES:
+            object.__setattr__(clone, name, getattr(self, name))
+        clone.recent = [list(pair) for pair in self.recent]
+        clone.decayed = list(self.decayed)
+        clone.channel_out = list(self.channel_out)
+        clone.channel_resp = list(self.channel_resp)
+        return clone
+
+    # --- idempotency and lateness -------------------------------------------------------
+
+    def seen(self, key: int) -> bool:
+        """Whether an event with this key was applied (within the lateness window)."""
+        return any(pair[1] == key for pair in self.recent)
+
+    def too_late(self, ts: float, lateness_s: float) -> bool:
+        """Whether an event at ``ts`` is older than the window in which duplicates are known."""
+        return self.applied > 0 and (ts < self.watermark - lateness_s or ts <= self.dedup_floor)
+
+    def remember(self, ts: float, key: int, lateness_s: float, max_ids: int) -> None:
+        """Record an applied event; forget keys that fell out of the lateness window."""
+        horizon = self.watermark - lateness_s
+        recent = [pair for pair in self.recent if pair[0] >= horizon]
+        recent.append([ts, key])
+        if len(recent) > max_ids:
+            recent.sort(key=lambda pair: pair[0])
+            # Evicting a key means a re-sent copy could no longer be recognised, so events
+            # that old are from now on treated as too late instead.
+            self.dedup_floor = max(self.dedup_floor, recent[-max_ids - 1][0])
+            recent = recent[-max_ids:]
+        self.recent = recent
+
+    # --- applying events -----------------------------------------------------------------
+
+    def apply(self, event: Event, *, half_life_days: float) -> float:
+        """Fold one (new, not too late) event into the state; return its decay weight."""
+        ts = event.ts
+        if self.applied == 0:
+            self.first_ts = self.watermark = ts
+        half_life_s = half_life_days * _DAY
+        if ts > self.watermark:
+            factor = 2.0 ** ((self.watermark - ts) / half_life_s)
+            self.decayed = [value * factor for value in self.decayed]
+            self.channel_out = [value * factor for value in self.channel_out]
+            self.channel_resp = [value * factor for value in self.channel_resp]
+            self.watermark = ts
+            weight = 1.0
+        else:
+            weight = 2.0 ** ((ts - self.watermark) / half_life_s)
+        self.first_ts = min(self.first_ts, ts)
+        self.applied += 1
+        _APPLY[event.type](self, event.data, ts, weight)
+        return weight
+
+    def _add(self, name: str, amount: float) -> None:
+        self.decayed[_D[name]] += amount
+
+    def to_bytes(self) -> bytes:
+        """Compact serialisation (a versioned JSON array) for tables and changelogs."""
+        return orjson.dumps([_STATE_FORMAT, *(getattr(self, name) for name in _FIELD_NAMES)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DebtorState:
+        """Inverse of :meth:`to_bytes`."""
+        values: list[Any] = orjson.loads(data)
+        if values[0] != _STATE_FORMAT:
+            raise ValueError(f"unsupported debtor state format {values[0]!r}")
+        return cls(*values[1:])
+
+    def decayed_value(self, name: str) -> float:
+        """Current value of one decayed counter."""
+        return self.decayed[_D[name]]
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(DebtorState))
+
+
+def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    principal = data["principal_cents"]
+    state.open_claims += 1
+    state.claims += 1
+    state.principal_cents += principal
+    state.outstanding_cents += principal
+    state.creditor_bits |= 1 << (event_key(data["creditor_id"]) & 63)
+    state._add("new_debt", weight * principal / 100)
+
+
+def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    amount = data["amount_cents"]
+    state.paid_cents += amount
+    state.outstanding_cents = max(0, state.outstanding_cents - amount)
+    state.last_payment_ts = max(state.last_payment_ts, ts)
+    state._add("paid", weight * amount / 100)
+    state._add("payments", weight)
+    if state.open_arrangements > 0:
+        state._add("kept", weight)
+    if state.last_contact_ts and 0 <= ts - state.last_contact_ts <= NUDGE_DAYS * _DAY:
+        state._add("nudged_payments", weight)
+
+
+def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    state.open_arrangements += 1
+    state._add("arrangements", weight)
+
+
+def _installment_missed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    state._add("missed", weight)
+
+
+def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    if state.open_claims > 0:
+        # Per-claim balances are not kept (bounded state): a closed claim takes its average
+        # share of what is still outstanding with it.
+        state.outstanding_cents -= state.outstanding_cents // state.open_claims
+        state.open_claims -= 1
+    if data["outcome"] == "paid":
+        state.claims_paid += 1
+    else:
+        state.claims_unpaid += 1
+    state.open_arrangements = min(state.open_arrangements, state.open_claims)
+
+
+def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    state.channel_out[_CHANNEL_INDEX[data["channel"]]] += weight
+    state.last_contact_ts = max(state.last_contact_ts, ts)
+    state._add("outbound", weight)
+    if data.get("tone") == "strict":
+        state._add("strict", weight)
+
+
+def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    state.channel_resp[_CHANNEL_INDEX[data["channel"]]] += weight
+    state._add("responded", weight)
+
+
+def _contact_initiated(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    state._add("inbound", weight)
+
+
+def _call_rated(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+    stars = data["stars"]
+    state.stars_total += stars
+    state.ratings += 1
+    state._add("stars_sum", weight * stars)
+    state._add("stars_n", weight)
+    assessment = _ASSESSMENT.get(data.get("assessment", ""))
+    if assessment is not None:
+        state._add("ability_sum", weight * assessment)
+        state._add("ability_n", weight)
+    if data.get("hardship", "none") != "none":
+        state._add("hardship", weight)
+
+
+_APPLY = {
+    "claim_opened": _claim_opened,
+    "payment_received": _payment_received,
+    "arrangement_agreed": _arrangement_agreed,
+    "installment_missed": _installment_missed,
+    "claim_closed": _claim_closed,
+    "contact_attempted": _contact_attempted,
+    "contact_responded": _contact_responded,
+    "contact_initiated": _contact_initiated,
+    "call_rated": _call_rated,
+}
