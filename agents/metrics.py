@@ -8,7 +8,7 @@ series that this module does not export.
 Service families (owned by :class:`ServiceMetrics`):
 
 ``debtor_segments_events_total{topic, type, outcome}``
-    Counter of consumed events; ``outcome`` is one of :data:`Outcome`.
+    Counter of consumed events; ``outcome`` is one of :data:`OUTCOMES`.
 ``debtor_segments_processing_seconds``
     Histogram of per-event processing time, decode to outputs sent.
 ``debtor_segments_event_age_seconds``
@@ -75,7 +75,6 @@ import math
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Literal, get_args
 
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import AppT
@@ -91,7 +90,7 @@ from prometheus_client import (
 __all__ = [
     "FAUST_PREFIX",
     "METRICS_PATH",
-    "Outcome",
+    "OUTCOMES",
     "ServiceMetrics",
     "attach_faust_sensors",
     "population_stability_index",
@@ -106,10 +105,10 @@ FAUST_PREFIX = "faust"
 #: URL path of the single page that serves the shared registry.
 METRICS_PATH = "/metrics"
 
-#: What became of a consumed event.
-Outcome = Literal["processed", "duplicate", "dead_lettered", "late"]
-
-_OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+#: What became of a consumed event: the outcomes of ``streams.engine.process``
+#: (processed, duplicate, late, erased) plus dead_lettered for records that
+#: never reached it (undecodable).
+OUTCOMES: tuple[str, ...] = ("processed", "duplicate", "dead_lettered", "late", "erased")
 
 # Per-event work is in-memory state updates plus a produce call: sub-100µs
 # when warm, up to around a second when the producer buffer blocks.
@@ -238,8 +237,7 @@ class ServiceMetrics:
         )
         self._model_drift = Gauge(
             "debtor_segments_model_drift_psi",
-            "Population stability index of the persona mix against the "
-            "previous window.",
+            "Population stability index of the persona mix against the previous window.",
             registry=reg,
         )
         Info(
@@ -248,7 +246,7 @@ class ServiceMetrics:
             registry=reg,
         ).info({"version": _installed_version() if version is None else version})
 
-    def count_event(self, topic: str, event_type: str, outcome: Outcome) -> None:
+    def count_event(self, topic: str, event_type: str, outcome: str) -> None:
         """Count one consumed event.
 
         Parameters
@@ -257,19 +255,17 @@ class ServiceMetrics:
             Topic the event was read from.
         event_type : str
             Event type, exported as the ``type`` label.
-        outcome : {"processed", "duplicate", "dead_lettered", "late"}
+        outcome : {"processed", "duplicate", "dead_lettered", "late", "erased"}
             What became of the event.
 
         Raises
         ------
         ValueError
-            If `outcome` is not one of :data:`Outcome`; rejected so that a
+            If `outcome` is not one of :data:`OUTCOMES`; rejected so that a
             typo cannot silently start a new series the dashboard never shows.
         """
-        if outcome not in _OUTCOMES:
-            raise ValueError(
-                f"unknown outcome {outcome!r}; expected one of {sorted(_OUTCOMES)}"
-            )
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
         self._events.labels(topic=topic, type=event_type, outcome=outcome).inc()
 
     def observe_processing(self, seconds: float) -> None:

@@ -17,13 +17,13 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
-from streams.engine import Engine
+from streams.engine import Engine, EngineConfig
 from streams.events import DecodeError, decode_event
 from streams.personas import PERSONAS, UNKNOWN
 from streams.simulation import simulate
 
 
-def run(debtors: int, months: int, seed: int, mix: str) -> tuple[dict[str, float], str]:
+def run(debtors: int, months: int, seed: int, mix: str, config: EngineConfig = EngineConfig()) -> tuple[dict[str, float], str]:
     portfolio = simulate(debtors, months, seed, mix=mix)
     lines = portfolio.lines
     t0 = time.perf_counter()
@@ -33,7 +33,7 @@ def run(debtors: int, months: int, seed: int, mix: str) -> tuple[dict[str, float
         except orjson.JSONDecodeError:
             pass
     parse_s = time.perf_counter() - t0
-    engine = Engine()
+    engine = Engine(config)
     changes: list[dict] = []
     t0 = time.perf_counter()
     for line in lines:

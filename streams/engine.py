@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.events import Event
-from streams.features import FEATURES, ability, evidence, features, willingness
+from streams.features import FEATURES, ability, evidence, feature_vector, willingness
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN
 from streams.quadrants import quadrant_of
@@ -50,6 +50,11 @@ class EngineConfig:
         Evidence (see :func:`streams.features.evidence`) before a persona is given.
     switch_after
         Consecutive events that must favour another persona before it replaces the current one.
+    switch_after_days
+        ... and for at least this long (event time): personas are meant to be stable.
+    min_move
+        ... and only once the features moved this far (Euclidean) from where they were when
+        the persona was given: a debtor whose behaviour did not change keeps the persona.
     min_margin
         How clearly (relative distance) the new persona must win to replace the current one.
     learn_interval_days
@@ -60,8 +65,10 @@ class EngineConfig:
     half_life_days: float = 120.0
     lateness_days: float = 7.0
     max_remembered_ids: int = 24
-    min_evidence: float = 20.0
+    min_evidence: float = 45.0
     switch_after: int = 3
+    switch_after_days: float = 30.0
+    min_move: float = 0.1
     min_margin: float = 0.15
     learn_interval_days: float = 30.0
 
@@ -113,35 +120,42 @@ def process(
     new.remember(event.ts, key, lateness_s, config.max_remembered_ids)
     if evidence(new) < config.min_evidence:
         return Step(new, (), "processed")
-    x = features(new)
+    x = feature_vector(new)
     outputs: list[Output] = []
     _update_persona(new, x, model, config, event, emitted_at, outputs)
     _update_quadrant(new, event, model.version, emitted_at, outputs)
     learn = None
     if event.ts - new.last_learn_ts >= config.learn_interval_days * _DAY:
         new.last_learn_ts = event.ts
-        learn = x
+        learn = dict(zip(FEATURES, x, strict=True))
     return Step(new, tuple(outputs), "processed", learn)
 
 
 def _update_persona(
     new: DebtorState,
-    x: dict[str, float],
+    x: list[float],
     model: SegmentModel,
     config: EngineConfig,
     event: Event,
     emitted_at: str,
     outputs: list[Output],
 ) -> None:
-    assignment = model.predict_one(x)
+    assignment = model.predict_vector(x, new.persona)
     if assignment.persona == new.persona:
         new.candidate, new.streak, new.confidence = "", 0, assignment.confidence
         return
     if new.persona != UNKNOWN:
         # Hysteresis: a debtor keeps the persona until another one wins clearly, repeatedly.
-        new.streak = new.streak + 1 if assignment.persona == new.candidate else 1
-        new.candidate = assignment.persona
-        if new.streak < config.switch_after or assignment.margin < config.min_margin:
+        if assignment.persona == new.candidate:
+            new.streak += 1
+        else:
+            new.candidate, new.streak, new.candidate_since = assignment.persona, 1, event.ts
+        if (
+            new.streak < config.switch_after
+            or event.ts - new.candidate_since < config.switch_after_days * _DAY
+            or assignment.margin < config.min_margin
+            or _distance(x, new.anchor) < config.min_move
+        ):
             return
     previous = new.persona
     new.persona, new.confidence, new.candidate, new.streak = (
@@ -151,11 +165,16 @@ def _update_persona(
         0,
     )
     new.model_version = model.version
+    new.anchor = [round(v, 3) for v in x]
     value = _envelope("persona_changed", new, event, previous, model.version, emitted_at)
     value["persona"] = new.persona
     value["confidence"] = round(new.confidence, 4)
     value["explanation"] = _explain(x, model)
     outputs.append(Output(PERSONA_CHANGES_TOPIC, new.debtor_id, value))
+
+
+def _distance(a: list[float], b: list[float]) -> float:
+    return sum((p - q) * (p - q) for p, q in zip(a, b, strict=True)) ** 0.5
 
 
 def _update_quadrant(
@@ -208,12 +227,13 @@ def _envelope(
     }
 
 
-def _explain(x: dict[str, float], model: SegmentModel, top: int = 4) -> dict[str, float]:
+def _explain(x: list[float], model: SegmentModel, top: int = 4) -> dict[str, float]:
     """The features in which this debtor stands out most from the average centre."""
-    centers = model.centers().values()
+    centers = [center for _, center in model.centers()]
+    named = dict(zip(FEATURES, x, strict=True))
     mean = {name: sum(c[name] for c in centers) / len(centers) for name in FEATURES}
-    ranked = sorted(FEATURES, key=lambda name: -abs(x[name] - mean[name]))
-    return {name: round(x[name], 3) for name in ranked[:top]}
+    ranked = sorted(FEATURES, key=lambda name: -abs(named[name] - mean[name]))
+    return {name: round(named[name], 3) for name in ranked[:top]}
 
 
 class Engine:

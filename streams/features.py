@@ -20,7 +20,7 @@ import math
 
 from streams.state import DebtorState
 
-__all__ = ["FEATURES", "ability", "evidence", "features", "willingness"]
+__all__ = ["FEATURES", "ability", "evidence", "exposure_months", "feature_vector", "features", "willingness"]
 
 #: Feature names, in a fixed order shared by the model and the prototypes.
 FEATURES: tuple[str, ...] = (
@@ -35,7 +35,6 @@ FEATURES: tuple[str, ...] = (
     "stars",  # average agent rating, 1 star -> 0, 5 stars -> 1
     "assessed_ability",  # agents' assessment of payment capacity
     "arrangements",  # arrangements agreed recently
-    "nudged",  # share of payments that followed a reminder within days
 )
 
 _LOG_FILES = math.log1p(12)
@@ -50,26 +49,43 @@ def _creditors(bits: int) -> float:
 
 
 def features(state: DebtorState) -> dict[str, float]:
-    """The feature vector of a debtor (a dict, as River models expect)."""
+    """The feature vector of a debtor as a dict (as River models expect)."""
+    return dict(zip(FEATURES, feature_vector(state), strict=True))
+
+
+def exposure_months(state: DebtorState, half_life_days: float = 120.0) -> float:
+    """Decayed length of the debtor's history, in months (floor: two weeks).
+
+    Dividing a decayed count by it gives a rate that does not ramp up while a new debtor's
+    counters fill, so a debtor whose behaviour is steady has steady features from the start.
+    """
+    age_days = (state.watermark - state.first_ts) / 86_400
+    decayed_days = half_life_days / math.log(2) * (1.0 - 2.0 ** (-age_days / half_life_days))
+    return max(decayed_days, 14.0) / 30.4
+
+
+def feature_vector(state: DebtorState) -> list[float]:
+    """The features of a debtor in ``FEATURES`` order (the hot path uses lists, not dicts)."""
     d = state.decayed
-    new_debt, paid, payments, kept, missed, arrangements = d[0], d[1], d[2], d[3], d[4], d[5]
+    months = exposure_months(state)
+    new_debt, paid, kept, missed, arrangements = d[0], d[1], d[3], d[4], d[5]
     outbound, responded, inbound = d[6], d[8], d[9]
-    stars_sum, stars_n, ability_sum, ability_n, nudged = d[10], d[11], d[12], d[13], d[15]
+    stars_sum, stars_n, ability_sum, ability_n = d[10], d[11], d[12], d[13]
     principal = state.principal_cents
-    return {
-        "files": min(1.0, math.log1p(state.claims) / _LOG_FILES),
-        "creditors": min(1.0, math.log1p(_creditors(state.creditor_bits)) / _LOG_CREDITORS),
-        "debt": min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR),
-        "debt_trend": 0.5 + 0.5 * (new_debt - paid) / (new_debt + paid + 50.0),
-        "kept_share": (kept + 1.0) / (kept + missed + 2.0),
-        "collected_share": min(1.0, state.paid_cents / principal) if principal else 0.0,
-        "proactive": inbound / (inbound + 2.0),
-        "responsiveness": (responded + 0.5) / (outbound + 1.0) if outbound >= responded else 1.0,
-        "stars": (stars_sum - stars_n + 2.0 * 2) / (4.0 * (stars_n + 2)),
-        "assessed_ability": (ability_sum + 0.5) / (ability_n + 1.0),
-        "arrangements": arrangements / (arrangements + 1.5),
-        "nudged": (nudged + 0.5) / (payments + 1.0),
-    }
+    return [
+        min(1.0, math.log1p(state.claims) / _LOG_FILES),
+        min(1.0, math.log1p(_creditors(state.creditor_bits)) / _LOG_CREDITORS),
+        min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR),
+        0.5 + 0.5 * (new_debt - paid) / (new_debt + paid + 50.0),
+        (kept + 1.0) / (kept + missed + 2.0),
+        min(1.0, state.paid_cents / principal) if principal else 0.0,
+        inbound / (inbound + 0.5 * months),
+        (responded + 0.5) / (outbound + 1.0) if outbound >= responded else 1.0,
+        # One pseudo-rating of 3 stars keeps a single rating from deciding alone.
+        (stars_sum - stars_n + 2.0) / (4.0 * (stars_n + 1.0)),
+        (ability_sum + 0.5) / (ability_n + 1.0),
+        arrangements / (arrangements + 0.1 * months),
+    ]
 
 
 def evidence(state: DebtorState) -> float:
@@ -92,8 +108,9 @@ def willingness(state: DebtorState) -> float:
     star_weight = stars_n / (stars_n + 1.0)
     inbound, responded, outbound = d[9], d[8], d[6]
     kept, missed = d[3], d[4]
+    months = exposure_months(state)
     behaviour = (
-        0.4 * inbound / (inbound + 1.5)
+        0.4 * inbound / (inbound + 0.5 * months)
         + 0.3 * (responded + 0.5) / (outbound + 1.0)
         + 0.3 * (kept + 1.0) / (kept + missed + 2.0)
     )

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import collections
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ class Assignment:
     """The model's answer for one feature vector.
 
     ``confidence`` is the share of inverse squared distance that the nearest centre holds;
-    ``margin`` is how much farther (relatively) the runner-up centre is.
+    ``margin`` is how much farther (relatively) the nearest centre of the compared persona is.
     """
 
     persona: str
@@ -57,14 +58,30 @@ class SegmentModel:
         Re-derive cluster names after this many updates.
     """
 
-    def __init__(self, halflife: float = 0.02, rename_every: int = 200) -> None:
+    def __init__(self, halflife: float = 0.02, rename_every: int = 200, per_persona: int = 2) -> None:
         self.halflife = halflife
         self.rename_every = rename_every
+        self.per_persona = per_persona
         self.version = 0
-        self._kmeans = cluster.KMeans(n_clusters=len(PERSONAS), halflife=halflife, seed=0)
-        for i, persona in enumerate(PERSONAS):
-            self._kmeans.centers[i] = collections.defaultdict(float, PROTOTYPES[persona])
+        n_clusters = len(PERSONAS) * per_persona
+        self._kmeans = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=0)
+        # Extra centres per persona start near its prototype: the big personas need several
+        # centres, or the small personas' centres get dragged into their mass.
+        rng = random.Random(0)
+        for i in range(n_clusters):
+            jitter = 0.0 if i < len(PERSONAS) else 0.05
+            prototype = PROTOTYPES[PERSONAS[i % len(PERSONAS)]]
+            self._kmeans.centers[i] = collections.defaultdict(
+                float, {k: v + rng.uniform(-jitter, jitter) for k, v in prototype.items()}
+            )
         self._names = name_clusters(self._kmeans.centers)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._vectors = [
+            (self._names[cid], [center[name] for name in FEATURES])
+            for cid, center in sorted(self._kmeans.centers.items())
+        ]
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Move the nearest centre towards ``x``."""
@@ -72,29 +89,35 @@ class SegmentModel:
         self.version += 1
         if self.version % self.rename_every == 0:
             self._names = name_clusters(self._kmeans.centers)
+        self._refresh()
 
-    def predict_one(self, x: Mapping[str, float]) -> Assignment:
-        """Persona of the nearest centre, with confidence and margin."""
-        best_id, best, second, inverse_total = -1, float("inf"), float("inf"), 0.0
-        for cid, center in self._kmeans.centers.items():
+    def predict_one(self, x: Mapping[str, float], current: str = "") -> Assignment:
+        """Persona whose nearest centre is nearest to ``x``; see :meth:`predict_vector`."""
+        return self.predict_vector([x[name] for name in FEATURES], current)
+
+    def predict_vector(self, vector: list[float], current: str = "") -> Assignment:
+        """Like :meth:`predict_one` for a vector in ``FEATURES`` order (the hot path).
+
+        ``margin`` compares the winner with ``current`` (the debtor's persona) when given,
+        else with the runner-up persona.
+        """
+        nearest: dict[str, float] = {}
+        for persona, center in self._vectors:
             d = 0.0
-            for name in FEATURES:
-                diff = center[name] - x[name]
-                d += diff * diff
-            inverse_total += 1.0 / (d + 1e-9)
-            if d < best:
-                best_id, best, second = cid, d, best
-            elif d < second:
-                second = d
+            for c, v in zip(center, vector):
+                d += (c - v) * (c - v)
+            if d < nearest.get(persona, float("inf")):
+                nearest[persona] = d
+        ranked = sorted(nearest.items(), key=lambda item: item[1])
+        persona, best = ranked[0]
+        other = nearest[current] if current in nearest and current != persona else ranked[1][1]
+        inverse_total = sum(1.0 / (d + 1e-9) for d in nearest.values())
         confidence = (1.0 / (best + 1e-9)) / inverse_total
-        return Assignment(self._names[best_id], confidence, (second - best) / (second + 1e-9))
+        return Assignment(persona, confidence, (other - best) / (other + 1e-9))
 
-    def centers(self) -> dict[str, dict[str, float]]:
-        """Current centre of every persona's cluster."""
-        return {
-            self._names[cid]: {name: center[name] for name in FEATURES}
-            for cid, center in self._kmeans.centers.items()
-        }
+    def centers(self) -> list[tuple[str, dict[str, float]]]:
+        """Every cluster centre with the persona it is named after."""
+        return [(persona, dict(zip(FEATURES, center, strict=True))) for persona, center in self._vectors]
 
     def snapshot(self) -> dict[str, Any]:
         """A versioned, JSON-serialisable snapshot, so a restart does not start cold."""
@@ -103,6 +126,7 @@ class SegmentModel:
             "version": self.version,
             "halflife": self.halflife,
             "rename_every": self.rename_every,
+            "per_persona": self.per_persona,
             "features": list(FEATURES),
             "personas": [name for _, name in sorted(self._names.items())],
             "centers": [
@@ -118,9 +142,10 @@ class SegmentModel:
             raise ValueError(f"unsupported model snapshot format {snapshot.get('format')!r}")
         if list(snapshot["features"]) != list(FEATURES):
             raise ValueError("model snapshot was trained on other features")
-        model = cls(halflife=snapshot["halflife"], rename_every=snapshot["rename_every"])
+        model = cls(snapshot["halflife"], snapshot["rename_every"], snapshot["per_persona"])
         for i, center in enumerate(snapshot["centers"]):
             model._kmeans.centers[i] = collections.defaultdict(float, center)
         model._names = dict(enumerate(snapshot["personas"]))
         model.version = snapshot["version"]
+        model._refresh()
         return model

@@ -26,17 +26,16 @@ PERSONAS: tuple[str, ...] = ("tamara", "bryan", "job", "saida", "hendrik-jan")
 _PROTOTYPE_ROWS = {
     #                tamara bryan  job   saida  hendrik-jan
     "files":            (0.80, 0.66, 0.45, 0.32, 0.28),
-    "creditors":        (0.78, 0.66, 0.35, 0.32, 0.32),
-    "debt":             (0.80, 0.68, 0.55, 0.50, 0.45),
-    "debt_trend":       (0.70, 0.55, 0.40, 0.45, 0.35),
-    "kept_share":       (0.30, 0.55, 0.85, 0.60, 0.50),
-    "collected_share":  (0.10, 0.22, 0.50, 0.60, 0.85),
-    "proactive":        (0.10, 0.30, 0.70, 0.10, 0.10),
-    "responsiveness":   (0.20, 0.45, 0.75, 0.30, 0.30),
-    "stars":            (0.25, 0.55, 0.85, 0.40, 0.50),
-    "assessed_ability": (0.20, 0.30, 0.65, 0.75, 0.90),
-    "arrangements":     (0.60, 0.50, 0.30, 0.10, 0.05),
-    "nudged":           (0.20, 0.30, 0.40, 0.70, 0.70),
+    "creditors":        (0.72, 0.60, 0.35, 0.32, 0.32),
+    "debt":             (0.75, 0.60, 0.30, 0.25, 0.15),
+    "debt_trend":       (0.65, 0.50, 0.40, 0.45, 0.40),
+    "kept_share":       (0.30, 0.60, 0.85, 0.55, 0.55),
+    "collected_share":  (0.20, 0.50, 0.75, 0.80, 0.90),
+    "proactive":        (0.10, 0.40, 0.70, 0.05, 0.10),
+    "responsiveness":   (0.15, 0.40, 0.75, 0.25, 0.30),
+    "stars":            (0.35, 0.55, 0.75, 0.45, 0.50),
+    "assessed_ability": (0.35, 0.35, 0.65, 0.65, 0.75),
+    "arrangements":     (0.65, 0.55, 0.30, 0.05, 0.02),
 }  # fmt: skip
 #: Behaviour each persona stands for (domain brief), as a point in feature space.
 PROTOTYPES: dict[str, dict[str, float]] = {
@@ -58,12 +57,4 @@ def name_clusters(centers: Mapping[int, Mapping[str, float]]) -> dict[int, str]:
     """
     ids = sorted(centers)
     cost = {(c, p): _distance(centers[c], PROTOTYPES[p]) for c in ids for p in PERSONAS}
-    head = ids[: len(PERSONAS)]
-    best = min(
-        permutations(PERSONAS, len(head)),
-        key=lambda names: sum(cost[c, p] for c, p in zip(head, names, strict=True)),
-    )
-    names = dict(zip(head, best, strict=True))
-    for c in ids[len(PERSONAS) :]:
-        names[c] = min(PERSONAS, key=lambda p: cost[c, p])
-    return names
+    return {c: min(PERSONAS, key=lambda p: cost[c, p]) for c in ids}

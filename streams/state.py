@@ -51,11 +51,9 @@ DECAYED: tuple[str, ...] = (
     "ability_sum",  # agent assessments: can_pay 1, partly 0.5, cannot_pay 0
     "ability_n",
     "hardship",  # ratings that named a hardship
-    "nudged_payments",  # payments within NUDGE_DAYS of an outbound contact
 )
 _D = {name: i for i, name in enumerate(DECAYED)}
 _DAY = 86_400.0
-NUDGE_DAYS = 10.0
 _ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
 _STATE_FORMAT = 1
 
@@ -100,6 +98,9 @@ class DebtorState:
     confidence: float = 0.0
     candidate: str = ""
     streak: int = 0
+    candidate_since: float = 0.0
+    # Features when the persona was last given: a persona only changes once behaviour moved.
+    anchor: list[float] = field(default_factory=list)
     quadrant: str = "unknown"
     willingness: float = 0.5
     ability: float = 0.5
@@ -120,6 +121,7 @@ class DebtorState:
         clone.decayed = list(self.decayed)
         clone.channel_out = list(self.channel_out)
         clone.channel_resp = list(self.channel_resp)
+        clone.anchor = list(self.anchor)
         return clone
 
     # --- idempotency and lateness -------------------------------------------------------
@@ -209,8 +211,6 @@ def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weigh
     state._add("payments", weight)
     if state.open_arrangements > 0:
         state._add("kept", weight)
-    if state.last_contact_ts and 0 <= ts - state.last_contact_ts <= NUDGE_DAYS * _DAY:
-        state._add("nudged_payments", weight)
 
 
 def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:

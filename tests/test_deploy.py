@@ -13,7 +13,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import faust
@@ -70,18 +70,18 @@ def load_yaml(path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load_yaml(COMPOSE)
+    return cast(dict[str, Any], load_yaml(COMPOSE))
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    return cast(dict[str, dict[str, Any]], compose["services"])
 
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict[str, Any]:
     with DASHBOARD.open(encoding="utf-8") as handle:
-        return json.load(handle)
+        return cast(dict[str, Any], json.load(handle))
 
 
 def env(service: dict[str, Any]) -> dict[str, str]:
@@ -94,7 +94,11 @@ def env(service: dict[str, Any]) -> dict[str, str]:
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     """``(source, target)`` of each short-syntax volume of a service."""
-    return [tuple(spec.split(":")[:2]) for spec in service.get("volumes", [])]  # type: ignore[misc]
+    pairs = []
+    for spec in service.get("volumes", []):
+        source, target = spec.split(":")[:2]
+        pairs.append((source, target))
+    return pairs
 
 
 def is_bind(source: str) -> bool:
@@ -178,9 +182,14 @@ def unknown_metric_names(expr: str, exported: set[str]) -> set[str]:
 
 def dockerignore_regex(pattern: str) -> re.Pattern[str]:
     """Regex of a .dockerignore pattern (Go filepath.Match plus ``**``)."""
-    tokens = re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/"))
+    tokens = re.split(r"(\*\*/|\*\*|\*|\?|\[[^\]]*\])", pattern.strip("/"))
     wildcard = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-    return re.compile("".join(wildcard.get(token, re.escape(token)) for token in tokens))
+    return re.compile(
+        "".join(
+            token if token.startswith("[") else wildcard.get(token, re.escape(token))
+            for token in tokens
+        )
+    )
 
 
 def dockerignore_allows(path: str, patterns: list[str]) -> bool:
@@ -245,9 +254,7 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> No
     kafka = env(services["kafka"])
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
     node_id = kafka["KAFKA_NODE_ID"]
-    listeners = dict(
-        listener.split("://") for listener in kafka["KAFKA_LISTENERS"].split(",")
-    )
+    listeners = dict(listener.split("://") for listener in kafka["KAFKA_LISTENERS"].split(","))
     controller_port = listeners[kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]].split(":")[1]
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:{controller_port}"
     advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
@@ -262,8 +269,7 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> No
     assert "healthcheck" in services["kafka"]
     data_dir = kafka["KAFKA_LOG_DIRS"]
     assert any(
-        target == data_dir and not is_bind(source)
-        for source, target in mounts(services["kafka"])
+        target == data_dir and not is_bind(source) for source, target in mounts(services["kafka"])
     )
 
 
@@ -274,9 +280,7 @@ def test_worker(services: dict[str, dict[str, Any]]) -> None:
     assert option(command, "--broker") == "kafka://kafka:9092"
     assert option(command, "--store") == "rocksdb"
     data_dir = option(command, "--data-dir")
-    assert any(
-        target == data_dir and not is_bind(source) for source, target in mounts(worker)
-    )
+    assert any(target == data_dir and not is_bind(source) for source, target in mounts(worker))
     environment = env(worker)
     assert environment["DEBTOR_SEGMENTS_BROKER"] == option(command, "--broker")
     # A placeholder, never a committed secret.
@@ -333,10 +337,7 @@ def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
 
 def test_bind_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
     binds = [
-        source
-        for service in services.values()
-        for source, _ in mounts(service)
-        if is_bind(source)
+        source for service in services.values() for source, _ in mounts(service) if is_bind(source)
     ]
     assert binds
     for source in binds:
@@ -381,7 +382,14 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         "schemas/event.json",
     ):
         assert dockerignore_allows(path, patterns), path
-    for path in (".venv/bin/python", ".git/HEAD", "agents/__pycache__/x.pyc", "out/x"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "agents/__pycache__/metrics.cpython-311.pyc",
+        "streams/stale.pyc",
+        "out/portfolio.jsonl",
+        "tests/test_deploy.py",
+    ):
         assert not dockerignore_allows(path, patterns), path
 
 
@@ -468,9 +476,7 @@ def test_every_panel_queries_the_provisioned_datasource(dashboard: dict[str, Any
             assert not row.get("targets"), row["title"]
 
 
-def test_dashboard_metrics_are_exported(
-    dashboard: dict[str, Any], exported: set[str]
-) -> None:
+def test_dashboard_metrics_are_exported(dashboard: dict[str, Any], exported: set[str]) -> None:
     referenced = set()
     for panel_id, ref_id, expr in dashboard_exprs(dashboard):
         names = METRIC_NAME.findall(expr)
@@ -489,9 +495,7 @@ def test_unknown_metric_names_catches_typos(exported: set[str]) -> None:
     assert unknown_metric_names("rate(debtor_segments_events[5m])", exported)
     assert unknown_metric_names("debtor_segments_debtor", exported)
     assert unknown_metric_names("debtor_segments_debtors_total", exported)
-    assert unknown_metric_names(
-        "rate(debtor_segments_processing_seconds_total[5m])", exported
-    )
+    assert unknown_metric_names("rate(debtor_segments_processing_seconds_total[5m])", exported)
     assert unknown_metric_names("faust_rebalances_total", exported)
 
 

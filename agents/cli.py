@@ -1,0 +1,217 @@
+"""The ``debtor-segments`` command line.
+
+Embedded commands (no broker): ``replay``, ``demo``, ``simulate``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+from tqdm import tqdm
+
+from agents.replay import ReplayStats, replay_lines
+from agents.settings import Settings
+from streams.engine import Engine, EngineConfig, Output
+from streams.model import SegmentModel
+from streams.personas import UNKNOWN
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, format_table, row_shares, transition_matrix
+from streams.simulation import MIXES, Portfolio, simulate
+
+__all__ = ["main"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise click.ClickException(f"cannot read {path}: {error.strerror}") from None
+
+
+def _open_output(path: Path) -> IO[bytes]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+    except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
+
+
+def _lines_with_progress(stream: IO[bytes], total_bytes: int | None) -> Iterator[bytes]:
+    """Lines of ``stream``; a progress bar on stderr when it is a terminal."""
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
+        for line in stream:
+            bar.update(len(line))
+            yield line
+
+
+def _load_model(path: Path | None) -> SegmentModel:
+    if path is None or not path.exists():
+        return SegmentModel()
+    try:
+        return SegmentModel.restore(orjson.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError) as error:
+        raise click.ClickException(f"cannot restore model snapshot {path}: {error}") from None
+
+
+def _run_replay(
+    lines: Iterator[bytes], output: Path, dead_letters: Path, engine: Engine, settings: Settings, **kwargs: Any
+) -> ReplayStats:
+    with _open_output(output) as out, _open_output(dead_letters) as dlq:
+
+        def write_output(item: Output) -> None:
+            out.write(orjson.dumps(item.value, option=orjson.OPT_APPEND_NEWLINE))
+
+        def write_dead_letter(record: dict[str, Any]) -> None:
+            dlq.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+        return replay_lines(
+            lines,
+            engine,
+            write_output,
+            write_dead_letter,
+            max_amount_cents=settings.max_amount_cents,
+            emitted_at=_now,
+            **kwargs,
+        )
+
+
+def _summary(stats: ReplayStats, seconds: float) -> str:
+    outcomes = ", ".join(f"{count} {name}" for name, count in sorted(stats.outcomes.items()))
+    bad = sum(stats.dead_letters.values())
+    return (
+        f"{stats.lines} lines in {seconds:.1f}s ({stats.lines / max(seconds, 1e-9):,.0f}/s): {outcomes or 'no events'}; "
+        f"{stats.changes} change events; {bad} dead letters"
+        + (f" ({', '.join(f'{n} {r}' for r, n in sorted(stats.dead_letters.items()))})" if bad else "")
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Streaming segmentation of debtors into personas and willingness x ability quadrants."""
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT.jsonl")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where change events go (JSON lines, emission order).")
+@click.option("--dead-letters", type=click.Path(dir_okay=False, path_type=Path), help="Where bad lines go [default: OUTPUT with .dead-letters.jsonl].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot: restored if it exists, saved after the run.")
+def replay(input_path: str, output: Path, dead_letters: Path | None, model_path: Path | None) -> None:
+    """Run INPUT.jsonl (all inbound event types mixed; - for stdin) through the engine, no broker."""
+    settings = Settings()
+    dead_letters = dead_letters or output.with_suffix(".dead-letters.jsonl")
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days), _load_model(model_path))
+    stream = _open_input(input_path)
+    size = Path(input_path).stat().st_size if input_path != "-" else None
+    started = time.perf_counter()
+    try:
+        stats = _run_replay(_lines_with_progress(stream, size), output, dead_letters, engine, settings)
+    except OSError as error:
+        raise click.ClickException(f"reading {input_path} failed: {error}") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if model_path is not None:
+        model_path.write_bytes(orjson.dumps(engine.model.snapshot()))
+    click.echo(_summary(stats, time.perf_counter() - started), err=True)
+    click.echo(f"changes: {output}\ndead letters: {dead_letters}", err=True)
+
+
+@main.command(name="simulate")
+@click.option("--debtors", default=3000, show_default=True)
+@click.option("--months", default=12, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True, help="Published persona mix to draw from.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def simulate_command(debtors: int, months: int, seed: int, mix: str, output: Path) -> None:
+    """Write a simulated portfolio (JSON lines, delivery order) and its truth (OUTPUT.truth.jsonl)."""
+    portfolio = simulate(debtors, months, seed, mix=mix)
+    _write_portfolio(portfolio, output)
+    click.echo(f"{len(portfolio.lines)} events for {debtors} debtors -> {output}", err=True)
+
+
+def _write_portfolio(portfolio: Portfolio, output: Path) -> Path:
+    truth_path = output.with_suffix(".truth.jsonl")
+    with _open_output(output) as out:
+        out.write(b"\n".join(portfolio.lines) + b"\n")
+    with _open_output(truth_path) as out:
+        for debtor in portfolio.truth.values():
+            row = {
+                "debtor_id": debtor.debtor_id,
+                "persona": debtor.persona,
+                "initial_persona": debtor.initial_persona,
+                "quadrant": debtor.quadrant,
+                "change": debtor.change,
+            }
+            out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+    return truth_path
+
+
+@main.command()
+@click.option("--debtors", default=3000, show_default=True)
+@click.option("--months", default=12, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True)
+@click.option("--out-dir", default=Path("out/demo"), show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
+    """Simulate a portfolio, segment it live, and show what came out."""
+    started = time.perf_counter()
+    click.echo(f"Simulating {debtors} debtors over {months} months ({mix} persona mix, seed {seed})...")
+    portfolio = simulate(debtors, months, seed, mix=mix)
+    input_path = out_dir / "portfolio.jsonl"
+    truth_path = _write_portfolio(portfolio, input_path)
+    click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
+    settings = Settings()
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days))
+    halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
+    mid_personas: dict[str, str] = {}
+
+    def lines() -> Iterator[bytes]:
+        for line in portfolio.lines:
+            if not mid_personas and b'"occurred_at":"' in line and _line_ts(line) >= halfway:
+                mid_personas.update({d: s.persona for d, s in engine.states.items()})
+            yield line
+
+    output, dead_letters = out_dir / "changes.jsonl", out_dir / "dead-letters.jsonl"
+    replay_started = time.perf_counter()
+    stats = _run_replay(lines(), output, dead_letters, engine, settings)
+    click.echo("Replayed: " + _summary(stats, time.perf_counter() - replay_started))
+    states = engine.states
+    personas = distribution((s.persona for s in states.values()), ALL_PERSONAS)
+    truth = distribution((d.persona for d in portfolio.truth.values()), ALL_PERSONAS)
+    quadrants = distribution((s.quadrant for s in states.values()), ALL_QUADRANTS)
+    n = max(1, len(states))
+    click.echo("\nPersonas at the end (simulated truth alongside):")
+    click.echo(format_table(["persona", "debtors", "share", "truth"], [[p, str(personas[p]), f"{personas[p] / n:.1%}", f"{truth[p] / n:.1%}"] for p in ALL_PERSONAS]))
+    click.echo("\nQuadrants at the end:")
+    click.echo(format_table(["quadrant", "debtors", "share"], [[q, str(quadrants[q]), f"{quadrants[q] / n:.1%}"] for q in ALL_QUADRANTS]))
+    after = {d: s.persona for d, s in states.items()}
+    shares = row_shares(transition_matrix(mid_personas, after))
+    click.echo("\nPersona transitions, halfway -> end (row shares; once a Tamara, always a Tamara?):")
+    click.echo(format_table(["from \\ to", *ALL_PERSONAS], [[row, *(f"{shares[row][col]:.1%}" for col in ALL_PERSONAS)] for row in ALL_PERSONAS]))
+    known = [d for d, s in states.items() if s.persona != UNKNOWN]
+    named = sum(states[d].persona == portfolio.truth[d].persona for d in known)
+    click.echo(f"\nNamed persona equals the simulated one for {named / max(1, len(known)):.1%} of {len(known)} known debtors.")
+    click.echo(f"Change events: {output}\nDead letters:  {dead_letters}\nInput:         {input_path} (truth: {truth_path})")
+    click.echo(f"Done in {time.perf_counter() - started:.1f}s.")
+
+
+def _line_ts(line: bytes) -> float:
+    start = line.index(b'"occurred_at":"') + 15
+    text = line[start : line.index(b'"', start)].decode()
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+

@@ -1,0 +1,40 @@
+"""Settings of the service, read from environment variables in this one place.
+
+Every setting has a default that works on a laptop; CLI options override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"DEBTOR_SEGMENTS_{name}", default)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of a worker or a CLI run.
+
+    Attributes map to ``DEBTOR_SEGMENTS_<NAME>`` environment variables, e.g. ``broker`` to
+    ``DEBTOR_SEGMENTS_BROKER``.
+    """
+
+    broker: str = field(default_factory=lambda: _env("BROKER", "kafka://127.0.0.1:9092"))
+    data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", "./data")))
+    web_port: int = field(default_factory=lambda: int(_env("WEB_PORT", "6066")))
+    partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
+    store: str = field(default_factory=lambda: _env("STORE", "memory"))
+    max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))
+    lateness_days: float = field(default_factory=lambda: float(_env("LATENESS_DAYS", "7")))
+    api_tokens: str = field(default_factory=lambda: _env("API_TOKENS", ""), repr=False)
+    debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URL(s) as host:port list for plain Kafka clients."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";"))
