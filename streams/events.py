@@ -93,7 +93,12 @@ def decode_object(obj: Any, *, max_amount_cents: int = DEFAULT_MAX_AMOUNT_CENTS)
     try:
         validate(obj)
     except fastjsonschema.JsonSchemaValueException as exc:
-        code = "missing_field" if exc.rule == "required" else "invalid_field"
+        if exc.rule == "required":
+            code = "missing_field"
+        elif exc.name == "data.occurred_at":
+            code = "invalid_timestamp"
+        else:
+            code = "invalid_field"
         raise DecodeError(code, exc.message) from None
     for name in _AMOUNT_FIELDS:
         amount = obj.get(name)

@@ -1,0 +1,80 @@
+"""The embedded CLI: replay with bad lines and duplicates, fatal errors, demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from streams.simulation import Portfolio
+
+GOOD = b'{"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated", "occurred_at": "2026-01-02T10:00:00Z", "channel": "portal", "direction": "inbound"}'
+
+
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "agents", *args], input=stdin, capture_output=True, timeout=300)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_replay_routes_bad_lines_and_keeps_going(tmp_path: Path, small_portfolio: Portfolio) -> None:
+    bad = [b"not json", b'{"event_id": "x", "debtor_id": "d1", "type": "refund", "occurred_at": "2026-01-01T00:00:00Z"}', b'{"debtor_id": "d1"}']
+    lines = [*small_portfolio.lines[:2000], *bad, GOOD, GOOD, *small_portfolio.lines[2000:]]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out, dlq = tmp_path / "changes.jsonl", tmp_path / "dlq.jsonl"
+    result = _cli("replay", str(source), "--output", str(out), "--dead-letters", str(dlq))
+    assert result.returncode == 0, result.stderr
+    dead = _jsonl(dlq)
+    by_line = {d["line"]: d for d in dead}
+    assert by_line[2001]["reason"] == "invalid_json" and by_line[2001]["raw"] == "not json"
+    assert by_line[2002]["reason"] == "unknown_type"
+    assert by_line[2003]["reason"] == "missing_field"
+    injected_bad = small_portfolio.injected["bad"]
+    assert len(dead) == 3 + injected_bad
+    changes = _jsonl(out)
+    assert changes and {c["type"] for c in changes} == {"persona_changed", "quadrant_changed"}
+    assert b"duplicate" in result.stderr  # the repeated GOOD line and injected re-sends are counted
+
+
+def test_replay_from_stdin_matches_file(tmp_path: Path, small_portfolio: Portfolio) -> None:
+    data = b"\n".join(small_portfolio.lines[:5000]) + b"\n"
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(data)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert _cli("replay", str(source), "-o", str(a)).returncode == 0
+    assert _cli("replay", "-", "-o", str(b), stdin=data).returncode == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "emitted_at"} for r in rows]  # noqa: E731
+    assert strip(_jsonl(a)) == strip(_jsonl(b))
+    assert (tmp_path / "a.dead-letters.jsonl").exists()
+
+
+def test_unreadable_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    result = _cli("replay", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl"))
+    assert result.returncode != 0
+    message = result.stderr.decode().strip().splitlines()
+    assert len(message) == 1 and "cannot read" in message[0]
+
+
+def test_model_snapshot_round_trip(tmp_path: Path, small_portfolio: Portfolio) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(small_portfolio.lines[:3000]) + b"\n")
+    model = tmp_path / "model.json"
+    assert _cli("replay", str(source), "-o", str(tmp_path / "o.jsonl"), "--model", str(model)).returncode == 0
+    first = orjson.loads(model.read_bytes())
+    assert first["format"] == 1 and first["version"] > 0
+    assert _cli("replay", str(source), "-o", str(tmp_path / "o2.jsonl"), "--model", str(model)).returncode == 0
+    assert orjson.loads(model.read_bytes())["version"] > first["version"]  # warm start, learned on
+
+
+def test_demo_runs_small(tmp_path: Path) -> None:
+    result = _cli("demo", "--debtors", "150", "--months", "6", "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    for heading in ("Personas at the end", "Quadrants at the end", "Persona transitions"):
+        assert heading in text
+    assert _jsonl(tmp_path / "changes.jsonl")

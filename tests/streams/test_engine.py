@@ -1,0 +1,162 @@
+"""The processing step: purity, idempotency, lateness, erasure, bounded state."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, load_schema
+from streams.engine import Engine, EngineConfig, process
+from streams.events import decode_event
+from streams.model import SegmentModel
+from streams.personas import PERSONAS, UNKNOWN
+from streams.quadrants import QUADRANTS
+from streams.state import DebtorState
+from tests.streams.conftest import make_event
+
+import fastjsonschema
+
+VALIDATE_OUT = {
+    PERSONA_CHANGES_TOPIC: fastjsonschema.compile(load_schema("persona_changed")),
+    QUADRANT_CHANGES_TOPIC: fastjsonschema.compile(load_schema("quadrant_changed")),
+}
+
+
+def _events(lines: list[bytes]) -> list:
+    out = []
+    for line in lines:
+        try:
+            out.append(decode_event(line))
+        except ValueError:
+            pass
+    return out
+
+
+def test_outputs_follow_the_outbound_contract(small_portfolio) -> None:  # noqa: ANN001
+    engine = Engine()
+    seen = 0
+    for event in _events(small_portfolio.lines):
+        for output in engine.handle(event, emitted_at="2026-11-25T00:00:00Z").outputs:
+            VALIDATE_OUT[output.topic](output.value)
+            assert output.key == output.value["debtor_id"]
+            assert output.value["previous"] != output.value.get("persona", output.value.get("quadrant"))
+            seen += 1
+    assert seen > 100
+
+
+def test_first_change_starts_from_unknown_and_ids_are_deterministic(small_portfolio) -> None:  # noqa: ANN001
+    def run() -> list[dict]:
+        engine, values = Engine(), []
+        for event in _events(small_portfolio.lines):
+            values.extend(o.value for o in engine.handle(event, emitted_at="now").outputs)
+        return values
+
+    first, second = run(), run()
+    assert [v["event_id"] for v in first] == [v["event_id"] for v in second]
+    assert len({v["event_id"] for v in first}) == len(first)
+    firsts: dict[tuple[str, str], dict] = {}
+    for value in first:
+        firsts.setdefault((value["debtor_id"], value["type"]), value)
+    assert all(v["previous"] == UNKNOWN for v in firsts.values())
+
+
+events_strategy = st.lists(
+    st.builds(
+        lambda kind, day, n, stars: make_event(
+            kind,
+            event_id=f"e{n}",
+            at=f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T10:00:00Z",
+            **({"stars": stars} if kind == "call_rated" else {}),
+        ),
+        st.sampled_from(["claim_opened", "payment_received", "arrangement_agreed", "installment_missed", "claim_closed", "contact_attempted", "contact_responded", "contact_initiated", "call_rated"]),
+        st.integers(min_value=0, max_value=300),
+        st.integers(min_value=0, max_value=40),
+        st.integers(min_value=1, max_value=5),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events_strategy)
+def test_process_never_mutates_its_inputs_and_duplicates_change_nothing(events: list) -> None:
+    model = SegmentModel()
+    state: DebtorState | None = None
+    for event in events:
+        before = copy.deepcopy(state)
+        event_before = copy.deepcopy(event)
+        step = process(state, event, model, emitted_at="t")
+        assert state == before and event == event_before
+        assert step.state is not None
+        assert step.state.persona in (*PERSONAS, UNKNOWN)
+        assert step.state.quadrant in (*QUADRANTS, UNKNOWN)
+        if step.outcome == "processed":
+            again = process(step.state, event, model, emitted_at="t")
+            assert again.outcome == "duplicate" and again.state == step.state and again.outputs == ()
+        state = step.state
+
+
+@settings(max_examples=40, deadline=None)
+@given(events_strategy, st.randoms(use_true_random=False))
+def test_order_within_the_lateness_window_does_not_matter(events: list, rnd) -> None:  # noqa: ANN001
+    """Counters commute: a shuffle within days gives the same behavioural state."""
+    events = sorted({e.event_id: e for e in events}.values(), key=lambda e: e.ts)
+    shuffled = list(events)
+    # Move events by at most a couple of positions among those within 3 days of each other.
+    for i in range(len(shuffled) - 1):
+        if rnd.random() < 0.5 and shuffled[i + 1].ts - shuffled[i].ts < 3 * 86400:
+            shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+    config = EngineConfig(min_evidence=10**9)  # behaviour only: no persona decisions
+    a, b = Engine(config), Engine(config)
+    for event in events:
+        a.handle(event)
+    for event in shuffled:
+        b.handle(event)
+    sa, sb = a.states["d1"], b.states["d1"]
+    assert sa.paid_cents == sb.paid_cents and sa.claims == sb.claims and sa.ratings == sb.ratings
+    assert all(abs(x - y) < 1e-6 * max(1.0, abs(x)) for x, y in zip(sa.decayed, sb.decayed, strict=True))
+
+
+def test_too_late_events_are_reported_not_applied() -> None:
+    engine = Engine(EngineConfig(lateness_days=7))
+    engine.handle(make_event("payment_received", event_id="new", at="2026-03-20T00:00:00Z"))
+    step = engine.handle(make_event("payment_received", event_id="old", at="2026-03-01T00:00:00Z"))
+    assert step.outcome == "late"
+    assert engine.states["d1"].paid_cents == 5_000
+
+
+def test_erasure_deletes_state_and_says_unknown() -> None:
+    engine = Engine(EngineConfig(min_evidence=0))
+    engine.handle(make_event("contact_initiated", event_id="a"))
+    engine.handle(make_event("call_rated", event_id="b", at="2026-02-02T10:00:00Z"))
+    step = engine.handle(make_event("erasure_requested", event_id="erase"))
+    assert step.outcome == "erased" and "d1" not in engine.states
+    assert {(o.value["type"], o.value["reason"]) for o in step.outputs} == {("persona_changed", "erased"), ("quadrant_changed", "erased")}
+    assert all(o.value.get("persona", o.value.get("quadrant")) == UNKNOWN for o in step.outputs)
+
+
+def test_state_stays_under_one_kib(small_portfolio) -> None:  # noqa: ANN001
+    engine = Engine()
+    for event in _events(small_portfolio.lines):
+        engine.handle(event)
+    sizes = sorted(len(s.to_bytes()) for s in engine.states.values())
+    assert sizes[-1] < 1024, sizes[-5:]
+    for state in list(engine.states.values())[:20]:
+        assert DebtorState.from_bytes(state.to_bytes()) == state
+
+
+def test_model_snapshot_restores_the_same_predictions(small_portfolio) -> None:  # noqa: ANN001
+    engine = Engine()
+    for event in _events(small_portfolio.lines):
+        engine.handle(event)
+    restored = SegmentModel.restore(orjson.loads(orjson.dumps(engine.model.snapshot())))
+    assert restored.version == engine.model.version > 0
+    from streams.features import feature_vector
+
+    for state in engine.states.values():
+        x = feature_vector(state)
+        assert restored.predict_vector(x) == engine.model.predict_vector(x)
