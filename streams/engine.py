@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from hashlib import blake2b
+from math import dist
 from typing import Any, NamedTuple
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
@@ -154,7 +155,7 @@ def _update_persona(
             new.streak < config.switch_after
             or event.ts - new.candidate_since < config.switch_after_days * _DAY
             or assignment.margin < config.min_margin
-            or _distance(x, new.anchor) < config.min_move
+            or dist(x, new.anchor) < config.min_move
         ):
             return
     previous = new.persona
@@ -171,10 +172,6 @@ def _update_persona(
     value["confidence"] = round(new.confidence, 4)
     value["explanation"] = _explain(x, model)
     outputs.append(Output(PERSONA_CHANGES_TOPIC, new.debtor_id, value))
-
-
-def _distance(a: list[float], b: list[float]) -> float:
-    return sum((p - q) * (p - q) for p, q in zip(a, b, strict=True)) ** 0.5
 
 
 def _update_quadrant(

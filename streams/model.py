@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import random
+from math import dist
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from streams.personas import PERSONAS, PROTOTYPES, name_clusters
 __all__ = ["Assignment", "SegmentModel", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT = 1
+_PERSONA_INDEX = {persona: i for i, persona in enumerate(PERSONAS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class SegmentModel:
             (self._names[cid], [center[name] for name in FEATURES])
             for cid, center in sorted(self._kmeans.centers.items())
         ]
+        self._indexed = [(_PERSONA_INDEX[persona], center) for persona, center in self._vectors]
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Move the nearest centre towards ``x``."""
@@ -101,18 +104,20 @@ class SegmentModel:
         ``margin`` compares the winner with ``current`` (the debtor's persona) when given,
         else with the runner-up persona.
         """
-        nearest: dict[str, float] = {}
-        for persona, center in self._vectors:
-            d = 0.0
-            for c, v in zip(center, vector):
-                d += (c - v) * (c - v)
-            if d < nearest.get(persona, float("inf")):
-                nearest[persona] = d
-        ranked = sorted(nearest.items(), key=lambda item: item[1])
-        persona, best = ranked[0]
-        other = nearest[current] if current in nearest and current != persona else ranked[1][1]
-        inverse_total = sum(1.0 / (d + 1e-9) for d in nearest.values())
-        confidence = (1.0 / (best + 1e-9)) / inverse_total
+        nearest = [float("inf")] * len(PERSONAS)
+        for index, center in self._indexed:
+            d = dist(center, vector)
+            if d < nearest[index]:
+                nearest[index] = d
+        squared = [d * d for d in nearest]
+        winner = min(range(len(PERSONAS)), key=squared.__getitem__)
+        best = squared[winner]
+        persona = PERSONAS[winner]
+        if current in _PERSONA_INDEX and current != persona:
+            other = squared[_PERSONA_INDEX[current]]
+        else:
+            other = min(d for i, d in enumerate(squared) if i != winner)
+        confidence = (1.0 / (best + 1e-9)) / sum(1.0 / (d + 1e-9) for d in squared)
         return Assignment(persona, confidence, (other - best) / (other + 1e-9))
 
     def centers(self) -> list[tuple[str, dict[str, float]]]:
