@@ -215,3 +215,11 @@ def _line_ts(line: bytes) -> float:
     except ValueError:
         return 0.0
 
+
+
+# Commands that need a broker (agents/service_cli.py).
+from agents.service_cli import publish, tail, worker  # noqa: E402
+
+main.add_command(worker)
+main.add_command(publish)
+main.add_command(tail)

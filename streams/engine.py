@@ -49,6 +49,8 @@ class EngineConfig:
         Cap on remembered event ids per debtor (bounds state size).
     min_evidence
         Evidence (see :func:`streams.features.evidence`) before a persona is given.
+    min_quadrant_evidence
+        Evidence before a quadrant is given (star ratings and assessments speak early).
     switch_after
         Consecutive events that must favour another persona before it replaces the current one.
     switch_after_days
@@ -56,6 +58,12 @@ class EngineConfig:
     min_move
         ... and only once the features moved this far (Euclidean) from where they were when
         the persona was given: a debtor whose behaviour did not change keeps the persona.
+    margin_growth_days
+        The margin needed grows by ``min_margin`` for every this many days a debtor has held
+        the persona: an established persona takes clearer evidence to change.
+    min_first_margin
+        A debtor's first persona needs this margin over the runner-up, until the evidence is
+        three times ``min_evidence``: a wrong first label costs a visible change later.
     min_margin
         How clearly (relative distance) the new persona must win to replace the current one.
     learn_interval_days
@@ -66,10 +74,13 @@ class EngineConfig:
     half_life_days: float = 120.0
     lateness_days: float = 7.0
     max_remembered_ids: int = 24
-    min_evidence: float = 45.0
+    min_evidence: float = 90.0
+    min_quadrant_evidence: float = 10.0
     switch_after: int = 3
     switch_after_days: float = 30.0
     min_move: float = 0.1
+    margin_growth_days: float = 60.0
+    min_first_margin: float = 0.3
     min_margin: float = 0.15
     learn_interval_days: float = 30.0
 
@@ -119,11 +130,15 @@ def process(
     new = state.copy()
     new.apply(event, half_life_days=config.half_life_days)
     new.remember(event.ts, key, lateness_s, config.max_remembered_ids)
-    if evidence(new) < config.min_evidence:
+    known = evidence(new)
+    if known < config.min_quadrant_evidence:
         return Step(new, (), "processed")
-    x = feature_vector(new)
     outputs: list[Output] = []
-    _update_persona(new, x, model, config, event, emitted_at, outputs)
+    if known < config.min_evidence:
+        _update_quadrant(new, event, model.version, emitted_at, outputs)
+        return Step(new, tuple(outputs), "processed")
+    x = feature_vector(new)
+    _update_persona(new, x, known, model, config, event, emitted_at, outputs)
     _update_quadrant(new, event, model.version, emitted_at, outputs)
     learn = None
     if event.ts - new.last_learn_ts >= config.learn_interval_days * _DAY:
@@ -135,6 +150,7 @@ def process(
 def _update_persona(
     new: DebtorState,
     x: list[float],
+    known: float,
     model: SegmentModel,
     config: EngineConfig,
     event: Event,
@@ -145,7 +161,10 @@ def _update_persona(
     if assignment.persona == new.persona:
         new.candidate, new.streak, new.confidence = "", 0, assignment.confidence
         return
-    if new.persona != UNKNOWN:
+    if new.persona == UNKNOWN:
+        if assignment.margin < config.min_first_margin and known < 3 * config.min_evidence:
+            return
+    else:
         # Hysteresis: a debtor keeps the persona until another one wins clearly, repeatedly.
         if assignment.persona == new.candidate:
             new.streak += 1
@@ -154,7 +173,7 @@ def _update_persona(
         if (
             new.streak < config.switch_after
             or event.ts - new.candidate_since < config.switch_after_days * _DAY
-            or assignment.margin < config.min_margin
+            or assignment.margin < config.min_margin * (1.0 + (event.ts - new.persona_since) / (config.margin_growth_days * _DAY))
             or dist(x, new.anchor) < config.min_move
         ):
             return
@@ -166,6 +185,7 @@ def _update_persona(
         0,
     )
     new.model_version = model.version
+    new.persona_since = event.ts
     new.anchor = [round(v, 3) for v in x]
     value = _envelope("persona_changed", new, event, previous, model.version, emitted_at)
     value["persona"] = new.persona

@@ -96,6 +96,7 @@ class DebtorState:
     channel_out: list[float] = field(default_factory=lambda: [0.0] * len(CHANNELS))
     channel_resp: list[float] = field(default_factory=lambda: [0.0] * len(CHANNELS))
     persona: str = "unknown"
+    persona_since: float = 0.0
     confidence: float = 0.0
     candidate: str = ""
     streak: int = 0

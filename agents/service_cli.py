@@ -1,0 +1,162 @@
+"""Commands that need a broker: ``worker``, ``publish`` and ``tail``.
+
+Registered on the ``debtor-segments`` group in :mod:`agents.cli`. Every option falls back to
+its ``DEBTOR_SEGMENTS_*`` environment variable (via :class:`agents.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO
+
+import click
+
+from agents.kafka_io import (
+    CHANGE_TOPICS,
+    BrokerUnavailable,
+    TopicMismatch,
+    ensure_topics,
+    make_producer,
+    publish_lines,
+    publish_plan,
+)
+from agents.kafka_io import tail as tail_topics
+from agents.settings import Settings
+from schemas import DEAD_LETTERS_TOPIC
+
+__all__ = ["publish", "tail", "worker"]
+
+_BROKER_HELP = "Kafka broker URL(s), Faust style [env DEBTOR_SEGMENTS_BROKER; default kafka://127.0.0.1:9092]."
+_PREFIX_HELP = "Prefix of every topic name, e.g. for tests or several deployments on one cluster [env DEBTOR_SEGMENTS_TOPIC_PREFIX]."
+
+
+def _settings(**overrides: object) -> Settings:
+    from agents.worker import with_overrides
+
+    return with_overrides(Settings(), **overrides)
+
+
+@click.command()
+@click.option("--broker", help=_BROKER_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Local table state (RocksDB) [env DEBTOR_SEGMENTS_DATA_DIR; default ./data].")
+@click.option("--web-port", type=int, help="HTTP port: /health, /ready, /model, /metrics [env DEBTOR_SEGMENTS_WEB_PORT; default 6066].")
+@click.option("--partitions", type=click.IntRange(min=1), help="Partitions of the inbound topics and the state changelog [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
+@click.option("--store", type=click.Choice(["memory", "rocksdb"]), help="Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir) [env DEBTOR_SEGMENTS_STORE; default memory].")
+@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
+@click.option("--app-id", envvar="DEBTOR_SEGMENTS_APP_ID", default="", help="Faust app id = consumer group [env DEBTOR_SEGMENTS_APP_ID; default PREFIX + debtor-segments].")
+@click.option("--model-snapshot-every", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_EVERY", type=click.IntRange(min=1), default=200, show_default=True, help="The model writer publishes a snapshot every N updates ...")
+@click.option("--model-snapshot-seconds", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="... or this long after the last one, if it learned anything.")
+@click.option("--loglevel", envvar="DEBTOR_SEGMENTS_LOGLEVEL", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
+def worker(
+    broker: str | None,
+    data_dir: Path | None,
+    web_port: int | None,
+    partitions: int | None,
+    store: str | None,
+    topic_prefix: str,
+    app_id: str,
+    model_snapshot_every: int,
+    model_snapshot_seconds: float,
+    loglevel: str,
+    broker_wait: float,
+) -> None:
+    """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
+    from agents.worker import WorkerConfig, run_worker, topic_plan
+
+    settings = _settings(broker=broker, data_dir=data_dir, web_port=web_port, partitions=partitions, store=store)
+    if settings.store not in ("memory", "rocksdb"):
+        raise click.UsageError(f"store must be memory or rocksdb, not {settings.store!r}")
+    config = WorkerConfig(
+        settings,
+        topic_prefix=topic_prefix,
+        app_id=app_id,
+        snapshot_every=model_snapshot_every,
+        snapshot_seconds=model_snapshot_seconds,
+        loglevel=loglevel,
+    )
+    try:
+        ensure_topics(settings.bootstrap_servers, topic_plan(config), wait_s=broker_wait, log=lambda text: click.echo(text, err=True))
+    except TopicMismatch as error:
+        click.echo(
+            f"Error: topics disagree with --partitions {settings.partitions}: {error}. "
+            "Re-partitioning loses the per-debtor order: start with the partition count the topics have, "
+            "or move to new topics (--topic-prefix).",
+            err=True,
+        )
+        sys.exit(2)
+    except BrokerUnavailable as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+    sys.exit(run_worker(config))
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise click.ClickException(f"cannot read {path}: {error.strerror}") from None
+
+
+@click.command()
+@click.argument("input_path", metavar="FILE.jsonl")
+@click.option("--broker", help=_BROKER_HELP)
+@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
+@click.option("--partitions", type=click.IntRange(min=1), help="Partitions for inbound topics that do not exist yet [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
+def publish(input_path: str, broker: str | None, topic_prefix: str, partitions: int | None) -> None:
+    """Send FILE.jsonl (- for stdin) to the inbound topics by event type, keyed by debtor_id.
+
+    Lines that cannot be routed (bad JSON, unknown type, no debtor_id) go to the dead-letter
+    topic with the reason and line number; everything else is validated by the worker.
+    """
+    settings = _settings(broker=broker, partitions=partitions)
+    bootstrap = settings.bootstrap_servers
+    stream = _open_input(input_path)
+    try:
+        ensure_topics(bootstrap, publish_plan(topic_prefix, settings.partitions), wait_s=30.0)
+        producer = make_producer(bootstrap)
+    except (BrokerUnavailable, TopicMismatch) as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        stats = publish_lines(stream, producer, topic_prefix=topic_prefix)
+    except OSError as error:
+        raise click.ClickException(f"reading {input_path} failed: {error}") from None
+    finally:
+        producer.close(timeout=30)
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    click.echo(stats.summary(), err=True)
+    if stats.errors:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--broker", help=_BROKER_HELP)
+@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest change event instead of the newest.")
+@click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N change events.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), help="Stop when nothing arrived for S seconds.")
+@click.option("--dead-letters", "with_dead_letters", is_flag=True, help="Also print the dead-letter topic.")
+def tail(broker: str | None, topic_prefix: str, from_beginning: bool, max_messages: int | None, timeout_s: float | None, with_dead_letters: bool) -> None:
+    """Print persona and quadrant change events as JSON lines as they arrive."""
+    settings = _settings(broker=broker)
+    topics = [topic_prefix + name for name in CHANGE_TOPICS]
+    if with_dead_letters:
+        topics.append(topic_prefix + DEAD_LETTERS_TOPIC)
+    try:
+        count = tail_topics(
+            settings.bootstrap_servers,
+            topics,
+            sys.stdout,
+            from_beginning=from_beginning,
+            max_messages=max_messages,
+            timeout_s=timeout_s,
+        )
+    except TopicMismatch as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        return
+    click.echo(f"{count} records", err=True)

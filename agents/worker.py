@@ -1,0 +1,847 @@
+"""The Kafka service: a Faust app whose agents run :func:`streams.engine.process`.
+
+Agents are thin. For every inbound record the ``segment`` agent decodes and validates it with
+:func:`streams.events.decode_event` (the decoder of the embedded replay), runs the pure core
+against the debtor's state in a changelogged Faust table, and sends what the core returns:
+change events, dead letters, and the feature vector the shared model should learn.
+
+The shared model::
+
+    worker A  (inbound partitions 0,1)        worker B  (inbound partitions 2,3)
+      segment agent --Step.learn-->  debtor.model-updates (1 partition)  <--Step.learn-- segment agent
+                                              |
+                         model_writer agent on whichever worker owns that partition:
+                         SegmentModel.learn_one, every N updates / T seconds
+                                              v
+                                 debtor.model (compacted, key "model")
+                                              |
+            every worker's model reader (own consumer, all of it, from the start)
+            swaps in SegmentModel.restore(snapshot) when the version increases
+              A predicts with snapshot v       B predicts with snapshot v
+
+Until the first snapshot exists every worker uses ``SegmentModel()`` (deterministic initial
+prototypes), so a persona never depends on which worker processed the event.
+
+Inbound topics are consumed by one agent and delivered in Kafka timestamp order across the
+co-partitioned topics (:class:`AligningScheduler`): a backlog of payments, contacts and ratings
+is applied to each debtor in the order it was produced, as the embedded replay does, instead
+of one topic racing months ahead of the others and making the rest "too late".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.transport.utils import DefaultSchedulingStrategy
+from faust.types import TP
+from faust.types.transports import SchedulingStrategyT
+
+from agents.kafka_io import TopicSpec
+from agents.metrics import ServiceMetrics, attach_faust_sensors, population_stability_index
+from agents.replay import dead_letter
+from agents.settings import Settings
+from schemas import DEAD_LETTERS_TOPIC, INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from streams.engine import EngineConfig, process
+from streams.events import DecodeError, decode_event
+from streams.features import FEATURES
+from streams.model import SegmentModel
+from streams.personas import PERSONAS, PROTOTYPES
+from streams.state import DebtorState
+
+__all__ = [
+    "MODEL_TOPIC",
+    "MODEL_UPDATES_TOPIC",
+    "STATE_TABLE",
+    "AligningScheduler",
+    "Handled",
+    "ModelHolder",
+    "ModelWriter",
+    "Service",
+    "WorkerConfig",
+    "build_service",
+    "handle_record",
+    "key_problem",
+    "run_worker",
+    "topic_plan",
+]
+
+log = logging.getLogger("debtor_segments.worker")
+
+#: Single-partition topic of feature vectors to learn (Step.learn), written by every worker.
+MODEL_UPDATES_TOPIC = "debtor.model-updates"
+#: Compacted single-partition topic of model snapshots, key ``model``.
+MODEL_TOPIC = "debtor.model"
+MODEL_KEY = b"model"
+#: Name of the per-debtor state table (its changelog is ``<app id>-debtor-state-changelog``).
+STATE_TABLE = "debtor-state"
+_OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a worker needs: the shared :class:`Settings` plus service-only options."""
+
+    settings: Settings = field(default_factory=Settings)
+    topic_prefix: str = ""
+    app_id: str = ""
+    snapshot_every: int = 200
+    snapshot_seconds: float = 5.0
+    align_max_wait_s: float = 5.0
+    standby_replicas: int = 0
+    loglevel: str = "info"
+
+    @property
+    def id(self) -> str:
+        """The Faust app id (consumer group, changelog names): ``--app-id`` or prefix + debtor-segments."""
+        return self.app_id or f"{self.topic_prefix}debtor-segments"
+
+    def topic(self, name: str) -> str:
+        """A topic name with the configured prefix."""
+        return self.topic_prefix + name
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.id}-{STATE_TABLE}-changelog"
+
+
+def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
+    """The topics a worker needs, with their partition counts.
+
+    Inbound topics and the state changelog are co-partitioned (keyed by debtor id) and must
+    have ``--partitions`` partitions; the model topics must have one; outbound topics are
+    created with ``--partitions`` but accepted with any count.
+
+    >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3), topic_prefix="t-"))][-3:]
+    [('debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
+    """
+    p = config.settings.partitions
+    compact = {"cleanup.policy": "compact"}
+    return [
+        *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
+        *(TopicSpec(config.topic(name), p, strict=False, role="outbound") for name in _OUTBOUND),
+        TopicSpec(config.changelog_topic, p, compact, role="state changelog, co-partitioned with the inbound topics"),
+        TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, role="model updates, one writer"),
+        TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
+    ]
+
+
+# --- the record handler (pure apart from the table it is given) ------------------------------
+
+
+def key_problem(key: bytes | None, debtor_id: str) -> str:
+    """Why a record's Kafka key does not fit its event ("" when it does).
+
+    >>> key_problem(b"d1", "d1"), key_problem(None, "d1"), key_problem(b"d2", "d1")
+    ('', 'record has no key; inbound records are keyed by debtor_id', "key 'd2' is not the debtor_id 'd1'")
+    """
+    if key is None:
+        return "record has no key; inbound records are keyed by debtor_id"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "key is not UTF-8; inbound records are keyed by debtor_id"
+    if text != debtor_id:
+        shown = text if len(text) <= 64 else text[:61] + "..."
+        return f"key {shown!r} is not the debtor_id {debtor_id!r}"
+    return ""
+
+
+@dataclass(slots=True)
+class Handled:
+    """What became of one inbound record: the outcome and what to send.
+
+    ``sends`` holds (unprefixed topic, key, value) triples in order; ``changes`` holds
+    (type, previous, new) of every change event for the metrics.
+    """
+
+    outcome: str
+    event_type: str
+    sends: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    learn: dict[str, float] | None = None
+    dead_letter_reason: str = ""
+    event_ts: float | None = None
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def handle_record(
+    table: MutableMapping[str, bytes],
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    model: SegmentModel,
+    config: EngineConfig,
+    max_amount_cents: int,
+    emitted_at: str | None = None,
+) -> Handled:
+    """Decode, validate and process one inbound record against ``table`` (debtor id -> state bytes).
+
+    Never raises for bad input: undecodable records, key mismatches and too-late events become
+    dead letters (reason, detail, topic, partition, offset, raw). Erasure deletes the key.
+    """
+    where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+    raw = value if value is not None else b""
+
+    def rejected(reason: str, detail: str, event_type: str = "invalid", outcome: str = "dead_lettered", **more: Any) -> Handled:
+        record = dead_letter(reason, detail, raw, **where, **more)
+        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, key, orjson.dumps(record))], dead_letter_reason=reason)
+
+    if value is None:
+        return rejected("invalid_json", "record has no value (tombstone)")
+    try:
+        event = decode_event(raw, max_amount_cents=max_amount_cents)
+    except DecodeError as error:
+        return rejected(error.reason, error.detail)
+    ids = {"event_id": event.event_id, "debtor_id": event.debtor_id}
+    problem = key_problem(key, event.debtor_id)
+    if problem:
+        return rejected("key_mismatch", problem, event.type, **ids)
+    try:
+        current = table.get(event.debtor_id)
+        state = DebtorState.from_bytes(current) if current is not None else None
+        step = process(state, event, model, config, emitted_at=emitted_at or _now())
+    except Exception as error:  # a bug or a corrupt state must not stop the partition
+        log.exception("processing %s failed", event.event_id)
+        return rejected("processing_error", f"{type(error).__name__}: {error}"[:500], event.type, **ids)
+    if step.state is None:
+        if event.debtor_id in table:
+            del table[event.debtor_id]  # a tombstone in the changelog
+    elif step.outcome == "processed":
+        table[event.debtor_id] = step.state.to_bytes()
+    if step.outcome == "late":
+        detail = f"older than the {config.lateness_days:g}-day lateness window"
+        handled = rejected("too_late", detail, event.type, "late", **ids)
+        handled.event_ts = event.ts
+        return handled
+    handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts)
+    for output in step.outputs:
+        value_ = output.value
+        handled.sends.append((output.topic, output.key.encode(), orjson.dumps(value_)))
+        new = value_.get("persona", value_.get("quadrant", ""))
+        handled.changes.append((value_["type"], value_["previous"], new))
+    return handled
+
+
+# --- the shared model ------------------------------------------------------------------------
+
+
+def model_digest(model: SegmentModel) -> str:
+    """A short fingerprint of a model's centres and names: equal digests, equal predictions."""
+    snapshot = model.snapshot()
+    body = orjson.dumps([snapshot["personas"], snapshot["centers"]], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+class ModelHolder:
+    """The model a worker predicts with: ``SegmentModel()`` until a snapshot arrives, then the
+    newest snapshot read from the model topic (only ever moving to a higher version)."""
+
+    def __init__(self) -> None:
+        self.model = SegmentModel()
+        self.snapshot: dict[str, Any] | None = None
+        self.ready = asyncio.Event()
+
+    def offer(self, snapshot: Mapping[str, Any]) -> bool:
+        """Swap in ``snapshot`` if it is newer than the model in use; say whether it was."""
+        version = snapshot.get("version")
+        if not isinstance(version, int) or version <= self.model.version:
+            return False
+        self.model = SegmentModel.restore(snapshot)
+        self.snapshot = dict(snapshot)
+        return True
+
+
+class ModelWriter:
+    """The single learner, active on the worker that owns the model-updates partition."""
+
+    def __init__(self, every: int, seconds: float) -> None:
+        self.every = max(1, every)
+        self.seconds = seconds
+        self.model: SegmentModel | None = None
+        self.pending = 0
+        self.published: dict[str, Any] | None = None
+        self._last_publish = time.monotonic()
+
+    @property
+    def active(self) -> bool:
+        return self.model is not None
+
+    def take_over(self, latest: Mapping[str, Any] | None) -> None:
+        """Start learning from the newest snapshot known (or from the initial prototypes)."""
+        candidates = [s for s in (latest, self.published) if s is not None]
+        newest = max(candidates, key=lambda s: s["version"], default=None)
+        self.model = SegmentModel.restore(newest) if newest is not None else SegmentModel()
+        self.pending = 0
+        self._last_publish = time.monotonic()
+
+    def learn(self, x: Mapping[str, float]) -> None:
+        assert self.model is not None
+        self.model.learn_one(x)
+        self.pending += 1
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether to publish: every ``every`` updates, or ``seconds`` after the last publish."""
+        if self.model is None or not self.pending:
+            return False
+        now = time.monotonic() if now is None else now
+        return self.pending >= self.every or now - self._last_publish >= self.seconds
+
+    def take_snapshot(self) -> dict[str, Any]:
+        assert self.model is not None
+        snapshot = self.model.snapshot()
+        self.published = snapshot
+        self.pending = 0
+        self._last_publish = time.monotonic()
+        return snapshot
+
+    def release(self) -> None:
+        self.model = None
+        self.pending = 0
+
+
+def parse_update(value: bytes | None) -> dict[str, float] | None:
+    """A learn vector from the model-updates topic, or None if it is not one.
+
+    >>> parse_update(b'{"files": 0.5}') is None
+    True
+    """
+    try:
+        x = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(x, dict) or set(x) != set(FEATURES):
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in x.values()):
+        return None
+    return {name: float(x[name]) for name in FEATURES}
+
+
+class ModelReader:
+    """Reads the whole model topic with its own consumer (no group) and feeds the holder."""
+
+    def __init__(self, bootstrap: str, topic: str, holder: ModelHolder, metrics: ServiceMetrics, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.holder = holder
+        self.metrics = metrics
+        self.client_id = client_id
+        self._consumer: Any = None
+        self._tp: Any = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model reader failed; retrying in 2s")
+                await asyncio.sleep(2.0)
+
+    async def _run_once(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=self.client_id,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            self._consumer, self._tp = consumer, tp
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                await self._poll(200)
+            if not self.holder.ready.is_set():
+                log.info("model reader caught up: model version %d", self.holder.model.version)
+                self.holder.ready.set()
+            while True:
+                await self._poll(1000)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        newest: dict[str, Any] | None = None
+        for records in batches.values():
+            for record in records:
+                if record.value is None:
+                    continue
+                try:
+                    snapshot = orjson.loads(record.value)
+                    version = snapshot["version"]
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    log.warning("ignoring unreadable model snapshot at offset %d", record.offset)
+                    continue
+                if isinstance(version, int) and (newest is None or version > newest["version"]):
+                    newest = snapshot
+        if newest is not None:
+            try:
+                swapped = self.holder.offer(newest)
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("ignoring model snapshot version %s: %s", newest.get("version"), error)
+                return
+            if swapped:
+                self.metrics.count_model_update(self.holder.model.version)
+                log.debug("model version %d in use", self.holder.model.version)
+
+    async def sync(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything on the model topic right now has been read."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            consumer, tp = self._consumer, self._tp
+            if consumer is not None and self.holder.ready.is_set():
+                try:
+                    end = (await consumer.end_offsets([tp]))[tp]
+                    while await consumer.position(tp) < end and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                    return True
+                except Exception:  # reader restarting
+                    pass
+            await asyncio.sleep(0.1)
+        return False
+
+
+# --- delivery in timestamp order across co-partitioned inbound topics ------------------------
+
+
+class AligningScheduler(SchedulingStrategyT):
+    """Faust consumer scheduler that merges the inbound topics by Kafka record timestamp.
+
+    Faust's default round-robin hands out whatever each partition fetched; on a backlog a
+    sparse topic (ratings) then runs months ahead of a dense one (payments), and the debtor's
+    later payments are rejected as too late. This scheduler holds records of the gated
+    (inbound) topics and, per partition number (the topics are co-partitioned, a debtor lives
+    on one partition number), releases the record with the smallest timestamp as long as no
+    other topic of that partition number may still deliver an earlier one: one whose buffer is
+    empty, that has not caught up with its high-water mark and whose last record is older.
+    Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms).
+    Other topics (changelogs, model updates) pass straight through.
+
+    Held records were never handed to Faust, so they are neither acknowledged nor committed:
+    when the consumer seeks back (rebalance, recovery) they are fetched again and the held
+    copies are dropped.
+    """
+
+    gated_topics: frozenset[str] = frozenset()
+    #: A silent partition that is not caught up is waited for this long, and for at least
+    #: ``max_wait_calls`` fetches (time alone would also count time spent blocked downstream).
+    max_wait_s: float = 5.0
+    max_wait_calls: int = 5
+    app: Any = None  # set per app by :func:`build_service`
+
+    def __init__(self) -> None:
+        self._default = DefaultSchedulingStrategy()
+        self._buffers: dict[TP, deque[Any]] = {}
+        self._next_offset: dict[TP, int] = {}
+        self._last_ts: dict[TP, int] = {}
+        # Partitions waited for: (since when, at which call of iterate).
+        self._waiting: dict[TP, tuple[float, int]] = {}
+        self._given_up: set[TP] = set()
+        self._calls = 0
+        #: How often a partition was given up on (it stayed silent though not caught up).
+        self.gave_up = 0
+
+    @property
+    def held(self) -> int:
+        """Records held back right now."""
+        return sum(len(buffer) for buffer in self._buffers.values())
+
+    def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
+        self._calls += 1
+        other: dict[TP, list[Any]] = {}
+        for tp, batch in records.items():
+            if tp.topic in self.gated_topics:
+                self.add(tp, batch)
+            else:
+                other[tp] = batch
+        if other:
+            yield from self._default.iterate(other)
+        yield from self.drain()
+
+    def add(self, tp: TP, batch: list[Any]) -> None:
+        """Buffer newly fetched records of a gated partition."""
+        if not batch:
+            return
+        buffer = self._buffers.setdefault(tp, deque())
+        first = batch[0].offset
+        expected = self._next_offset.get(tp)
+        if expected is not None and first < expected:
+            # The consumer sought back: the new fetch supersedes what is held.
+            while buffer and buffer[-1].offset >= first:
+                buffer.pop()
+        buffer.extend(batch)
+        self._next_offset[tp] = batch[-1].offset + 1
+        self._last_ts[tp] = batch[-1].timestamp
+        self._waiting.pop(tp, None)
+        self._given_up.discard(tp)
+
+    def _assignment(self) -> set[TP] | None:
+        try:
+            return {tp for tp in self.app.consumer.assignment() if tp.topic in self.gated_topics}
+        except Exception:
+            return None
+
+    def _highwater(self, tp: TP) -> int | None:
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:
+            return None
+
+    def _position(self, tp: TP) -> int | None:
+        """Next offset the consumer will fetch (aiokafka internals, best effort)."""
+        try:
+            consumer = self.app.consumer._thread._ensure_consumer()
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+            return state.position if state is not None and state.has_valid_position else None
+        except Exception:
+            return None
+
+    def caught_up(self, tp: TP) -> bool:
+        highwater = self._highwater(tp)
+        if highwater is None:
+            return False
+        position = self._next_offset.get(tp)
+        if position is None:
+            position = self._position(tp)
+        return position is not None and position >= highwater
+
+    def drain(self, now: float | None = None) -> Iterator[tuple[TP, Any]]:
+        """Release every held record that can go now, in timestamp order per partition number."""
+        assignment = self._assignment()
+        if assignment is not None:
+            for tp in [tp for tp in self._buffers if tp not in assignment]:
+                self._forget(tp)
+            known = assignment | set(self._buffers)
+        else:
+            known = set(self._buffers)
+        groups: dict[int, list[TP]] = {}
+        for tp in sorted(known):
+            groups.setdefault(tp.partition, []).append(tp)
+        now = time.monotonic() if now is None else now
+        active = dict(groups)
+        while active:
+            for partition in list(active):
+                tps = active[partition]
+                released = 0
+                while released < 100:
+                    head = self._head(tps)
+                    if head is None or self._blocked(head[0], tps, now):
+                        active.pop(partition)
+                        break
+                    tp = head[1]
+                    yield tp, self._buffers[tp].popleft()
+                    released += 1
+
+    def _head(self, tps: list[TP]) -> tuple[int, TP] | None:
+        best: tuple[int, TP] | None = None
+        for tp in tps:
+            buffer = self._buffers.get(tp)
+            if buffer and (best is None or buffer[0].timestamp < best[0]):
+                best = (buffer[0].timestamp, tp)
+        return best
+
+    def _blocked(self, ts: int, tps: list[TP], now: float) -> bool:
+        for tp in tps:
+            if self._buffers.get(tp):
+                continue  # its head is not earlier: the candidate is the group's smallest
+            last = self._last_ts.get(tp)
+            if (last is not None and last >= ts) or self.caught_up(tp):
+                # Partitions keep producer order, so nothing earlier can come from it; and a
+                # caught-up partition is in every fetch, so its high-water mark is at least as
+                # new as the response that brought the candidate.
+                self._waiting.pop(tp, None)
+                continue
+            if tp in self._given_up:
+                continue
+            since, calls = self._waiting.setdefault(tp, (now, self._calls))
+            if now - since >= self.max_wait_s and self._calls - calls >= self.max_wait_calls:
+                log.info("no records from %s[%d] for %.1fs: not waiting for it any longer", tp.topic, tp.partition, now - since)
+                self._given_up.add(tp)
+                self.gave_up += 1
+                continue
+            return True
+        return False
+
+    def _forget(self, tp: TP) -> None:
+        for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):
+            mapping.pop(tp, None)
+        self._given_up.discard(tp)
+
+
+# --- the Faust app ---------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """The Faust app and the parts its agents share (exposed for tests and the CLI)."""
+
+    app: faust.App
+    config: WorkerConfig
+    metrics: ServiceMetrics
+    holder: ModelHolder
+    writer: ModelWriter
+    reader: ModelReader
+    table: Any
+    assigned: set[TP] = field(default_factory=set)
+    assigned_once: bool = False
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: partitions assigned, table recovery done, model loaded."""
+        app = self.app
+        try:
+            recovered = app.tables.recovery.completed.is_set()
+        except Exception:
+            recovered = False
+        checks = {
+            "assigned": self.assigned_once,
+            "rebalancing": bool(app.rebalancing),
+            "recovery_done": recovered and not app.in_recovery,
+            "model_loaded": self.holder.ready.is_set(),
+        }
+        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"]
+        return ok, checks
+
+
+def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -> Service:
+    """Create the Faust app with its topics, table, agents, timers and web pages."""
+    settings = config.settings
+    metrics = metrics if metrics is not None else ServiceMetrics()
+    engine_config = EngineConfig(lateness_days=settings.lateness_days)
+    inbound_names = tuple(config.topic(name) for name in INBOUND_TOPICS)
+    scheduler = type(
+        "InboundScheduler",
+        (AligningScheduler,),
+        {"gated_topics": frozenset(inbound_names), "max_wait_s": config.align_max_wait_s},
+    )
+    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    app = faust.App(
+        config.id,
+        broker=settings.broker,
+        store=store,
+        datadir=str(settings.data_dir / config.id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_disable_leader=True,
+        table_standby_replicas=config.standby_replicas,
+        processing_guarantee="at_least_once",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=500,
+        stream_buffer_maxsize=1000,
+        consumer_max_fetch_size=256 * 1024,
+        producer_linger=0.005,
+        web_port=settings.web_port,
+        web_bind="0.0.0.0",
+        web_host="127.0.0.1",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        ConsumerScheduler=scheduler,
+    )
+    scheduler.app = app
+    p = settings.partitions
+    inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)
+    outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
+    updates = app.topic(config.topic(MODEL_UPDATES_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
+    model_topic = app.topic(config.topic(MODEL_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
+    table = app.Table(
+        STATE_TABLE,
+        partitions=p,
+        key_type=str,
+        value_type=bytes,
+        help="Per-debtor state (DebtorState.to_bytes), keyed by debtor_id.",
+    )
+    holder = ModelHolder()
+    writer = ModelWriter(config.snapshot_every, config.snapshot_seconds)
+    reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader")
+    service = Service(app, config, metrics, holder, writer, reader, table)
+    updates_tp = TP(config.topic(MODEL_UPDATES_TOPIC), 0)
+    prefix_len = len(config.topic_prefix)
+    writer_lock = asyncio.Lock()
+
+    @app.agent(inbound, name="segment")
+    async def segment(stream: Any) -> None:
+        await holder.ready.wait()
+        async for event in stream.events():
+            message = event.message
+            started = time.perf_counter()
+            topic = message.topic[prefix_len:]
+            handled = handle_record(
+                table,
+                key=message.key,
+                value=message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                model=holder.model,
+                config=engine_config,
+                max_amount_cents=settings.max_amount_cents,
+            )
+            for name, key, value in handled.sends:
+                await outbound[name].send(key=key, value=value)
+            if handled.learn is not None:
+                await updates.send(key=message.key, value=orjson.dumps(handled.learn))
+            metrics.count_event(topic, handled.event_type, handled.outcome)
+            if handled.dead_letter_reason:
+                metrics.count_dead_letter(handled.dead_letter_reason)
+            for kind, previous, new in handled.changes:
+                if kind == "persona_changed":
+                    metrics.count_persona_change(previous, new)
+                else:
+                    metrics.count_quadrant_change(previous, new)
+            if handled.event_ts is not None:
+                metrics.observe_event_age(time.time() - handled.event_ts)
+            metrics.observe_processing(time.perf_counter() - started)
+
+    async def publish_snapshot() -> None:
+        snapshot = writer.take_snapshot()
+        await model_topic.send(key=MODEL_KEY, value=orjson.dumps(snapshot))
+        log.info("published model snapshot version %d", snapshot["version"])
+
+    @app.agent(updates, name="model-writer")
+    async def model_writer(stream: Any) -> None:
+        await holder.ready.wait()
+        async for value in stream:
+            x = parse_update(value)
+            if x is None:
+                log.warning("ignoring a malformed model update")
+                continue
+            async with writer_lock:
+                if not writer.active:
+                    log.info("model writer taking over")
+                    await reader.sync()
+                    writer.take_over(holder.snapshot)
+                    log.info("model writer active from version %d", writer.model.version if writer.model else 0)
+                writer.learn(x)
+                if writer.due():
+                    await publish_snapshot()
+
+    @app.timer(interval=max(0.2, config.snapshot_seconds / 2))
+    async def snapshot_timer() -> None:
+        async with writer_lock:
+            if writer.due():
+                await publish_snapshot()
+
+    async def release_writer() -> None:
+        async with writer_lock:
+            if writer.active:
+                if writer.pending:
+                    await publish_snapshot()
+                writer.release()
+                log.info("model writer released")
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        service.assigned.difference_update(revoked)
+        if updates_tp in revoked:
+            await release_writer()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        service.assigned = set(assigned)
+        service.assigned_once = True
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await release_writer()
+
+    @app.task
+    async def model_reader() -> None:
+        await reader.run()
+
+    previous_mix: dict[str, int] = {}
+
+    @app.timer(interval=15.0)
+    async def population_gauges() -> None:
+        if app.in_recovery or app.rebalancing:
+            return
+        personas: Counter[str] = Counter()
+        quadrants: Counter[str] = Counter()
+        for _, data in table.items():
+            state = DebtorState.from_bytes(data)
+            personas[state.persona] += 1
+            quadrants[state.quadrant] += 1
+        metrics.set_persona_counts(personas)
+        metrics.set_quadrant_counts(quadrants)
+        if previous_mix and sum(personas.values()):
+            metrics.set_drift(population_stability_index(previous_mix, personas))
+        if sum(personas.values()):
+            previous_mix.clear()
+            previous_mix.update(personas)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        scheduler = getattr(app.consumer, "scheduler", None)
+        return web.json(
+            {
+                "status": "ok",
+                "model_version": holder.model.version,
+                "held": getattr(scheduler, "held", 0),
+                "gave_up": getattr(scheduler, "gave_up", 0),
+            }
+        )
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        ok, checks = service.ready()
+        return web.json({"status": "ready" if ok else "not_ready", **checks}, status=200 if ok else 503)
+
+    @app.page("/model")
+    async def model_page(web: Any, request: Any) -> Any:
+        model = holder.model
+        probes = {persona: model.predict_one(PROTOTYPES[persona]).persona for persona in PERSONAS}
+        return web.json(
+            {
+                "version": model.version,
+                "digest": model_digest(model),
+                "probes": probes,
+                "writer": writer.active,
+                "writer_version": writer.model.version if writer.model is not None else None,
+            }
+        )
+
+    attach_faust_sensors(app, metrics)
+    return service
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Run a worker until SIGTERM/SIGINT; returns its exit code."""
+    (config.settings.data_dir / config.id).mkdir(parents=True, exist_ok=True)
+    service = build_service(config)
+    worker = faust.Worker(service.app, loglevel=config.loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def with_overrides(settings: Settings, **overrides: Any) -> Settings:
+    """Settings with the given (non-None) fields replaced."""
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
