@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -425,6 +425,124 @@ class ModelReader:
         return False
 
 
+class ModelLearner:
+    """The single model writer: a consumer in its own group on the one-partition updates topic.
+
+    Whichever worker the group gives that partition learns (:class:`ModelWriter`) and publishes
+    snapshots; it commits the updates' offsets only once the snapshot covering them is on the
+    model topic, so a new owner restores that snapshot and goes on from the next update.
+    (A consumer of its own rather than a Faust agent: Faust's shared fetcher would serve the
+    updates only after the inbound backlog, and commit them on its own schedule.)
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        writer: ModelWriter,
+        reader: ModelReader,
+        holder: ModelHolder,
+        publish: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group_id = group_id
+        self.writer = writer
+        self.reader = reader
+        self.holder = holder
+        self.publish = publish
+        self._consumer: Any = None
+        self._position: dict[Any, int] = {}
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    async def run(self) -> None:
+        await self.holder.ready.wait()
+        while not self._stopped:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model writer failed; retrying in 2s")
+                await asyncio.sleep(2.0)
+
+    async def _run_once(self) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+        learner = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await learner.release()
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                pass
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+        )
+        consumer.subscribe([self.topic], listener=Listener())
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            while not self._stopped:
+                batches = await consumer.getmany(timeout_ms=250)
+                async with self._lock:
+                    for tp, records in batches.items():
+                        for record in records:
+                            self._position = {tp: record.offset + 1}
+                            await self._learn(record.value)
+                    if self.writer.due():
+                        await self._publish()
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _learn(self, value: bytes | None) -> None:
+        x = parse_update(value)
+        if x is None:
+            log.warning("ignoring a malformed model update")
+            return
+        if not self.writer.active:
+            await self.reader.sync()
+            self.writer.take_over(self.holder.snapshot)
+            log.info("model writer active from version %d", self.writer.model.version if self.writer.model else 0)
+        self.writer.learn(x)
+        if self.writer.due():
+            await self._publish()
+
+    async def _publish(self) -> None:
+        snapshot = self.writer.take_snapshot()
+        await self.publish(snapshot)
+        log.info("published model snapshot version %d", snapshot["version"])
+        consumer, position = self._consumer, self._position
+        if consumer is not None and position:
+            try:
+                await consumer.commit(position)
+            except Exception as error:  # rebalancing: the next owner re-learns from the snapshot
+                log.warning("could not commit model updates up to %s: %s", position, error)
+
+    async def release(self) -> None:
+        """Publish what was learned and stop learning (partition revoked, or shutting down)."""
+        async with self._lock:
+            if self.writer.active:
+                if self.writer.pending:
+                    await self._publish()
+                self.writer.release()
+                log.info("model writer released")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        await self.release()
+
+
 # --- delivery in timestamp order across co-partitioned inbound topics ------------------------
 
 
@@ -679,10 +797,21 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     holder = ModelHolder()
     writer = ModelWriter(config.snapshot_every, config.snapshot_seconds)
     reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader")
+    async def publish_snapshot(snapshot: dict[str, Any]) -> None:
+        delivered = await model_topic.send(key=MODEL_KEY, value=orjson.dumps(snapshot))
+        await delivered  # the offsets of the updates it covers are committed only after this
+
+    learner = ModelLearner(
+        settings.bootstrap_servers,
+        config.topic(MODEL_UPDATES_TOPIC),
+        f"{config.id}-model-writer",
+        writer,
+        reader,
+        holder,
+        publish_snapshot,
+    )
     service = Service(app, config, metrics, holder, writer, reader, table)
-    updates_tp = TP(config.topic(MODEL_UPDATES_TOPIC), 0)
     prefix_len = len(config.topic_prefix)
-    writer_lock = asyncio.Lock()
 
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
@@ -718,48 +847,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
 
-    async def publish_snapshot() -> None:
-        snapshot = writer.take_snapshot()
-        await model_topic.send(key=MODEL_KEY, value=orjson.dumps(snapshot))
-        log.info("published model snapshot version %d", snapshot["version"])
-
-    @app.agent(updates, name="model-writer")
-    async def model_writer(stream: Any) -> None:
-        await holder.ready.wait()
-        async for value in stream:
-            x = parse_update(value)
-            if x is None:
-                log.warning("ignoring a malformed model update")
-                continue
-            async with writer_lock:
-                if not writer.active:
-                    log.info("model writer taking over")
-                    await reader.sync()
-                    writer.take_over(holder.snapshot)
-                    log.info("model writer active from version %d", writer.model.version if writer.model else 0)
-                writer.learn(x)
-                if writer.due():
-                    await publish_snapshot()
-
-    @app.timer(interval=max(0.2, config.snapshot_seconds / 2))
-    async def snapshot_timer() -> None:
-        async with writer_lock:
-            if writer.due():
-                await publish_snapshot()
-
-    async def release_writer() -> None:
-        async with writer_lock:
-            if writer.active:
-                if writer.pending:
-                    await publish_snapshot()
-                writer.release()
-                log.info("model writer released")
-
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         service.assigned.difference_update(revoked)
-        if updates_tp in revoked:
-            await release_writer()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -768,7 +858,11 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
-        await release_writer()
+        await learner.stop()
+
+    @app.task
+    async def model_learner() -> None:
+        await learner.run()
 
     @app.task
     async def model_reader() -> None:

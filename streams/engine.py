@@ -82,7 +82,7 @@ class EngineConfig:
     margin_growth_days: float = 60.0
     min_first_margin: float = 0.3
     min_margin: float = 0.15
-    learn_interval_days: float = 30.0
+    learn_interval_days: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
