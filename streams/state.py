@@ -15,7 +15,7 @@ late adds exactly what it would have added in order: the sums commute.
 ...     _ = state.apply(event, half_life_days=120.0)
 >>> state.open_claims, state.outstanding_cents, state.paid_cents
 (1, 20000, 10000)
->>> DebtorState.from_bytes(state.to_bytes()) == state
+>>> DebtorState.from_bytes(state.to_bytes()).to_bytes() == state.to_bytes()
 True
 """
 
@@ -60,8 +60,12 @@ _STATE_FORMAT = 1
 
 
 def event_key(event_id: str) -> int:
-    """Stable 64-bit key of an event id (Python's ``hash`` is salted per process)."""
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    """Stable 48-bit key of an event id (Python's ``hash`` is salted per process).
+
+    48 bits keep the state small; two of a debtor's at most ``max_remembered_ids`` recent
+    events collide with odds of about 1 in 10^12.
+    """
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=6).digest(), "big")
 
 
 @dataclass(slots=True)
@@ -75,8 +79,9 @@ class DebtorState:
     first_ts: float = 0.0
     watermark: float = 0.0
     applied: int = 0
-    # (event time, event key) of events inside the lateness window: the idempotency memory.
-    recent: list[list[float]] = field(default_factory=list)
+    # (whole seconds of event time, event key) of events inside the lateness window: the
+    # idempotency memory.
+    recent: list[list[int]] = field(default_factory=list)
     # Events at or before this time can no longer be checked for duplicates.
     dedup_floor: float = 0.0
     open_claims: int = 0
@@ -136,14 +141,15 @@ class DebtorState:
 
     def remember(self, ts: float, key: int, lateness_s: float, max_ids: int) -> None:
         """Record an applied event; forget keys that fell out of the lateness window."""
-        horizon = self.watermark - lateness_s
+        # Stored times are whole seconds (floored): keep a second's slack on both ends.
+        horizon = self.watermark - lateness_s - 1
         recent = [pair for pair in self.recent if pair[0] >= horizon]
-        recent.append([ts, key])
+        recent.append([int(ts), key])
         if len(recent) > max_ids:
             recent.sort(key=lambda pair: pair[0])
             # Evicting a key means a re-sent copy could no longer be recognised, so events
             # that old are from now on treated as too late instead.
-            self.dedup_floor = max(self.dedup_floor, recent[-max_ids - 1][0])
+            self.dedup_floor = max(self.dedup_floor, recent[-max_ids - 1][0] + 1)
             recent = recent[-max_ids:]
         self.recent = recent
 
@@ -173,8 +179,15 @@ class DebtorState:
         self.decayed[_D[name]] += amount
 
     def to_bytes(self) -> bytes:
-        """Compact serialisation (a versioned JSON array) for tables and changelogs."""
-        return orjson.dumps([_STATE_FORMAT, *_all_fields(self)])
+        """Compact serialisation (a versioned JSON array) for tables and changelogs.
+
+        Decayed counters are rounded to 4 decimals (they are weights, not money), which keeps
+        a busy debtor's state under 1 KiB; serialising again what was read gives the same bytes.
+        """
+        values = list(_all_fields(self))
+        for index in _ROUNDED:
+            values[index] = [round(v, 4) for v in values[index]]
+        return orjson.dumps([_STATE_FORMAT, *values])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DebtorState:
@@ -191,6 +204,7 @@ class DebtorState:
 
 # attrgetter reads all fields in C: a per-event copy via getattr in Python cost 3x more.
 _all_fields = attrgetter(*(f.name for f in fields(DebtorState)))
+_ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
 
 
 def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
