@@ -29,7 +29,7 @@ from streams.personas import UNKNOWN
 from streams.quadrants import quadrant_of
 from streams.state import DebtorState, event_key
 
-__all__ = ["Engine", "EngineConfig", "Output", "Step", "process"]
+__all__ = ["Engine", "EngineConfig", "Output", "Step", "explain", "process"]
 
 _DAY = 86_400.0
 
@@ -177,7 +177,7 @@ def _update_persona(
             or dist(x, new.anchor) < config.min_move
         ):
             return
-    previous = new.persona
+    previous = new.previous_persona = new.persona
     new.persona, new.confidence, new.candidate, new.streak = (
         assignment.persona,
         assignment.confidence,
@@ -190,7 +190,7 @@ def _update_persona(
     value = _envelope("persona_changed", new, event, previous, model.version, emitted_at)
     value["persona"] = new.persona
     value["confidence"] = round(new.confidence, 4)
-    value["explanation"] = _explain(x, model)
+    value["explanation"] = explain(x, model)
     outputs.append(Output(PERSONA_CHANGES_TOPIC, new.debtor_id, value))
 
 
@@ -244,7 +244,7 @@ def _envelope(
     }
 
 
-def _explain(x: list[float], model: SegmentModel, top: int = 4) -> dict[str, float]:
+def explain(x: list[float], model: SegmentModel, top: int = 4) -> dict[str, float]:
     """The features in which this debtor stands out most from the average centre."""
     centers = [center for _, center in model.centers()]
     named = dict(zip(FEATURES, x, strict=True))

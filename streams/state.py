@@ -102,6 +102,7 @@ class DebtorState:
     channel_resp: list[float] = field(default_factory=lambda: [0.0] * len(CHANNELS))
     persona: str = "unknown"
     persona_since: float = 0.0
+    previous_persona: str = "unknown"
     confidence: float = 0.0
     candidate: str = ""
     streak: int = 0
