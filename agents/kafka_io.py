@@ -22,9 +22,16 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from agents.replay import dead_letter
-from schemas import DEAD_LETTERS_TOPIC, INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TOPIC_BY_TYPE
+from schemas import (
+    DEAD_LETTERS_TOPIC,
+    INBOUND_TOPICS,
+    PERSONA_CHANGES_TOPIC,
+    QUADRANT_CHANGES_TOPIC,
+    TOPIC_BY_TYPE,
+)
 
 __all__ = [
+    "SEQUENCE_HEADER",
     "BrokerUnavailable",
     "PublishStats",
     "Route",
@@ -96,7 +103,7 @@ def connect_admin(bootstrap: str, *, wait_s: float = 30.0, client_id: str = "deb
                 request_timeout_ms=10_000,
                 bootstrap_timeout_ms=5_000,
             )
-        except Exception as error:  # NoBrokersAvailable, connection refused, DNS, ...
+        except Exception as error:  # noqa: BLE001 - NoBrokersAvailable, refused, DNS, ...: retried
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(f"no Kafka broker answered at {bootstrap} within {wait_s:g}s ({error})") from None
             time.sleep(1.0)
@@ -159,6 +166,11 @@ def ensure_topics(
 
 
 # --- publish -------------------------------------------------------------------------------
+
+#: Header with the line number ``publish`` gives every record: the worker delivers records of
+#: co-partitioned topics in Kafka timestamp order, and a bulk load puts many records into one
+#: millisecond; between those it keeps the file's order by this number.
+SEQUENCE_HEADER = "debtor-segments-seq"
 
 
 class Route(NamedTuple):
@@ -259,7 +271,8 @@ def publish_lines(
             future = producer.send(topic_prefix + DEAD_LETTERS_TOPIC, value=orjson.dumps(record))
             stats.dead_letters[route.reason] += 1
         else:
-            future = producer.send(topic_prefix + route.topic, key=route.key, value=line)
+            headers = [(SEQUENCE_HEADER, str(number).encode())]
+            future = producer.send(topic_prefix + route.topic, key=route.key, value=line, headers=headers)
             stats.events[route.topic] += 1
         future.add_errback(failed)
     producer.flush(timeout=flush_timeout_s)

@@ -7,17 +7,24 @@ change events, dead letters, and the feature vector the shared model should lear
 
 The shared model::
 
-    worker A  (inbound partitions 0,1)        worker B  (inbound partitions 2,3)
-      segment agent --Step.learn-->  debtor.model-updates (1 partition)  <--Step.learn-- segment agent
-                                              |
-                         model_writer agent on whichever worker owns that partition:
-                         SegmentModel.learn_one, every N updates / T seconds
-                                              v
-                                 debtor.model (compacted, key "model")
-                                              |
-            every worker's model reader (own consumer, all of it, from the start)
-            swaps in SegmentModel.restore(snapshot) when the version increases
-              A predicts with snapshot v       B predicts with snapshot v
+    worker A (inbound partitions 0,1)                 worker B (inbound partitions 2,3)
+      segment agent                                     segment agent
+         | Step.learn                                      | Step.learn
+         +-------------> debtor.model-updates <------------+
+                         (1 partition, consumer group <app id>-model-writer)
+                                      |
+               model writer on whichever worker the group gives that partition:
+               SegmentModel.learn_one; every N updates or T seconds a snapshot,
+               then commits the updates it covers
+                                      v
+                         debtor.model (compacted, key "model")
+                                      |
+         +----------------------------+----------------------------+
+         v                                                         v
+      model reader (own consumer, from the start)               model reader
+      swaps in SegmentModel.restore(snapshot)                   same snapshots, same order
+      when the version increases                                -> same model version
+      A predicts with snapshot v                                B predicts with snapshot v
 
 Until the first snapshot exists every worker uses ``SegmentModel()`` (deterministic initial
 prototypes), so a persona never depends on which worker processed the event.
@@ -39,7 +46,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -47,16 +54,25 @@ from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
-from agents.kafka_io import TopicSpec
-from agents.metrics import ServiceMetrics, attach_faust_sensors, population_stability_index
+from agents.kafka_io import SEQUENCE_HEADER, TopicSpec
+from agents.metrics import (
+    ServiceMetrics,
+    attach_faust_sensors,
+    population_stability_index,
+)
 from agents.replay import dead_letter
 from agents.settings import Settings
-from schemas import DEAD_LETTERS_TOPIC, INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from schemas import (
+    DEAD_LETTERS_TOPIC,
+    INBOUND_TOPICS,
+    PERSONA_CHANGES_TOPIC,
+    QUADRANT_CHANGES_TOPIC,
+)
 from streams.engine import EngineConfig, process
 from streams.events import DecodeError, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
-from streams.personas import PERSONAS, PROTOTYPES
+from streams.personas import PERSONAS, PROTOTYPES, UNKNOWN
 from streams.state import DebtorState
 
 __all__ = [
@@ -69,6 +85,7 @@ __all__ = [
     "ModelWriter",
     "Service",
     "WorkerConfig",
+    "apply_state",
     "build_service",
     "handle_record",
     "key_problem",
@@ -123,7 +140,7 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     created with ``--partitions`` but accepted with any count.
 
     >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3), topic_prefix="t-"))][-3:]
-    [('debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
+    [('t-debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
     """
     p = config.settings.partitions
     compact = {"cleanup.policy": "compact"}
@@ -159,10 +176,12 @@ def key_problem(key: bytes | None, debtor_id: str) -> str:
 
 @dataclass(slots=True)
 class Handled:
-    """What became of one inbound record: the outcome and what to send.
+    """What became of one inbound record: the outcome, what to send, how the state changes.
 
     ``sends`` holds (unprefixed topic, key, value) triples in order; ``changes`` holds
-    (type, previous, new) of every change event for the metrics.
+    (type, previous, new) of every change event for the metrics. Apply the state change with
+    :func:`apply_state` *after* the sends: a crash in between then re-processes the record and
+    re-sends its change events (same event ids) instead of losing them.
     """
 
     outcome: str
@@ -172,6 +191,19 @@ class Handled:
     dead_letter_reason: str = ""
     event_ts: float | None = None
     changes: list[tuple[str, str, str]] = field(default_factory=list)
+    debtor_id: str = ""
+    state: bytes | None = None  # the new state to store, if it changed
+    erase: bool = False  # delete the debtor's state (a tombstone in the changelog)
+
+
+def apply_state(table: MutableMapping[bytes, bytes], handled: Handled) -> None:
+    """Store (or delete) the debtor state that :func:`handle_record` computed."""
+    key = handled.debtor_id.encode()
+    if handled.erase:
+        if key in table:
+            del table[key]
+    elif handled.state is not None:
+        table[key] = handled.state
 
 
 def _now() -> str:
@@ -179,7 +211,7 @@ def _now() -> str:
 
 
 def handle_record(
-    table: MutableMapping[str, bytes],
+    table: Mapping[bytes, bytes],
     *,
     key: bytes | None,
     value: bytes | None,
@@ -191,10 +223,11 @@ def handle_record(
     max_amount_cents: int,
     emitted_at: str | None = None,
 ) -> Handled:
-    """Decode, validate and process one inbound record against ``table`` (debtor id -> state bytes).
+    """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state bytes).
 
     Never raises for bad input: undecodable records, key mismatches and too-late events become
-    dead letters (reason, detail, topic, partition, offset, raw). Erasure deletes the key.
+    dead letters (reason, detail, topic, partition, offset, raw). Does not change ``table``:
+    see :func:`apply_state`.
     """
     where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
     raw = value if value is not None else b""
@@ -214,28 +247,26 @@ def handle_record(
     if problem:
         return rejected("key_mismatch", problem, event.type, **ids)
     try:
-        current = table.get(event.debtor_id)
+        current = table.get(event.debtor_id.encode())
         state = DebtorState.from_bytes(current) if current is not None else None
         step = process(state, event, model, config, emitted_at=emitted_at or _now())
     except Exception as error:  # a bug or a corrupt state must not stop the partition
         log.exception("processing %s failed", event.event_id)
         return rejected("processing_error", f"{type(error).__name__}: {error}"[:500], event.type, **ids)
-    if step.state is None:
-        if event.debtor_id in table:
-            del table[event.debtor_id]  # a tombstone in the changelog
-    elif step.outcome == "processed":
-        table[event.debtor_id] = step.state.to_bytes()
     if step.outcome == "late":
         detail = f"older than the {config.lateness_days:g}-day lateness window"
         handled = rejected("too_late", detail, event.type, "late", **ids)
         handled.event_ts = event.ts
         return handled
-    handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts)
+    handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts, debtor_id=event.debtor_id)
+    if step.state is None:
+        handled.erase = True
+    elif step.outcome == "processed":
+        handled.state = step.state.to_bytes()
     for output in step.outputs:
-        value_ = output.value
-        handled.sends.append((output.topic, output.key.encode(), orjson.dumps(value_)))
-        new = value_.get("persona", value_.get("quadrant", ""))
-        handled.changes.append((value_["type"], value_["previous"], new))
+        out = output.value
+        handled.sends.append((output.topic, output.key.encode(), orjson.dumps(out)))
+        handled.changes.append((out["type"], out["previous"], out.get("persona", out.get("quadrant", ""))))
     return handled
 
 
@@ -419,8 +450,8 @@ class ModelReader:
                     while await consumer.position(tp) < end and time.monotonic() < deadline:
                         await asyncio.sleep(0.05)
                     return True
-                except Exception:  # reader restarting
-                    pass
+                except Exception:  # noqa: BLE001 - the reader is restarting; try again
+                    log.debug("model reader not ready to sync yet")
             await asyncio.sleep(0.1)
         return False
 
@@ -526,7 +557,7 @@ class ModelLearner:
         if consumer is not None and position:
             try:
                 await consumer.commit(position)
-            except Exception as error:  # rebalancing: the next owner re-learns from the snapshot
+            except Exception as error:  # noqa: BLE001 - rebalancing: the next owner re-learns from the snapshot
                 log.warning("could not commit model updates up to %s: %s", position, error)
 
     async def release(self) -> None:
@@ -556,12 +587,16 @@ class AligningScheduler(SchedulingStrategyT):
     on one partition number), releases the record with the smallest timestamp as long as no
     other topic of that partition number may still deliver an earlier one: one whose buffer is
     empty, that has not caught up with its high-water mark and whose last record is older.
-    Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms).
-    Other topics (changelogs, model updates) pass straight through.
+    Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms);
+    an idle, caught-up topic holds a record back for ``grace_ms`` at most. Records with the same
+    millisecond go by the publisher's sequence header, else by event time. Other topics
+    (changelogs) pass straight through.
 
     Held records were never handed to Faust, so they are neither acknowledged nor committed:
     when the consumer seeks back (rebalance, recovery) they are fetched again and the held
-    copies are dropped.
+    copies are dropped. Nothing is released while a rebalance settles or for a partition Faust
+    would skip (see :meth:`_settling`, :meth:`_deliverable`): Faust counts skipped offsets as a
+    gap and would commit them unprocessed.
     """
 
     gated_topics: frozenset[str] = frozenset()
@@ -569,10 +604,13 @@ class AligningScheduler(SchedulingStrategyT):
     #: ``max_wait_calls`` fetches (time alone would also count time spent blocked downstream).
     max_wait_s: float = 5.0
     max_wait_calls: int = 5
+    #: Records younger than this (Kafka timestamp vs. wall clock) wait for a silent partition
+    #: to show it has nothing earlier; it bounds the latency such a partition adds.
+    grace_ms: float = 2000.0
     app: Any = None  # set per app by :func:`build_service`
 
     def __init__(self) -> None:
-        self._default = DefaultSchedulingStrategy()
+        self._default = DefaultSchedulingStrategy()  # type: ignore[abstract]
         self._buffers: dict[TP, deque[Any]] = {}
         self._next_offset: dict[TP, int] = {}
         self._last_ts: dict[TP, int] = {}
@@ -580,6 +618,9 @@ class AligningScheduler(SchedulingStrategyT):
         self._waiting: dict[TP, tuple[float, int]] = {}
         self._given_up: set[TP] = set()
         self._calls = 0
+        self._hooked = False
+        self._fetch_active: set[TP] | None = None
+        self._tie_keys: dict[tuple[TP, int], tuple[int | None, float]] = {}
         #: How often a partition was given up on (it stayed silent though not caught up).
         self.gave_up = 0
 
@@ -620,13 +661,13 @@ class AligningScheduler(SchedulingStrategyT):
     def _assignment(self) -> set[TP] | None:
         try:
             return {tp for tp in self.app.consumer.assignment() if tp.topic in self.gated_topics}
-        except Exception:
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
             return None
 
     def _highwater(self, tp: TP) -> int | None:
         try:
             return self.app.consumer.highwater(tp)
-        except Exception:
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
             return None
 
     def _position(self, tp: TP) -> int | None:
@@ -635,7 +676,7 @@ class AligningScheduler(SchedulingStrategyT):
             consumer = self.app.consumer._thread._ensure_consumer()
             state = consumer._subscription.subscription.assignment.state_value(tp)
             return state.position if state is not None and state.has_valid_position else None
-        except Exception:
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
             return None
 
     def caught_up(self, tp: TP) -> bool:
@@ -647,8 +688,10 @@ class AligningScheduler(SchedulingStrategyT):
             position = self._position(tp)
         return position is not None and position >= highwater
 
-    def drain(self, now: float | None = None) -> Iterator[tuple[TP, Any]]:
+    def drain(self, now: float | None = None, wall_ms: float | None = None) -> Iterator[tuple[TP, Any]]:
         """Release every held record that can go now, in timestamp order per partition number."""
+        if self._settling():
+            return
         assignment = self._assignment()
         if assignment is not None:
             for tp in [tp for tp in self._buffers if tp not in assignment]:
@@ -660,6 +703,8 @@ class AligningScheduler(SchedulingStrategyT):
         for tp in sorted(known):
             groups.setdefault(tp.partition, []).append(tp)
         now = time.monotonic() if now is None else now
+        wall_ms = time.time() * 1000.0 if wall_ms is None else wall_ms
+        deliverable = self._deliverable()
         active = dict(groups)
         while active:
             for partition in list(active):
@@ -667,30 +712,104 @@ class AligningScheduler(SchedulingStrategyT):
                 released = 0
                 while released < 100:
                     head = self._head(tps)
-                    if head is None or self._blocked(head[0], tps, now):
+                    if head is None or not deliverable(head[1]) or self._blocked(head[0], tps, now, wall_ms):
                         active.pop(partition)
                         break
                     tp = head[1]
-                    yield tp, self._buffers[tp].popleft()
+                    record = self._buffers[tp][0]
+                    # Pop only once the consumer asks for the next record: if it stops
+                    # iterating (rebalance), the record it did not take stays held.
+                    yield tp, record
+                    buffer = self._buffers.get(tp)
+                    if buffer and buffer[0] is record:
+                        buffer.popleft()
                     released += 1
 
+    def _settling(self) -> bool:
+        """Whether a rebalance (with its recovery and seek) is under way: release nothing then.
+
+        Faust clears the streams' queues when it resumes after recovery and only then seeks
+        back to the committed offsets; a record released before that would be dropped from
+        the queue yet count as read (its offset later committed without being processed).
+        """
+        try:
+            app = self.app
+            return bool(app.rebalancing) or not app.flow_control.is_active() or not app.consumer.flow_active
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
+            return False
+
+    def _deliverable(self) -> Callable[[TP], bool]:
+        """Whether Faust hands a record of this partition to the streams right now.
+
+        Faust silently skips records of partitions that are paused (recovery, rebalance) and
+        later counts the skipped offsets as a gap it may commit; so held records of such a
+        partition stay held until it is active again (or is sought back and fetched anew).
+        """
+        try:
+            consumer = self.app.consumer
+            buffered = consumer._buffered_partitions
+            if not self._hooked:
+                self._hook(consumer)
+                active = consumer._get_active_partitions()
+            else:
+                active = self._fetch_active
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
+            return lambda tp: True
+        if active is None:
+            return lambda tp: True
+        return lambda tp: tp in active or tp in buffered
+
+    def _hook(self, consumer: Any) -> None:
+        """Remember the set of active partitions Faust's getmany filters this batch with.
+
+        Faust takes that set before it awaits the fetch; the live set may have changed since
+        (a partition resumed after recovery), and a record released for a partition that is
+        not in the taken set would be skipped.
+        """
+        original = consumer._wait_next_records
+
+        async def wait_next_records(timeout: float) -> Any:
+            records, active = await original(timeout)
+            self._fetch_active = active
+            return records, active
+
+        consumer._wait_next_records = wait_next_records
+        self._hooked = True
+
     def _head(self, tps: list[TP]) -> tuple[int, TP] | None:
+        """The partition whose next record goes first: smallest Kafka timestamp; on a tie (one
+        millisecond holds many records of a bulk load) the publisher's sequence number
+        (header :data:`SEQUENCE_HEADER`, as ``publish`` sets it), else the earlier event time."""
         best: tuple[int, TP] | None = None
         for tp in tps:
             buffer = self._buffers.get(tp)
-            if buffer and (best is None or buffer[0].timestamp < best[0]):
-                best = (buffer[0].timestamp, tp)
+            if not buffer:
+                continue
+            ts = buffer[0].timestamp
+            if best is None or ts < best[0] or ts == best[0] and _before(self._tie_key(tp, buffer[0]), self._tie_key(best[1], self._buffers[best[1]][0])):
+                best = (ts, tp)
         return best
 
-    def _blocked(self, ts: int, tps: list[TP], now: float) -> bool:
+    def _tie_key(self, tp: TP, record: Any) -> tuple[int | None, float]:
+        key = (tp, record.offset)
+        cached = self._tie_keys.get(key)
+        if cached is None:
+            cached = (_sequence(record), _occurred_at(record.value))
+            if len(self._tie_keys) > 10_000:
+                self._tie_keys.clear()
+            self._tie_keys[key] = cached
+        return cached
+
+    def _blocked(self, ts: int, tps: list[TP], now: float, wall_ms: float) -> bool:
         for tp in tps:
             if self._buffers.get(tp):
                 continue  # its head is not earlier: the candidate is the group's smallest
             last = self._last_ts.get(tp)
-            if (last is not None and last >= ts) or self.caught_up(tp):
-                # Partitions keep producer order, so nothing earlier can come from it; and a
-                # caught-up partition is in every fetch, so its high-water mark is at least as
-                # new as the response that brought the candidate.
+            if (last is not None and last >= ts) or (ts <= wall_ms - self.grace_ms and self.caught_up(tp)):
+                # A partition keeps producer order, so nothing earlier can come from it once it
+                # delivered something later. A caught-up partition may still get records its
+                # high-water mark does not show yet (that mark is as old as the last fetch that
+                # included it), hence the grace: only records at least that old pass on it.
                 self._waiting.pop(tp, None)
                 continue
             if tp in self._given_up:
@@ -708,6 +827,40 @@ class AligningScheduler(SchedulingStrategyT):
         for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):
             mapping.pop(tp, None)
         self._given_up.discard(tp)
+
+
+def _sequence(record: Any) -> int | None:
+    for name, value in getattr(record, "headers", None) or ():
+        if name == SEQUENCE_HEADER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _before(a: tuple[int | None, float], b: tuple[int | None, float]) -> bool:
+    """Tie-break of two records with the same Kafka timestamp: sequence numbers of one
+    publisher if both have one, else event time.
+
+    >>> _before((2, 9.0), (3, 1.0)), _before((None, 1.0), (3, 2.0))
+    (True, True)
+    """
+    if a[0] is not None and b[0] is not None:
+        return a[0] < b[0]
+    return a[1] < b[1]
+
+
+def _occurred_at(value: bytes | None) -> float:
+    """An inbound record's event time in POSIX seconds, or -inf if it has none.
+
+    >>> _occurred_at(b'{"occurred_at": "2026-01-01T00:00:01Z"}'), _occurred_at(b"oops")
+    (1767225601.0, -inf)
+    """
+    try:
+        return datetime.fromisoformat(orjson.loads(value or b"")["occurred_at"]).timestamp()
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError, OSError):
+        return float("-inf")
 
 
 # --- the Faust app ---------------------------------------------------------------------------
@@ -732,8 +885,8 @@ class Service:
         """Readiness: partitions assigned, table recovery done, model loaded."""
         app = self.app
         try:
-            recovered = app.tables.recovery.completed.is_set()
-        except Exception:
+            recovered = cast(Any, app.tables).recovery.completed.is_set()
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
             recovered = False
         checks = {
             "assigned": self.assigned_once,
@@ -781,7 +934,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         autodiscover=False,
         ConsumerScheduler=scheduler,
     )
-    scheduler.app = app
+    cast(Any, scheduler).app = app
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
@@ -790,9 +943,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     table = app.Table(
         STATE_TABLE,
         partitions=p,
-        key_type=str,
+        key_type=bytes,  # bytes: Faust's raw serializer, so the changelog holds the bare id and state
         value_type=bytes,
-        help="Per-debtor state (DebtorState.to_bytes), keyed by debtor_id.",
+        help="Per-debtor state (DebtorState.to_bytes), keyed by the UTF-8 debtor_id.",
     )
     holder = ModelHolder()
     writer = ModelWriter(config.snapshot_every, config.snapshot_seconds)
@@ -815,8 +968,11 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
 
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
-        await holder.ready.wait()
+        # Wait for the model inside the loop: Faust acknowledges (and so commits) records that
+        # arrive while no stream iterates the topic yet.
         async for event in stream.events():
+            if not holder.ready.is_set():
+                await holder.ready.wait()
             message = event.message
             started = time.perf_counter()
             topic = message.topic[prefix_len:]
@@ -835,6 +991,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 await outbound[name].send(key=key, value=value)
             if handled.learn is not None:
                 await updates.send(key=message.key, value=orjson.dumps(handled.learn))
+            apply_state(table, handled)
             metrics.count_event(topic, handled.event_type, handled.outcome)
             if handled.dead_letter_reason:
                 metrics.count_dead_letter(handled.dead_letter_reason)
@@ -846,17 +1003,19 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             if handled.event_ts is not None:
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
+            # Let the model learner and reader (same event loop) keep up with a backlog.
+            await asyncio.sleep(0)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         service.assigned.difference_update(revoked)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         service.assigned = set(assigned)
         service.assigned_once = True
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         await learner.stop()
 
@@ -876,17 +1035,18 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             return
         personas: Counter[str] = Counter()
         quadrants: Counter[str] = Counter()
-        for _, data in table.items():
+        for data in table.values():
             state = DebtorState.from_bytes(data)
             personas[state.persona] += 1
             quadrants[state.quadrant] += 1
         metrics.set_persona_counts(personas)
         metrics.set_quadrant_counts(quadrants)
-        if previous_mix and sum(personas.values()):
-            metrics.set_drift(population_stability_index(previous_mix, personas))
-        if sum(personas.values()):
+        known = {persona: n for persona, n in personas.items() if persona != UNKNOWN}
+        if previous_mix and known:
+            metrics.set_drift(population_stability_index(previous_mix, known))
+        if known:
             previous_mix.clear()
-            previous_mix.update(personas)
+            previous_mix.update(known)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -920,6 +1080,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         )
 
     attach_faust_sensors(app, metrics)
+    __import__("agents.api").api.register_api(service)  # the HTTP API (agents/api.py)
     return service
 
 

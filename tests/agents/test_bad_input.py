@@ -1,0 +1,91 @@
+"""Bad input on the worker's real decode path (``handle_record``): every bad record becomes a
+dead letter with a reason and the raw value; valid records interleaved with them all apply."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.worker import apply_state, handle_record
+from schemas import DEAD_LETTERS_TOPIC
+from streams.engine import EngineConfig
+from streams.model import SegmentModel
+from streams.simulation import simulate
+
+MODEL = SegmentModel()
+CONFIG = EngineConfig()
+CEILING = 1_000_000_000
+VALID = {"event_id": "v", "debtor_id": "d1", "type": "payment_received", "occurred_at": "2026-03-01T10:00:00Z", "claim_id": "c1", "amount_cents": 2500}
+
+
+def _handle(table: dict, value: bytes | None, key: bytes | None = b"d1", offset: int = 0):  # noqa: ANN202
+    return handle_record(table, key=key, value=value, topic="debtor.payments", partition=0, offset=offset, model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t")
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    """Records that break the contract in the ways upstream systems do."""
+    def body(**change: object) -> bytes:
+        return orjson.dumps({**VALID, **change})
+
+    nested: object = 1
+    for _ in range(200):
+        nested = [nested]
+    return st.one_of(
+        st.binary(max_size=200),
+        st.integers(min_value=0, max_value=len(body()) - 1).map(lambda n: body()[:n]),  # truncated
+        st.sampled_from([
+            body(amount_cents="12"), body(amount_cents=1.5), body(amount_cents=-3), body(amount_cents=0),
+            body(amount_cents=CEILING + 1), body(amount_cents=10**15), body(occurred_at="2026-03-01T10:00:00"),
+            body(occurred_at="2026-13-01T10:00:00Z"), body(occurred_at=""), body(type="refund"), body(type=None),
+            body(debtor_id=""), body(debtor_id="x" * 65), body(event_id="e" * 129), body(claim_id=None),
+            body(event_id=7),
+            orjson.dumps({k: v for k, v in VALID.items() if k != "debtor_id"}),
+            orjson.dumps({k: v for k, v in VALID.items() if k != "event_id"}),
+            b'{"event_id": "n", "debtor_id": "d1", "type": "call_rated", "occurred_at": "2026-03-01T10:00:00Z", "stars": NaN}',
+            b'{"event_id": "n", "debtor_id": "d1", "type": "payment_received", "occurred_at": "2026-03-01T10:00:00Z", "claim_id": "c", "amount_cents": Infinity}',
+            orjson.dumps({**VALID, "claim_id": "c" * 100_000}),
+            orjson.dumps({**VALID, "extra": nested}),
+            b"[]", b"null", b"\"a string\"", b"\xff\xfe\x00",
+        ]),
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_every_bad_record_is_a_dead_letter_with_reason_and_raw(raw: bytes) -> None:
+    handled = _handle({}, raw, offset=42)
+    if handled.outcome == "processed":  # hypothesis found a valid event: fine, nothing to check
+        return
+    assert handled.outcome == "dead_lettered", handled
+    [(topic, _key, value)] = handled.sends
+    record = orjson.loads(value)
+    assert topic == DEAD_LETTERS_TOPIC and record["reason"] == handled.dead_letter_reason
+    assert record["offset"] == 42 and record["partition"] == 0 and record["topic"] == "debtor.payments"
+    assert record["raw"] == raw.decode("utf-8", "replace")
+
+
+def test_keys_that_disagree_with_the_debtor_are_rejected() -> None:
+    for key in (b"d2", None, b"\xff"):
+        handled = _handle({}, orjson.dumps(VALID), key=key)
+        assert handled.dead_letter_reason == "key_mismatch"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_mutations(), min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_valid_events_interleaved_with_garbage_are_all_processed(garbage: list[bytes], rnd) -> None:  # noqa: ANN001
+    lines = [line for line in simulate(debtors=3, months=2, seed=5).lines if b'"event_id":"d' in line][:60]
+    ordered = [(line, True) for line in lines]
+    for raw in garbage:  # garbage at random places; valid lines keep their order
+        ordered.insert(rnd.randrange(len(ordered) + 1), (raw, False))
+    table: dict[bytes, bytes] = {}
+    outcomes = []
+    for offset, (raw, ok) in enumerate(ordered):
+        debtor = orjson.loads(raw)["debtor_id"].encode() if ok else b"d1"
+        handled = _handle(table, raw, key=debtor, offset=offset)
+        apply_state(table, handled)
+        if ok:
+            outcomes.append(handled.outcome)
+    # Every valid event was applied or recognised as a re-send: none lost, none dead-lettered.
+    assert set(outcomes) <= {"processed", "duplicate"}
+    assert outcomes.count("processed") == len({orjson.loads(line)["event_id"] for line in lines})
