@@ -1,0 +1,723 @@
+"""The worker's HTTP API: debtor profiles, the persona mix and the persona transition matrix.
+
+``register_api(service)`` (called at the end of :func:`agents.worker.build_service`) adds
+
+* ``GET /debtors/{debtor_id}``: :func:`streams.profile.profile` of one debtor (role ``agent``),
+  answered by the worker that owns the debtor's table partition: any worker takes the
+  request and forwards it there;
+* ``GET /personas``: debtors by persona, by quadrant and by both (roles ``agent``, ``ops``);
+* ``GET /personas/transitions?days=30|90|365``: persona ``days`` ago -> persona now, counts and
+  row shares (roles ``agent``, ``ops``).
+
+``/health``, ``/ready``, ``/model`` and ``/metrics`` stay open. See ``docs/api.md`` for the
+contract and ``docs/openapi.yaml`` for the schemas.
+
+Aggregates across workers. A worker holds only its own partitions of the state table, so
+each worker publishes a summary per partition it actively owns (:func:`summarize`: counts,
+and transition counts for the windows :data:`WINDOWS_DAYS`) to the compacted one-partition
+topic ``<prefix>debtor.population`` keyed by the partition number, and every worker reads
+that whole topic (:class:`PopulationBoard`) and adds up the newest summary of every partition
+(:func:`merge_population`, :func:`merge_transitions`).
+
+Debtor ids never go into logs (unless ``DEBTOR_SEGMENTS_DEBUG_IDS``), tokens never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+from faust import web as faust_web
+from faust.sensors import Sensor
+
+from agents.auth import AGGREGATES, DEBTORS, Decision, TokenConfigError, Tokens, authorize, parse_tokens
+from agents.kafka_io import TopicSpec, ensure_topics
+from streams.profile import profile, transitions
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
+from streams.state import DebtorState
+
+if TYPE_CHECKING:
+    from agents.worker import Service
+
+__all__ = [
+    "DEFAULT_WINDOW_DAYS",
+    "FORWARDED_HEADER",
+    "POPULATION_TOPIC",
+    "WINDOWS_DAYS",
+    "Api",
+    "ApiConfigError",
+    "BadRequest",
+    "PopulationBoard",
+    "PopulationPublisher",
+    "key_partition",
+    "merge_population",
+    "merge_transitions",
+    "parse_days",
+    "parse_summary",
+    "register_api",
+    "summarize",
+]
+
+log = logging.getLogger("debtor_segments.api")
+
+#: Compacted single-partition topic of per-partition population summaries, key = partition number.
+POPULATION_TOPIC = "debtor.population"
+#: The windows (days) the transition matrix is kept for; ``?days=`` must be one of them.
+WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
+DEFAULT_WINDOW_DAYS = 365
+#: Set on a request one worker forwards to the owner of the debtor: the owner answers it
+#: itself (503 if it no longer owns the partition) instead of forwarding again.
+FORWARDED_HEADER = "X-Debtor-Segments-Forwarded"
+SUMMARY_VERSION = 1
+#: Seconds between population refreshes; a partition's summary is published when it changed,
+#: and at least every :data:`REPUBLISH_SECONDS` (which also repairs a summary an old owner
+#: published late during a rebalance).
+REFRESH_SECONDS = 5.0
+REPUBLISH_SECONDS = 60.0
+#: A refresh scans the local table; the next one waits at least this many times as long as the
+#: scan took, so aggregates never take more than about 1/20 of the event loop.
+SCAN_BACKOFF = 20.0
+FORWARD_TIMEOUT_S = 10.0
+_DAY = 86_400.0
+_JSON = "application/json"
+#: Faust's built-in pages that serve table data (``/table/<table>/<key>/``, unauthenticated) or
+#: the cluster layout (``/router``). The API replaces them; they are not served.
+_EXPOSING_BLUEPRINTS = frozenset({"faust.web.apps.tables.blueprint", "faust.web.apps.router:blueprint"})
+
+
+class ApiConfigError(click.ClickException):
+    """The API cannot start with this configuration (printed as ``Error: ...``, exit status 2)."""
+
+    exit_code = 2
+
+
+class BadRequest(ValueError):
+    """A query parameter is invalid; the message says what is allowed."""
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None and math.isfinite(ts) and ts > 0 else None
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as Java, kafka-python and aiokafka
+    use) gives ``key``: where the debtor's inbound records and table state live.
+
+    >>> key_partition(b"d1", 4)
+    1
+    """
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# --- summaries of one partition, and their sum -----------------------------------------------
+
+
+def _sparse(matrix: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    return {row: {col: n for col, n in cells.items() if n} for row, cells in matrix.items() if any(cells.values())}
+
+
+def summarize(partition: int, partitions: int, states: Iterable[DebtorState], *, published_at: float | None = None) -> dict[str, Any]:
+    """The population summary of one table partition, as published on :data:`POPULATION_TOPIC`.
+
+    Transition counts use the partition's own clock: ``since`` = its latest event time minus
+    the window (event time, so a replayed history gives the same matrix as a live one).
+
+    >>> s = summarize(2, 4, [DebtorState.new("d1")], published_at=0.0)
+    >>> s["partition"], s["debtors"], s["personas"]["unknown"], s["transitions"]["90"]["counts"]
+    (2, 1, 1, {})
+    """
+    states = list(states)
+    personas = dict.fromkeys(ALL_PERSONAS, 0)
+    quadrants = dict.fromkeys(ALL_QUADRANTS, 0)
+    cells: dict[str, dict[str, int]] = {}
+    for state in states:
+        personas[state.persona] = personas.get(state.persona, 0) + 1
+        quadrants[state.quadrant] = quadrants.get(state.quadrant, 0) + 1
+        row = cells.setdefault(state.persona, {})
+        row[state.quadrant] = row.get(state.quadrant, 0) + 1
+    marks = [state.watermark for state in states if state.watermark and math.isfinite(state.watermark)]
+    latest = max(marks) if marks else None
+    windows: dict[str, Any] = {}
+    for days in WINDOWS_DAYS:
+        if latest is None:
+            windows[str(days)] = {"since": None, "counts": {}}
+            continue
+        since = latest - days * _DAY
+        windows[str(days)] = {"since": since, "counts": _sparse(transitions(states, since)["counts"])}
+    return {
+        "v": SUMMARY_VERSION,
+        "partition": partition,
+        "partitions": partitions,
+        "debtors": len(states),
+        "personas": personas,
+        "quadrants": quadrants,
+        "cells": cells,
+        "latest_event": latest,
+        "transitions": windows,
+        "published_at": time.time() if published_at is None else published_at,
+    }
+
+
+def _counts(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and type(n) is int and n >= 0 for k, n in value.items())
+
+
+def _matrix(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _counts(row) for k, row in value.items())
+
+
+def parse_summary(value: bytes | None, partitions: int) -> dict[str, Any] | None:
+    """A summary read from the population topic, or None if it is not a valid one for a
+    table of ``partitions`` partitions (another version, another partition count, garbage).
+
+    >>> parse_summary(orjson.dumps(summarize(1, 4, [], published_at=1.0)), 4)["partition"]
+    1
+    >>> parse_summary(orjson.dumps(summarize(1, 4, [], published_at=1.0)), 8) is None
+    True
+    """
+    try:
+        summary = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(summary, dict) or summary.get("v") != SUMMARY_VERSION or summary.get("partitions") != partitions:
+        return None
+    partition = summary.get("partition")
+    if type(partition) is not int or not 0 <= partition < partitions or type(summary.get("debtors")) is not int:
+        return None
+    if not (_counts(summary.get("personas")) and _counts(summary.get("quadrants")) and _matrix(summary.get("cells"))):
+        return None
+    windows = summary.get("transitions")
+    if not isinstance(windows, dict):
+        return None
+    for days in WINDOWS_DAYS:
+        window = windows.get(str(days))
+        if not isinstance(window, dict) or not _matrix(window.get("counts")):
+            return None
+        if window.get("since") is not None and not isinstance(window["since"], int | float):
+            return None
+    if not isinstance(summary.get("published_at"), int | float):
+        return None
+    latest = summary.get("latest_event")
+    if latest is not None and not isinstance(latest, int | float):
+        return None
+    return summary
+
+
+def _coverage(summaries: Mapping[int, Mapping[str, Any]], partitions: int) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    present = [summaries[p] for p in range(partitions) if p in summaries]
+    published = [s["published_at"] for s in present]
+    latest = [s["latest_event"] for s in present if s.get("latest_event") is not None]
+    meta = {
+        "partitions": {"reported": len(present), "total": partitions, "complete": len(present) == partitions},
+        "as_of": _iso(min(published)) if published else None,
+        "latest_event": _iso(max(latest)) if latest else None,
+    }
+    return present, meta
+
+
+def merge_population(summaries: Mapping[int, Mapping[str, Any]], partitions: int) -> dict[str, Any]:
+    """``GET /personas``: the sum of the newest summary of every partition.
+
+    >>> parts = {p: summarize(p, 2, [DebtorState.new(f"d{p}")], published_at=1.0) for p in (0, 1)}
+    >>> body = merge_population(parts, 2)
+    >>> body["debtors"], body["personas"]["unknown"], body["partitions"]["complete"]
+    (2, 2, True)
+    """
+    present, meta = _coverage(summaries, partitions)
+    personas = dict.fromkeys(ALL_PERSONAS, 0)
+    quadrants = dict.fromkeys(ALL_QUADRANTS, 0)
+    both = {persona: dict.fromkeys(ALL_QUADRANTS, 0) for persona in ALL_PERSONAS}
+    for summary in present:
+        for persona, n in summary["personas"].items():
+            personas[persona] = personas.get(persona, 0) + n
+        for quadrant, n in summary["quadrants"].items():
+            quadrants[quadrant] = quadrants.get(quadrant, 0) + n
+        for persona, row in summary["cells"].items():
+            target = both.setdefault(persona, dict.fromkeys(ALL_QUADRANTS, 0))
+            for quadrant, n in row.items():
+                target[quadrant] = target.get(quadrant, 0) + n
+    return {
+        "debtors": sum(s["debtors"] for s in present),
+        "personas": personas,
+        "quadrants": quadrants,
+        "persona_quadrant": both,
+        **meta,
+    }
+
+
+def merge_transitions(summaries: Mapping[int, Mapping[str, Any]], partitions: int, days: int) -> dict[str, Any]:
+    """``GET /personas/transitions``: summed counts of the ``days`` window, and row shares.
+
+    >>> parts = {0: summarize(0, 1, [DebtorState.new("d")], published_at=1.0)}
+    >>> body = merge_transitions(parts, 1, 90)
+    >>> body["days"], body["debtors"], body["row_shares"]["tamara"]["tamara"]
+    (90, 0, 0.0)
+    """
+    if days not in WINDOWS_DAYS:
+        raise BadRequest(_days_message())
+    present, meta = _coverage(summaries, partitions)
+    counts = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
+    starts = []
+    for summary in present:
+        window = summary["transitions"][str(days)]
+        if window.get("since") is not None:
+            starts.append(window["since"])
+        for row, cells in window["counts"].items():
+            target = counts.setdefault(row, dict.fromkeys(ALL_PERSONAS, 0))
+            for col, n in cells.items():
+                target[col] = target.get(col, 0) + n
+    shares = {row: {col: round(share, 4) for col, share in cells.items()} for row, cells in row_shares(counts).items()}
+    return {
+        "days": days,
+        "since": _iso(min(starts)) if starts else None,
+        "debtors": sum(sum(cells.values()) for cells in counts.values()),
+        "counts": counts,
+        "row_shares": shares,
+        **meta,
+    }
+
+
+def _days_message() -> str:
+    return f"days must be one of {', '.join(map(str, WINDOWS_DAYS))} (default {DEFAULT_WINDOW_DAYS})"
+
+
+def parse_days(query: Mapping[str, str]) -> int:
+    """The ``days`` query parameter: one of :data:`WINDOWS_DAYS`, default :data:`DEFAULT_WINDOW_DAYS`.
+
+    >>> parse_days({}), parse_days({"days": "90"})
+    (365, 90)
+    >>> parse_days({"days": "60"})
+    Traceback (most recent call last):
+    ...
+    agents.api.BadRequest: days must be one of 30, 90, 365 (default 365)
+    """
+    raw = query.get("days")
+    if raw is None:
+        return DEFAULT_WINDOW_DAYS
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        raise BadRequest(_days_message()) from None
+    if days not in WINDOWS_DAYS:
+        raise BadRequest(_days_message())
+    return days
+
+
+# --- publishing and reading the summaries --------------------------------------------------------
+
+
+class _TableChanges(Sensor):
+    """Marks the partition of every key the agents set or delete in the state table."""
+
+    def __init__(self, table: Any, mark: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._table = table
+        self._mark = mark
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        if table is self._table:
+            self._mark(key)
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        if table is self._table:
+            self._mark(key)
+
+
+class PopulationPublisher:
+    """Publishes the summary of every table partition this worker actively owns.
+
+    A partition is refreshed when a key of it changed (see :class:`_TableChanges`), when this
+    worker has not published it yet since it got it, and every :data:`REPUBLISH_SECONDS`; a
+    summary equal to the last one published (apart from its time) is not sent again unless
+    that is due.
+    """
+
+    def __init__(self, service: Service, board: PopulationBoard, send: Callable[[bytes, bytes], Any]) -> None:
+        self.service = service
+        self.board = board
+        self.send = send
+        self.partitions = service.config.settings.partitions
+        self.changelog = service.table.changelog_topic.get_topic_name()
+        self.dirty: set[int] = set()
+        self.published: dict[int, tuple[float, bytes]] = {}  # partition -> (when, content without time)
+        self._not_before = 0.0
+        self.published_count = 0
+
+    def mark(self, key: Any) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        if isinstance(key, bytes):
+            self.dirty.add(key_partition(key, self.partitions))
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked: publish them afresh should they come back."""
+        for partition in partitions:
+            self.published.pop(partition, None)
+
+    def owned(self) -> set[int]:
+        """Table partitions this worker actively owns now."""
+        try:
+            actives = self.service.app.assignor.assigned_actives()
+        except Exception:
+            return set()
+        return {tp.partition for tp in actives if tp.topic == self.changelog}
+
+    def _settled(self) -> bool:
+        app = self.service.app
+        try:
+            return bool(self.service.assigned_once) and not app.rebalancing and not app.in_recovery
+        except Exception:
+            return False
+
+    async def refresh(self, *, force: bool = False) -> int:
+        """Publish the summaries that are due; returns how many were sent."""
+        now = time.monotonic()
+        if not self.board.topic_ready.is_set() or not self._settled() or (not force and now < self._not_before):
+            return 0
+        owned = self.owned()
+        due = {
+            p for p in owned if force or p in self.dirty or p not in self.published or now - self.published[p][0] >= REPUBLISH_SECONDS
+        }
+        if not due:
+            return 0
+        self.dirty -= due  # changes from here on mark them again
+        started = time.perf_counter()
+        groups: dict[int, list[DebtorState]] = {p: [] for p in due}
+        items = list(self.service.table.items())
+        for number, (key, value) in enumerate(items, start=1):
+            if isinstance(key, bytes) and value is not None:
+                group = groups.get(key_partition(key, self.partitions))
+                if group is not None:
+                    group.append(DebtorState.from_bytes(value))
+            if number % 500 == 0:
+                await asyncio.sleep(0)
+        if not self._settled() or not due <= self.owned():
+            self.dirty |= due  # a rebalance began meanwhile: try again later
+            return 0
+        sent = 0
+        for partition in sorted(due):
+            summary = summarize(partition, self.partitions, groups[partition])
+            content = orjson.dumps({k: v for k, v in summary.items() if k != "published_at"}, option=orjson.OPT_SORT_KEYS)
+            last = self.published.get(partition)
+            if last is not None and last[1] == content and not force and time.monotonic() - last[0] < REPUBLISH_SECONDS:
+                continue
+            await self.send(str(partition).encode(), orjson.dumps(summary))
+            self.published[partition] = (time.monotonic(), content)
+            sent += 1
+        self.published_count += sent
+        took = time.perf_counter() - started
+        self._not_before = time.monotonic() + took * SCAN_BACKOFF
+        return sent
+
+
+class PopulationBoard:
+    """The newest summary of every partition, read from the population topic with an own
+    consumer (no group, from the beginning), like the model reader reads the model topic."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.client_id = client_id
+        self.summaries: dict[int, dict[str, Any]] = {}
+        self.topic_ready = asyncio.Event()
+        self.loaded = asyncio.Event()
+        self.ignored = 0
+
+    def offer(self, key: bytes | None, value: bytes | None) -> None:
+        """Take one record of the topic (records come in offset order: the newest wins)."""
+        try:
+            partition = int((key or b"").decode())
+        except (UnicodeDecodeError, ValueError):
+            self.ignored += 1
+            return
+        if value is None:
+            self.summaries.pop(partition, None)
+            return
+        summary = parse_summary(value, self.partitions)
+        if summary is None or summary["partition"] != partition:
+            self.ignored += 1
+            return
+        self.summaries[partition] = summary
+
+    async def ensure_topic(self) -> None:
+        spec = TopicSpec(
+            self.topic,
+            1,
+            {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
+            role="population summaries, key = table partition",
+        )
+        while not self.topic_ready.is_set():
+            try:
+                await asyncio.to_thread(ensure_topics, self.bootstrap, [spec], wait_s=30.0)
+                self.topic_ready.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("cannot create the topic %s (%s); retrying in 5s", self.topic, error)
+                await asyncio.sleep(5.0)
+
+    async def run(self) -> None:
+        await self.ensure_topic()
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("population reader failed; retrying in 2s")
+                await asyncio.sleep(2.0)
+
+    async def _run_once(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=self.client_id,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            self.summaries.clear()
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                await self._poll(consumer, 200)
+            self.loaded.set()
+            while True:
+                await self._poll(consumer, 1000)
+        finally:
+            await consumer.stop()
+
+    async def _poll(self, consumer: Any, timeout_ms: int) -> None:
+        batches = await consumer.getmany(timeout_ms=timeout_ms)
+        for records in batches.values():
+            for record in records:
+                self.offer(record.key, record.value)
+
+
+# --- the HTTP side ---------------------------------------------------------------------------------
+
+
+class Api:
+    """The endpoints' logic; :func:`register_api` wires it into the Faust app."""
+
+    def __init__(self, service: Service, tokens: Tokens, board: PopulationBoard, publisher: PopulationPublisher) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.board = board
+        self.publisher = publisher
+        self.partitions = service.config.settings.partitions
+        self.debug_ids = service.config.settings.debug_ids
+        self.forwarded = 0  # requests this worker forwarded to the owner of the debtor
+
+    # helpers
+
+    @staticmethod
+    def _error(view: Any, status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> Any:
+        return view.json({"error": error, "detail": detail}, status=status, headers=dict(headers or {}))
+
+    def _check(self, view: Any, request: Any, scope: str) -> tuple[Decision, Any]:
+        decision = authorize(self.tokens, request.headers.get("Authorization"), scope)
+        if decision.allowed:
+            return decision, None
+        return decision, self._error(view, decision.status, decision.error, decision.detail, decision.headers)
+
+    def _unavailable(self, view: Any, detail: str) -> Any:
+        return self._error(view, 503, "unavailable", detail, {"Retry-After": "1"})
+
+    def _failed(self, view: Any, what: str, error: BaseException) -> Any:
+        if self.debug_ids:
+            log.exception("%s failed", what)
+        else:  # the message or traceback could hold a debtor id
+            log.error("%s failed: %s", what, type(error).__name__)
+        return self._error(view, 500, "internal", "the request failed; see the worker log")
+
+    # endpoints
+
+    async def debtor(self, view: Any, request: Any, debtor_id: str) -> Any:
+        _, denied = self._check(view, request, DEBTORS)
+        if denied is not None:
+            return denied
+        try:
+            return await self._debtor(view, request, debtor_id)
+        except Exception as error:
+            return self._failed(view, "GET /debtors/{debtor_id}", error)
+
+    async def _debtor(self, view: Any, request: Any, debtor_id: str) -> Any:
+        app = self.service.app
+        key = debtor_id.encode("utf-8")
+        partition = key_partition(key, self.partitions)
+        if app.rebalancing or app.in_recovery or not self.service.assigned_once:
+            return self._unavailable(view, "the workers are rebalancing; retry shortly")
+        if partition in self.publisher.owned():
+            return self._local_profile(view, key)
+        if request.headers.get(FORWARDED_HEADER):
+            return self._unavailable(view, "the owner of this debtor changed; retry shortly")
+        owner = self._owner(partition)
+        if owner is None:
+            return self._unavailable(view, "no worker owns this debtor's partition right now; retry shortly")
+        return await self._forward(view, request, owner)
+
+    def _local_profile(self, view: Any, key: bytes) -> Any:
+        data = self.service.table.get(key)
+        if data is None:
+            return self._error(view, 404, "not_found", "no debtor with this id")
+        body = profile(DebtorState.from_bytes(data), self.service.holder.model)
+        return view.bytes(orjson.dumps(_finite(body)), content_type=_JSON)
+
+    def _owner(self, partition: int) -> str | None:
+        """Base URL of the worker that actively owns ``partition`` of the state table (Faust's
+        assignment metadata, as ``@app.table_route`` uses it), or None."""
+        try:
+            metadata = self.service.app.router.table_metadata(self.service.table.name)
+        except Exception:
+            return None
+        changelog = self.publisher.changelog
+        own = _url_ident(str(self.service.app.conf.canonical_url))
+        for url, topics in metadata.items():
+            if partition in (topics.get(changelog) or ()) and _url_ident(url) != own:
+                return url.rstrip("/")
+        return None
+
+    async def _forward(self, view: Any, request: Any, owner: str) -> Any:
+        import aiohttp
+
+        headers = {FORWARDED_HEADER: "1", "Accept": _JSON}
+        if request.headers.get("Authorization"):
+            headers["Authorization"] = request.headers["Authorization"]
+        target = owner + str(request.rel_url)
+        self.forwarded += 1
+        try:
+            client = self.service.app.http_client
+            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+            async with client.get(target, headers=headers, timeout=timeout, allow_redirects=False) as response:
+                body = await response.read()
+                passed = {name: response.headers[name] for name in ("WWW-Authenticate", "Retry-After") if name in response.headers}
+                return view.bytes(body, content_type=response.content_type or _JSON, status=response.status, headers=passed)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not reach the worker %s owning a debtor: %s", owner, type(error).__name__)
+            return self._unavailable(view, "the worker that owns this debtor did not answer; retry shortly")
+
+    async def personas(self, view: Any, request: Any) -> Any:
+        _, denied = self._check(view, request, AGGREGATES)
+        if denied is not None:
+            return denied
+        if not self.board.loaded.is_set():
+            return self._unavailable(view, "population summaries not loaded yet")
+        return view.json(merge_population(self.board.summaries, self.partitions))
+
+    async def transitions(self, view: Any, request: Any) -> Any:
+        _, denied = self._check(view, request, AGGREGATES)
+        if denied is not None:
+            return denied
+        try:
+            days = parse_days(request.query)
+        except BadRequest as error:
+            return self._error(view, 400, "bad_request", str(error))
+        if not self.board.loaded.is_set():
+            return self._unavailable(view, "population summaries not loaded yet")
+        return view.json(merge_transitions(self.board.summaries, self.partitions, days))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: such floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _url_ident(url: str) -> tuple[str, int]:
+    from yarl import URL
+
+    parsed = URL(url)
+    return (parsed.host or parsed.path or "", int(parsed.port or 80))
+
+
+def _drop_exposing_blueprints(app: Any) -> None:
+    manager = app.web.blueprints
+    if manager.applied:
+        raise RuntimeError("register_api must run before the web server starts")
+    manager._enabled = [(prefix, bp) for prefix, bp in manager._enabled if bp not in _EXPOSING_BLUEPRINTS]
+
+
+def register_api(service: Service) -> Api:
+    """Add the API's pages, the population publisher (a timer) and reader (a task) to the app.
+
+    Raises :class:`ApiConfigError` when ``DEBTOR_SEGMENTS_API_TOKENS`` is malformed.
+    """
+    app = service.app
+    config = service.config
+    try:
+        tokens = parse_tokens(config.settings.api_tokens)
+    except TokenConfigError as error:
+        raise ApiConfigError(str(error)) from None
+    if tokens:
+        log.info("HTTP API: %s", tokens.summary())
+    else:
+        log.warning("HTTP API: DEBTOR_SEGMENTS_API_TOKENS is empty: /debtors and /personas answer 401 to every request")
+
+    topic_name = config.topic(POPULATION_TOPIC)
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=1)
+    board = PopulationBoard(config.settings.bootstrap_servers, topic_name, config.settings.partitions, f"{config.id}-population-reader")
+
+    async def send(key: bytes, value: bytes) -> None:
+        delivered = await topic.send(key=key, value=value)
+        await delivered
+
+    publisher = PopulationPublisher(service, board, send)
+    api = Api(service, tokens, board, publisher)
+    service.api = api  # type: ignore[attr-defined]
+    app.sensors.add(_TableChanges(service.table, publisher.mark))
+    _drop_exposing_blueprints(app)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        publisher.forget({tp.partition for tp in revoked})
+
+    @app.task
+    async def population_reader() -> None:
+        await board.run()
+
+    @app.timer(interval=REFRESH_SECONDS)
+    async def population_publisher() -> None:
+        try:
+            await publisher.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("publishing population summaries failed: %s", type(error).__name__)
+
+    @app.page("/debtors/{debtor_id}")
+    class Debtor(faust_web.View):
+        async def get(self, request: faust_web.Request, debtor_id: str) -> faust_web.Response:
+            return await api.debtor(self, request, debtor_id)
+
+    @app.page("/personas")
+    class Personas(faust_web.View):
+        async def get(self, request: faust_web.Request) -> faust_web.Response:
+            return await api.personas(self, request)
+
+    @app.page("/personas/transitions")
+    class Transitions(faust_web.View):
+        async def get(self, request: faust_web.Request) -> faust_web.Response:
+            return await api.transitions(self, request)
+
+    return api
