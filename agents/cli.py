@@ -16,7 +16,9 @@ import click
 import orjson
 from tqdm import tqdm
 
+from agents.inputs import open_input
 from agents.replay import ReplayStats, replay_lines
+from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
 from streams.engine import Engine, EngineConfig, Output
 from streams.model import SegmentModel
@@ -29,15 +31,6 @@ __all__ = ["main"]
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _open_input(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise click.ClickException(f"cannot read {path}: {error.strerror}") from None
 
 
 def _open_output(path: Path) -> IO[bytes]:
@@ -112,7 +105,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     settings = Settings()
     dead_letters = dead_letters or output.with_suffix(".dead-letters.jsonl")
     engine = Engine(EngineConfig(lateness_days=settings.lateness_days), _load_model(model_path))
-    stream = _open_input(input_path)
+    stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
     try:
@@ -217,9 +210,7 @@ def _line_ts(line: bytes) -> float:
 
 
 
-# Commands that need a broker (agents/service_cli.py).
-from agents.service_cli import publish, tail, worker  # noqa: E402
-
+# Commands that need a broker.
 main.add_command(worker)
 main.add_command(publish)
 main.add_command(tail)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO
 
 import click
 
+from agents.inputs import open_input
 from agents.kafka_io import (
     CHANGE_TOPICS,
     BrokerUnavailable,
@@ -49,6 +49,7 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--model-snapshot-seconds", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="... or this long after the last one, if it learned anything.")
 @click.option("--loglevel", envvar="DEBTOR_SEGMENTS_LOGLEVEL", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
+@click.option("--guarantee", envvar="DEBTOR_SEGMENTS_GUARANTEE", type=click.Choice(["exactly_once", "at_least_once"]), default="exactly_once", show_default=True, help="Processing guarantee: exactly_once (Kafka transactions) or at_least_once [env DEBTOR_SEGMENTS_GUARANTEE].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -61,6 +62,7 @@ def worker(
     model_snapshot_seconds: float,
     loglevel: str,
     broker_wait: float,
+    guarantee: str,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
@@ -75,6 +77,7 @@ def worker(
         snapshot_every=model_snapshot_every,
         snapshot_seconds=model_snapshot_seconds,
         loglevel=loglevel,
+        guarantee=guarantee,
     )
     try:
         ensure_topics(settings.bootstrap_servers, topic_plan(config), wait_s=broker_wait, log=lambda text: click.echo(text, err=True))
@@ -92,15 +95,6 @@ def worker(
     sys.exit(run_worker(config))
 
 
-def _open_input(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise click.ClickException(f"cannot read {path}: {error.strerror}") from None
-
-
 @click.command()
 @click.argument("input_path", metavar="FILE.jsonl")
 @click.option("--broker", help=_BROKER_HELP)
@@ -114,7 +108,7 @@ def publish(input_path: str, broker: str | None, topic_prefix: str, partitions: 
     """
     settings = _settings(broker=broker, partitions=partitions)
     bootstrap = settings.bootstrap_servers
-    stream = _open_input(input_path)
+    stream = open_input(input_path)
     try:
         ensure_topics(bootstrap, publish_plan(topic_prefix, settings.partitions), wait_s=30.0)
         producer = make_producer(bootstrap)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
+from quality import parse_seconds, replay  # bench/ is on sys.path when run as a script
 
 from streams.engine import Engine
 from streams.events import DecodeError, decode_event
@@ -38,13 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = simulate(args.debtors, args.months, args.seed).lines
     simulate_s = time.perf_counter() - started
 
-    started = time.perf_counter()
-    for line in lines:
-        try:
-            orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass
-    parse_s = time.perf_counter() - started
+    parse_s = parse_seconds(lines)
 
     started = time.perf_counter()
     for line in lines:
@@ -54,15 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
     decode_s = time.perf_counter() - started
 
-    engine = Engine()
-    started = time.perf_counter()
-    for line in lines:
-        try:
-            event = decode_event(line)
-        except DecodeError:
-            continue
-        engine.handle(event)
-    replay_s = time.perf_counter() - started
+    run = replay(lines, Engine())
+    engine, replay_s = run.engine, run.seconds
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     sizes = sorted(len(state.to_bytes()) for state in engine.states.values())
