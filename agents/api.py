@@ -34,10 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
+from faust import current_event
 from faust import web as faust_web
 from faust.sensors import Sensor
 
-from agents.auth import AGGREGATES, DEBTORS, Decision, TokenConfigError, Tokens, authorize, parse_tokens
+from agents.auth import (
+    AGGREGATES,
+    DEBTORS,
+    Decision,
+    TokenConfigError,
+    Tokens,
+    authorize,
+    parse_tokens,
+)
 from agents.kafka_io import TopicSpec, ensure_topics
 from streams.profile import profile, transitions
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
@@ -353,10 +362,12 @@ class PopulationPublisher:
         self.published_count = 0
 
     def mark(self, key: Any) -> None:
-        if isinstance(key, str):
-            key = key.encode()
-        if isinstance(key, bytes):
-            self.dirty.add(key_partition(key, self.partitions))
+        """A key of the table changed: its partition needs a new summary."""
+        event = current_event()
+        if event is not None:  # the agent's record: Faust writes the changelog to its partition
+            self.dirty.add(event.message.partition)
+        elif isinstance(key, bytes | str):
+            self.dirty.add(key_partition(key.encode() if isinstance(key, str) else key, self.partitions))
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: publish them afresh should they come back."""
@@ -367,7 +378,7 @@ class PopulationPublisher:
         """Table partitions this worker actively owns now."""
         try:
             actives = self.service.app.assignor.assigned_actives()
-        except Exception:
+        except Exception:  # noqa: BLE001 - no assignment yet (Faust internals)
             return set()
         return {tp.partition for tp in actives if tp.topic == self.changelog}
 
@@ -375,11 +386,12 @@ class PopulationPublisher:
         app = self.service.app
         try:
             return bool(self.service.assigned_once) and not app.rebalancing and not app.in_recovery
-        except Exception:
+        except Exception:  # noqa: BLE001 - Faust internals, best effort
             return False
 
     async def refresh(self, *, force: bool = False) -> int:
-        """Publish the summaries that are due; returns how many were sent."""
+        """Publish the summaries that are due (with ``force``: of every partition owned, now,
+        changed or not); returns how many were sent."""
         now = time.monotonic()
         if not self.board.topic_ready.is_set() or not self._settled() or (not force and now < self._not_before):
             return 0
@@ -390,6 +402,13 @@ class PopulationPublisher:
         if not due:
             return 0
         self.dirty -= due  # changes from here on mark them again
+        try:
+            return await self._publish(due, force)
+        except BaseException:
+            self.dirty |= due
+            raise
+
+    async def _publish(self, due: set[int], force: bool) -> int:
         started = time.perf_counter()
         groups: dict[int, list[DebtorState]] = {p: [] for p in due}
         items = list(self.service.table.items())
@@ -408,7 +427,7 @@ class PopulationPublisher:
             summary = summarize(partition, self.partitions, groups[partition])
             content = orjson.dumps({k: v for k, v in summary.items() if k != "published_at"}, option=orjson.OPT_SORT_KEYS)
             last = self.published.get(partition)
-            if last is not None and last[1] == content and not force and time.monotonic() - last[0] < REPUBLISH_SECONDS:
+            if not force and last is not None and last[1] == content and time.monotonic() - last[0] < REPUBLISH_SECONDS:
                 continue
             await self.send(str(partition).encode(), orjson.dumps(summary))
             self.published[partition] = (time.monotonic(), content)
@@ -417,6 +436,32 @@ class PopulationPublisher:
         took = time.perf_counter() - started
         self._not_before = time.monotonic() + took * SCAN_BACKOFF
         return sent
+
+
+class _SummaryProducer:
+    """A plain producer for the summaries: they are derived data, outside the processing
+    guarantee (Faust's producer sends transactionally under exactly_once, and only to topics
+    its agents consume)."""
+
+    def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_id = client_id
+        self._producer: Any = None
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all")
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(self.topic, value, key=key)
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 class PopulationBoard:
@@ -462,7 +507,7 @@ class PopulationBoard:
                 self.topic_ready.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - broker down or topic mismatch: keep trying
                 log.warning("cannot create the topic %s (%s); retrying in 5s", self.topic, error)
                 await asyncio.sleep(5.0)
 
@@ -554,7 +599,7 @@ class Api:
             return denied
         try:
             return await self._debtor(view, request, debtor_id)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - answered 500, logged without the id
             return self._failed(view, "GET /debtors/{debtor_id}", error)
 
     async def _debtor(self, view: Any, request: Any, debtor_id: str) -> Any:
@@ -584,7 +629,7 @@ class Api:
         assignment metadata, as ``@app.table_route`` uses it), or None."""
         try:
             metadata = self.service.app.router.table_metadata(self.service.table.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no assignment metadata yet
             return None
         changelog = self.publisher.changelog
         own = _url_ident(str(self.service.app.conf.canonical_url))
@@ -669,31 +714,29 @@ def register_api(service: Service) -> Api:
         tokens = parse_tokens(config.settings.api_tokens)
     except TokenConfigError as error:
         raise ApiConfigError(str(error)) from None
-    if tokens:
-        log.info("HTTP API: %s", tokens.summary())
-    else:
-        log.warning("HTTP API: DEBTOR_SEGMENTS_API_TOKENS is empty: /debtors and /personas answer 401 to every request")
-
     topic_name = config.topic(POPULATION_TOPIC)
-    topic = app.topic(topic_name, key_type=bytes, value_type=bytes, partitions=1)
     board = PopulationBoard(config.settings.bootstrap_servers, topic_name, config.settings.partitions, f"{config.id}-population-reader")
-
-    async def send(key: bytes, value: bytes) -> None:
-        delivered = await topic.send(key=key, value=value)
-        await delivered
-
-    publisher = PopulationPublisher(service, board, send)
+    producer = _SummaryProducer(config.settings.bootstrap_servers, topic_name, f"{config.id}-population-writer")
+    publisher = PopulationPublisher(service, board, producer.send)
     api = Api(service, tokens, board, publisher)
     service.api = api  # type: ignore[attr-defined]
     app.sensors.add(_TableChanges(service.table, publisher.mark))
     _drop_exposing_blueprints(app)
 
-    @app.on_partitions_revoked.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_population_producer(sender: Any, **kwargs: Any) -> None:
+        await producer.stop()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         publisher.forget({tp.partition for tp in revoked})
 
     @app.task
     async def population_reader() -> None:
+        if tokens:  # logged here, once the worker has set up logging
+            log.info("HTTP API: %s", tokens.summary())
+        else:
+            log.warning("HTTP API: DEBTOR_SEGMENTS_API_TOKENS is empty: /debtors and /personas answer 401 to every request")
         await board.run()
 
     @app.timer(interval=REFRESH_SECONDS)
@@ -702,7 +745,7 @@ def register_api(service: Service) -> Api:
             await publisher.refresh()
         except asyncio.CancelledError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a timer must not die; retried next tick
             log.warning("publishing population summaries failed: %s", type(error).__name__)
 
     @app.page("/debtors/{debtor_id}")

@@ -1,0 +1,453 @@
+"""The HTTP API without a broker: summaries and their sum, the days parameter, the handlers
+(against an in-process app with fakes for the web layer), the registered routes against
+docs/openapi.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import click
+import orjson
+import pytest
+import yaml
+from aiohttp import web as aioweb
+from aiokafka.partitioner import DefaultPartitioner as AiokafkaPartitioner
+from jsonschema import Draft202012Validator
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+from agents.api import (
+    DEFAULT_WINDOW_DAYS,
+    FORWARDED_HEADER,
+    WINDOWS_DAYS,
+    ApiConfigError,
+    BadRequest,
+    PopulationBoard,
+    key_partition,
+    merge_population,
+    merge_transitions,
+    parse_days,
+    parse_summary,
+    summarize,
+)
+from agents.settings import Settings
+from agents.worker import Service, WorkerConfig, build_service
+from streams.engine import Engine
+from streams.events import DecodeError, decode_event
+from streams.model import SegmentModel
+from streams.profile import population, profile, transitions
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS
+from streams.simulation import simulate
+from streams.state import DebtorState
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI = ROOT / "docs" / "openapi.yaml"
+DAY = 86_400.0
+
+
+@pytest.fixture(scope="module")
+def states() -> list[DebtorState]:
+    engine = Engine()
+    for line in simulate(debtors=80, months=8, seed=11).lines:
+        try:
+            engine.handle(decode_event(line))
+        except DecodeError:
+            pass
+    return [DebtorState.from_bytes(state.to_bytes()) for state in engine.states.values()]
+
+
+def split(states: list[DebtorState], partitions: int) -> dict[int, list[DebtorState]]:
+    groups: dict[int, list[DebtorState]] = {p: [] for p in range(partitions)}
+    for state in states:
+        groups[key_partition(state.debtor_id.encode(), partitions)].append(state)
+    return groups
+
+
+# --- partitioning -----------------------------------------------------------------------------
+
+
+def test_key_partition_is_the_producers_partitioner() -> None:
+    rng = random.Random(3)
+    keys = [f"d{rng.randrange(10**9)}".encode() for _ in range(300)] + ["dé-ü".encode(), b"x"]
+    for partitions in (1, 3, 4, 12):
+        for key in keys:
+            # kafka-python's DefaultPartitioner (the tests' producer) and aiokafka's (Faust's).
+            expected = (kafka_python_murmur2(key) & 0x7FFFFFFF) % partitions
+            assert key_partition(key, partitions) == expected
+            assert AiokafkaPartitioner()(key, list(range(partitions)), list(range(partitions))) == expected
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def test_summaries_round_trip_and_add_up_to_the_whole_population(states: list[DebtorState]) -> None:
+    groups = split(states, 4)
+    assert all(groups.values()), "every partition should hold debtors"
+    summaries = {}
+    for partition, group in groups.items():
+        wire = orjson.dumps(summarize(partition, 4, group))
+        assert len(wire) < 4000
+        parsed = parse_summary(wire, 4)
+        assert parsed is not None and parsed["partition"] == partition and parsed["debtors"] == len(group)
+        summaries[partition] = parsed
+    body = merge_population(summaries, 4)
+    whole = population(states)
+    assert body["debtors"] == whole["debtors"] == len(states)
+    assert body["personas"] == whole["personas"] and body["quadrants"] == whole["quadrants"]
+    for persona in ALL_PERSONAS:
+        assert body["persona_quadrant"][persona] == {
+            q: sum(1 for s in states if s.persona == persona and s.quadrant == q) for q in ALL_QUADRANTS
+        }
+    assert body["partitions"] == {"reported": 4, "total": 4, "complete": True}
+    assert body["latest_event"] is not None and body["as_of"] is not None
+
+
+def test_transitions_per_partition_use_its_latest_event(states: list[DebtorState]) -> None:
+    groups = split(states, 4)
+    summaries = {p: summarize(p, 4, group, published_at=100.0) for p, group in groups.items()}
+    for days in WINDOWS_DAYS:
+        body = merge_transitions(summaries, 4, days)
+        expected = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
+        for group in groups.values():
+            since = max(s.watermark for s in group) - days * DAY
+            for row, cells in transitions(group, since)["counts"].items():
+                for col, n in cells.items():
+                    expected[row][col] += n
+        assert body["counts"] == expected
+        assert body["debtors"] == sum(map(sum, (cells.values() for cells in expected.values())))
+        for row, cells in body["row_shares"].items():
+            total = sum(expected[row].values())
+            assert sum(cells.values()) == pytest.approx(1.0 if total else 0.0, abs=1e-3)
+    # Only debtors known at the window's start count: the longer the window, the fewer (8 months
+    # of history here, so none for 365 days).
+    counted = [merge_transitions(summaries, 4, days)["debtors"] for days in (30, 90, 365)]
+    assert counted[0] >= counted[1] >= counted[2] and counted[1] > 0 and counted[2] == 0
+
+
+def test_partial_coverage_is_reported() -> None:
+    summaries = {1: summarize(1, 4, [DebtorState.new("a")], published_at=50.0)}
+    body = merge_population(summaries, 4)
+    assert body["partitions"] == {"reported": 1, "total": 4, "complete": False}
+    assert body["debtors"] == 1
+    empty = merge_population({}, 4)
+    assert empty["debtors"] == 0 and empty["as_of"] is None and empty["partitions"]["reported"] == 0
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.update(v=2),
+        lambda s: s.update(partitions=8),
+        lambda s: s.update(partition=4),
+        lambda s: s.update(partition="1"),
+        lambda s: s.update(debtors=None),
+        lambda s: s["personas"].update(tamara=-1),
+        lambda s: s["personas"].update(tamara=1.5),
+        lambda s: s.update(cells={"tamara": {"x": "1"}}),
+        lambda s: s["transitions"].pop("90"),
+        lambda s: s["transitions"]["30"].update(counts=[]),
+        lambda s: s["transitions"]["30"].update(since="yesterday"),
+        lambda s: s.update(published_at=None),
+        lambda s: s.update(latest_event="now"),
+    ],
+)
+def test_invalid_summaries_are_ignored(mutate: Any) -> None:
+    summary = summarize(1, 4, [DebtorState.new("a")], published_at=1.0)
+    assert parse_summary(orjson.dumps(summary), 4) is not None
+    mutate(summary)
+    assert parse_summary(orjson.dumps(summary), 4) is None
+
+
+def test_invalid_bytes_are_ignored() -> None:
+    for value in (None, b"", b"{", b"[]", b"null", b'"x"'):
+        assert parse_summary(value, 4) is None
+
+
+def test_board_keeps_the_newest_summary_per_partition() -> None:
+    board = PopulationBoard("127.0.0.1:1", "t", 4, "c")
+    first = summarize(2, 4, [DebtorState.new("a")], published_at=1.0)
+    second = summarize(2, 4, [DebtorState.new("a"), DebtorState.new("b")], published_at=2.0)
+    board.offer(b"2", orjson.dumps(first))
+    board.offer(b"2", orjson.dumps(second))
+    assert board.summaries[2]["debtors"] == 2
+    board.offer(b"3", orjson.dumps(second))  # key and body disagree
+    board.offer(b"x", orjson.dumps(second))
+    board.offer(b"1", b"garbage")
+    assert set(board.summaries) == {2} and board.ignored == 3
+    board.offer(b"2", None)  # a tombstone
+    assert board.summaries == {}
+
+
+# --- the days parameter ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "days"), [({}, DEFAULT_WINDOW_DAYS), ({"days": "30"}, 30), ({"days": " 90 "}, 90), ({"days": "365"}, 365)])
+def test_days(query: dict[str, str], days: int) -> None:
+    assert parse_days(query) == days
+
+
+@pytest.mark.parametrize("raw", ["60", "0", "-30", "abc", "", "90.0", "1e2", "366"])
+def test_bad_days_name_the_allowed_windows(raw: str) -> None:
+    with pytest.raises(BadRequest, match=r"days must be one of 30, 90, 365 \(default 365\)"):
+        parse_days({"days": raw})
+    with pytest.raises(BadRequest):
+        merge_transitions({}, 4, 60)
+
+
+# --- the handlers, in-process ------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+class FakeView:
+    """Stands in for a faust View: what the handlers answer, decoded."""
+
+    def json(self, value: Any, *, status: int = 200, headers: Any = None) -> Reply:
+        return Reply(status, orjson.loads(orjson.dumps(value)), dict(headers or {}))
+
+    def bytes(self, value: bytes, *, content_type: str, status: int = 200, headers: Any = None) -> Reply:
+        return Reply(status, orjson.loads(value), dict(headers or {}), content_type)
+
+
+def request(path: str = "/", token: str | None = None, **headers: str) -> Any:
+    all_headers = dict(headers)
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    query = dict(part.split("=", 1) for part in path.partition("?")[2].split("&") if part)
+    return SimpleNamespace(headers=all_headers, query=query, rel_url=path)
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    service = build_service(WorkerConfig(Settings(api_tokens="agent-t=agent,ops-t=ops", partitions=4), topic_prefix="unit-"))
+    service.assigned_once = True
+    api = service.api  # type: ignore[attr-defined]
+    monkeypatch.setattr(api.publisher, "owned", lambda: {0, 1, 2, 3})
+    yield service
+
+
+def put(service: Service, state: DebtorState) -> None:
+    service.table.data[state.debtor_id.encode()] = state.to_bytes()
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_debtor_profile_and_access(service: Service, states: list[DebtorState]) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    state = states[0]
+    put(service, state)
+    path = f"/debtors/{state.debtor_id}"
+    ok = run(api.debtor(FakeView(), request(path, "agent-t"), state.debtor_id))
+    assert ok.status == 200 and ok.body == orjson.loads(orjson.dumps(profile(state, service.holder.model)))
+    assert ok.body["persona"] == state.persona and ok.body["debtor_id"] == state.debtor_id
+    forbidden = run(api.debtor(FakeView(), request(path, "ops-t"), state.debtor_id))
+    assert forbidden.status == 403 and forbidden.body["error"] == "forbidden"
+    for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t")):
+        denied = run(api.debtor(FakeView(), req, state.debtor_id))
+        assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
+    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t"), "nobody"))
+    assert missing.status == 404 and missing.body == {"error": "not_found", "detail": "no debtor with this id"}
+
+
+def test_debtor_is_503_while_rebalancing_or_not_owned(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    put(service, DebtorState.new("d1"))
+    monkeypatch.setattr(type(service.app), "rebalancing", property(lambda self: True))
+    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    assert busy.status == 503 and busy.headers["Retry-After"] == "1"
+    monkeypatch.undo()
+    monkeypatch.setattr(api.publisher, "owned", lambda: set())
+    # Forwarded here, but this worker does not own the partition (any more): no second hop.
+    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t", **{FORWARDED_HEADER: "1"}), "d1"))
+    assert moved.status == 503 and moved.body["error"] == "unavailable"
+    # Not owned here and nobody known to own it (no assignment metadata yet).
+    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    assert nobody.status == 503
+
+
+def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    monkeypatch.setattr(api.publisher, "owned", lambda: set())
+    seen: list[dict[str, str]] = []
+
+    async def owner_page(req: aioweb.Request) -> aioweb.Response:
+        seen.append(dict(req.headers) | {"path": req.path_qs})
+        return aioweb.json_response({"error": "not_found", "detail": "no debtor with this id"}, status=404)
+
+    async def scenario() -> tuple[Reply, Reply]:
+        owner = aioweb.Application()
+        owner.router.add_get("/debtors/{debtor_id}", owner_page)
+        runner = aioweb.AppRunner(owner)
+        await runner.setup()
+        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            monkeypatch.setattr(api, "_owner", lambda partition: f"http://127.0.0.1:{port}")
+            relayed = await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t"), "dé")
+            await runner.cleanup()
+            down = await api.debtor(FakeView(), request("/debtors/d2", "agent-t"), "d2")
+            return relayed, down
+        finally:
+            await runner.cleanup()
+            await service.app.http_client.close()
+
+    relayed, down = run(scenario())
+    assert relayed.status == 404 and relayed.body["error"] == "not_found"
+    [headers] = seen
+    assert headers[FORWARDED_HEADER] == "1" and headers["Authorization"] == "Bearer agent-t"
+    assert headers["path"] == "/debtors/d%C3%A9?x=1"
+    assert down.status == 503 and down.body["error"] == "unavailable"
+    assert api.forwarded == 2
+
+
+def test_aggregates(service: Service, states: list[DebtorState]) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t")))
+    assert not_loaded.status == 503
+    api.board.loaded.set()
+    for partition, group in split(states, 4).items():
+        api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
+    for token in ("ops-t", "agent-t"):
+        body = run(api.personas(FakeView(), request("/personas", token)))
+        assert body.status == 200 and body.body["debtors"] == len(states)
+        matrix = run(api.transitions(FakeView(), request("/personas/transitions?days=90", token)))
+        assert matrix.status == 200 and matrix.body["days"] == 90 and set(matrix.body["counts"]) == set(ALL_PERSONAS)
+    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t")))
+    assert default.body["days"] == 365
+    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t")))
+    assert bad.status == 400 and "30, 90, 365" in bad.body["detail"]
+    for handler in (api.personas, api.transitions):
+        assert run(handler(FakeView(), request("/personas"))).status == 401
+
+
+def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
+    with pytest.raises(ApiConfigError) as caught:
+        build_service(WorkerConfig(Settings(api_tokens="secret-1=agent,secret-2=root"), topic_prefix="unit-"))
+    error = caught.value
+    assert isinstance(error, click.ClickException) and error.exit_code == 2
+    assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has the unknown role 'root' (roles: agent, ops)"
+    assert "secret" not in error.format_message()
+
+
+def test_no_tokens_still_starts(service: Service) -> None:
+    bare = build_service(WorkerConfig(Settings(api_tokens=""), topic_prefix="unit-"))
+    api = bare.api  # type: ignore[attr-defined]
+    assert run(api.personas(FakeView(), request("/personas", "anything"))).status == 401
+
+
+# --- routes and the OpenAPI document ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    return yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+
+
+def registered_routes() -> set[tuple[str, str]]:
+    service = build_service(WorkerConfig(Settings(), topic_prefix="unit-"))
+    web = service.app.web
+    web.blueprints.apply(web)  # what the server adds when it starts
+    return {(route.method, route.resource.canonical) for route in web.web_app.router.routes() if route.method != "HEAD"}
+
+
+def test_every_route_under_the_documented_prefixes_is_documented(openapi: dict[str, Any]) -> None:
+    routes = registered_routes()
+    documented = {(method.upper(), path) for path, item in openapi["paths"].items() for method in item}
+    prefixes = {"/" + path.strip("/").split("/")[0] for path in openapi["paths"]}
+    assert prefixes == {"/debtors", "/personas", "/health", "/ready", "/metrics"}
+    served = {(method, path) for method, path in routes if ("/" + path.strip("/").split("/")[0]) in prefixes}
+    assert served == documented
+    # Faust's table and router pages would serve table data and the cluster layout unauthenticated.
+    assert not [path for _, path in routes if path.startswith(("/table", "/router"))]
+
+
+def test_openapi_document(openapi: dict[str, Any]) -> None:
+    assert openapi["openapi"].startswith("3.1.")
+    schemas = openapi["components"]["schemas"]
+    for name, schema in schemas.items():
+        Draft202012Validator.check_schema(schema), name
+    assert tuple(schemas["Persona"]["enum"]) == ALL_PERSONAS
+    assert tuple(schemas["Quadrant"]["enum"]) == ALL_QUADRANTS
+    assert set(schemas["PersonaCounts"]["required"]) == set(ALL_PERSONAS)
+    assert set(schemas["QuadrantCounts"]["required"]) == set(ALL_QUADRANTS)
+    [days] = openapi["paths"]["/personas/transitions"]["get"]["parameters"]
+    assert tuple(days["schema"]["enum"]) == WINDOWS_DAYS and days["schema"]["default"] == DEFAULT_WINDOW_DAYS
+    for path, item in openapi["paths"].items():
+        for operation in item.values():
+            protected = bool(operation.get("security"))
+            assert protected == path.startswith(("/debtors", "/personas")), path
+            assert ("401" in operation["responses"]) == protected, path
+
+
+def test_bodies_match_the_documented_schemas(openapi: dict[str, Any], states: list[DebtorState]) -> None:
+    def validator(name: str) -> Draft202012Validator:
+        return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": openapi["components"]})
+
+    model = SegmentModel()
+    for state in states[:20] + [DebtorState.new("fresh")]:
+        validator("Profile").validate(orjson.loads(orjson.dumps(profile(state, model))))
+    summaries = {p: summarize(p, 4, group) for p, group in split(states, 4).items()}
+    validator("Population").validate(orjson.loads(orjson.dumps(merge_population(summaries, 4))))
+    validator("Population").validate(orjson.loads(orjson.dumps(merge_population({}, 4))))
+    for days in WINDOWS_DAYS:
+        validator("Transitions").validate(orjson.loads(orjson.dumps(merge_transitions(summaries, 4, days))))
+
+
+# --- the publisher ------------------------------------------------------------------------------
+
+
+def test_publisher_sends_changed_partitions_only(service: Service, states: list[DebtorState], monkeypatch: pytest.MonkeyPatch) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    publisher = api.publisher
+    sent: list[tuple[bytes, dict[str, Any]]] = []
+
+    async def send(key: bytes, value: bytes) -> None:
+        sent.append((key, orjson.loads(value)))
+
+    publisher.send = send
+    monkeypatch.setattr(publisher, "owned", lambda: {0, 2})
+    for state in states:
+        put(service, state)
+    groups = split(states, 4)
+
+    async def scenario() -> list[int]:
+        counts = []
+        assert await publisher.refresh() == 0  # the population topic is not there yet
+        api.board.topic_ready.set()
+        counts.append(await publisher.refresh())  # never published: both owned partitions
+        publisher._not_before = 0.0
+        counts.append(await publisher.refresh())  # nothing changed
+        changed = next(s for s in groups[2] if s.persona != "job").copy()  # the fixture's stay as they are
+        changed.persona = "job"
+        put(service, changed)
+        publisher.mark(changed.debtor_id.encode())
+        publisher.mark(groups[0][0].debtor_id.encode())  # marked, but its summary is the same
+        publisher._not_before = 0.0
+        counts.append(await publisher.refresh())
+        counts.append(await publisher.refresh(force=True))
+        publisher.forget({0})  # revoked: published afresh when it comes back
+        publisher._not_before = 0.0
+        counts.append(await publisher.refresh())
+        return counts
+
+    assert run(scenario()) == [2, 0, 1, 2, 1]
+    first = {key: body for key, body in sent[:2]}
+    assert set(first) == {b"0", b"2"}
+    assert first[b"0"]["debtors"] == len(groups[0]) and first[b"2"]["debtors"] == len(groups[2])
+    key, body = sent[2]
+    assert key == b"2" and body["personas"]["job"] == first[b"2"]["personas"]["job"] + 1
+    assert all(parse_summary(orjson.dumps(body), 4) is not None for _, body in sent)
