@@ -49,7 +49,7 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--model-snapshot-seconds", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="... or this long after the last one, if it learned anything.")
 @click.option("--loglevel", envvar="DEBTOR_SEGMENTS_LOGLEVEL", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
-@click.option("--guarantee", envvar="DEBTOR_SEGMENTS_GUARANTEE", type=click.Choice(["exactly_once", "at_least_once"]), default="exactly_once", show_default=True, help="Processing guarantee: exactly_once (Kafka transactions) or at_least_once [env DEBTOR_SEGMENTS_GUARANTEE].")
+@click.option("--guarantee", envvar="DEBTOR_SEGMENTS_GUARANTEE", type=click.Choice(["at_least_once", "exactly_once"]), default="at_least_once", show_default=True, help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE].")
 def worker(
     broker: str | None,
     data_dir: Path | None,

@@ -100,6 +100,8 @@ MODEL_UPDATES_TOPIC = "debtor.model-updates"
 #: Compacted single-partition topic of model snapshots, key ``model``.
 MODEL_TOPIC = "debtor.model"
 MODEL_KEY = b"model"
+#: Retention of the model-updates topic: the writer snapshots them within seconds.
+MODEL_UPDATES_RETENTION_MS = 24 * 3600 * 1000
 #: Name of the per-debtor state table (its changelog is ``<app id>-debtor-state-changelog``).
 STATE_TABLE = "debtor-state"
 _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
@@ -117,6 +119,9 @@ class WorkerConfig:
     align_max_wait_s: float = 5.0
     standby_replicas: int = 0
     loglevel: str = "info"
+    #: Faust processing guarantee: ``at_least_once`` (change events are delivered before the state
+    #: write) or ``exactly_once`` (Faust's Kafka transactions; experimental). See docs/reliability.md.
+    guarantee: str = "at_least_once"
 
     @property
     def id(self) -> str:
@@ -148,7 +153,7 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
         *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
         *(TopicSpec(config.topic(name), p, strict=False, role="outbound") for name in _OUTBOUND),
         TopicSpec(config.changelog_topic, p, compact, role="state changelog, co-partitioned with the inbound topics"),
-        TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, role="model updates, one writer"),
+        TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, {"retention.ms": str(MODEL_UPDATES_RETENTION_MS)}, role="model updates, one writer, no key"),
         TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
     ]
 
@@ -251,7 +256,8 @@ def handle_record(
         state = DebtorState.from_bytes(current) if current is not None else None
         step = process(state, event, model, config, emitted_at=emitted_at or _now())
     except Exception as error:  # a bug or a corrupt state must not stop the partition
-        log.exception("processing %s failed", event.event_id)
+        # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
+        log.exception("processing %s failed", event.event_id if Settings().debug_ids else event.type)
         return rejected("processing_error", f"{type(error).__name__}: {error}"[:500], event.type, **ids)
     if step.outcome == "late":
         detail = f"older than the {config.lateness_days:g}-day lateness window"
@@ -866,6 +872,26 @@ def _occurred_at(value: bytes | None) -> float:
 # --- the Faust app ---------------------------------------------------------------------------
 
 
+def _patch_transactional_commit() -> None:
+    """Make Faust's exactly_once commit work with aiokafka: faust-streaming 0.15 passes its own
+    ``TP`` tuples to ``send_offsets_to_transaction``, which aiokafka rejects ("Key should be
+    TopicPartition instance"). Convert the keys; idempotent."""
+    from aiokafka.structs import TopicPartition
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.Producer.commit_transactions
+    if getattr(original, "_debtor_segments", False):
+        return
+
+    async def commit_transactions(self: Any, tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str, start_new_transaction: bool = True) -> None:
+        converted = {tid: {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()} for tid, offsets in tid_to_offset_map.items()}
+        await original(self, converted, group_id, start_new_transaction=start_new_transaction)
+
+    commit_transactions._debtor_segments = True  # type: ignore[attr-defined]
+    driver.Producer.commit_transactions = commit_transactions  # type: ignore[method-assign]
+
+
+
 @dataclass
 class Service:
     """The Faust app and the parts its agents share (exposed for tests and the CLI)."""
@@ -909,6 +935,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         (AligningScheduler,),
         {"gated_topics": frozenset(inbound_names), "max_wait_s": config.align_max_wait_s},
     )
+    if config.guarantee == "exactly_once":
+        _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     app = faust.App(
         config.id,
@@ -919,7 +947,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         topic_replication_factor=1,
         topic_disable_leader=True,
         table_standby_replicas=config.standby_replicas,
-        processing_guarantee="at_least_once",
+        processing_guarantee=config.guarantee,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         broker_max_poll_records=500,
@@ -987,10 +1015,16 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 config=engine_config,
                 max_amount_cents=settings.max_amount_cents,
             )
-            for name, key, value in handled.sends:
-                await outbound[name].send(key=key, value=value)
+            sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
+            if handled.changes:
+                # The change events must be on the broker before the state write can be: else a
+                # crash may keep the state (changelog) and lose the events, and re-processing the
+                # record finds a duplicate and emits nothing. (Also with exactly_once: Faust sends
+                # to topics this app does not consume outside the transaction; docs/reliability.md.)
+                await asyncio.gather(*sent)
             if handled.learn is not None:
-                await updates.send(key=message.key, value=orjson.dumps(handled.learn))
+                # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
+                await updates.send(key=None, value=orjson.dumps(handled.learn))
             apply_state(table, handled)
             metrics.count_event(topic, handled.event_type, handled.outcome)
             if handled.dead_letter_reason:
@@ -1089,6 +1123,10 @@ def run_worker(config: WorkerConfig) -> int:
     (config.settings.data_dir / config.id).mkdir(parents=True, exist_ok=True)
     service = build_service(config)
     worker = faust.Worker(service.app, loglevel=config.loglevel, quiet=True)
+    # No terminal spinner: at --loglevel warning/error Faust would set the root logger to DEBUG
+    # to spin it on every record, and aiokafka/Faust then format debug records for every send
+    # (~7% of a worker's CPU on a backlog; docs/performance.md).
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
