@@ -953,7 +953,10 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         broker_max_poll_records=500,
         stream_buffer_maxsize=1000,
         consumer_max_fetch_size=256 * 1024,
-        producer_linger=0.005,
+        # No linger: the agent awaits the delivery of change events before it stores the state,
+        # and every such wait paid the full linger (5 ms had the worker fall behind at 1,000
+        # events/s; docs/performance.md). Under load batches still form while a request is in flight.
+        producer_linger=0.0,
         web_port=settings.web_port,
         web_bind="0.0.0.0",
         web_host="127.0.0.1",
