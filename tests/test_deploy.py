@@ -286,7 +286,9 @@ def test_worker(services: dict[str, dict[str, Any]]) -> None:
     # A placeholder, never a committed secret.
     assert environment["DEBTOR_SEGMENTS_API_TOKENS"] == "${DEBTOR_SEGMENTS_API_TOKENS:-}"
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert METRICS_PATH in " ".join(worker["healthcheck"]["test"])
+    # Healthy means ready: partitions assigned, table recovered, model loaded.
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert "/ready" in probe and f":{option(command, '--web-port')}/" in probe
 
 
 def test_worker_broker_is_the_advertised_kafka_listener(

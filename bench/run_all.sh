@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerate every benchmark report: docs/benchmarks.md (quality), docs/bench-embedded.md and
+# docs/performance.md. Needs the broker (scripts/kafka start). About 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+if [[ ${SKIP_EMBEDDED:-} != 1 ]]; then
+  "$PY" bench/embedded.py --debtors 10000 --months 15 --report docs/bench-embedded.md
+fi
+"$PY" bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-hb
+"$PY" bench/kafka_path.py state --debtors 100000
+"$PY" bench/kafka_path.py report
