@@ -54,6 +54,7 @@ from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
+from agents.api import register_api
 from agents.kafka_io import SEQUENCE_HEADER, TopicSpec
 from agents.metrics import (
     ServiceMetrics,
@@ -1117,7 +1118,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         )
 
     attach_faust_sensors(app, metrics)
-    __import__("agents.api").api.register_api(service)  # the HTTP API (agents/api.py)
+    register_api(service)
     return service
 
 
