@@ -30,7 +30,7 @@ def _iso(ts: float) -> str | None:
 def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
     """The debtor's segment with the figures behind it (no raw events, no amounts per claim)."""
     x = feature_vector(state)
-    new_debt, paid = state.decayed[0], state.decayed[1]
+    new_debt, paid = state.decayed_value("new_debt"), state.decayed_value("paid")
     return {
         "debtor_id": state.debtor_id,
         "persona": state.persona,
