@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics
 from agents.settings import Settings
@@ -48,6 +48,7 @@ from tests.integration.test_service import (
     delete_topics,
     new_prefix,
     produce,
+    read_raw,
     start_workers,
     wait_caught_up,
 )
@@ -105,22 +106,8 @@ def _decodes(line: bytes) -> bool:
 
 
 def read_committed(bootstrap: str, topics: Iterable[str], timeout: float = 60.0) -> list[Any]:
-    """Every committed record on ``topics`` (transactions: aborted ones are skipped), in order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed")
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, "could not read the topics to their end"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
-    finally:
-        consumer.close()
+    """Every committed record on ``topics`` (aborted transactions skipped), in order."""
+    return read_raw(bootstrap, topics, timeout, isolation_level="read_committed")
 
 
 def table(bootstrap: str, worker: Worker) -> dict[str, bytes]:

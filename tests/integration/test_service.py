@@ -230,23 +230,33 @@ class Record:
     value: Any
 
 
-def read_all(bootstrap: str, topics: Iterable[str], timeout: float = 60.0) -> list[Record]:
-    """Every record on ``topics`` now, in (topic, partition, offset) order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+def read_raw(bootstrap: str, topics: Iterable[str], timeout: float = 60.0, isolation_level: str = "read_uncommitted") -> list[Any]:
+    """Every record on ``topics`` now, undecoded, in (topic, partition, offset) order.
+
+    ``isolation_level="read_committed"`` skips records of aborted transactions."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level=isolation_level)
     try:
         tps = _partitions(consumer, topics)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        records: list[Record] = []
+        records: list[Any] = []
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < end[tp] for tp in tps):
             assert time.monotonic() < deadline, "could not read the topics to their end"
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(Record(r.topic, r.partition, r.offset, r.key, orjson.loads(r.value) if r.value else None) for r in batch)
+                records.extend(batch)
         return sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
     finally:
         consumer.close()
+
+
+def read_all(bootstrap: str, topics: Iterable[str], timeout: float = 60.0) -> list[Record]:
+    """Every record on ``topics`` now, values decoded, in (topic, partition, offset) order."""
+    return [
+        Record(r.topic, r.partition, r.offset, r.key, orjson.loads(r.value) if r.value else None)
+        for r in read_raw(bootstrap, topics, timeout)
+    ]
 
 
 def final_personas(records: Iterable[Record]) -> dict[str, str]:
