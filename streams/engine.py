@@ -23,13 +23,13 @@ from typing import Any, NamedTuple
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.events import Event
-from streams.features import FEATURES, ability, evidence, feature_vector, willingness
+from streams.features import FEATURES, ability, evidence, exposure_months, feature_vector, willingness
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN
 from streams.quadrants import quadrant_of
 from streams.state import DebtorState, event_key
 
-__all__ = ["Engine", "EngineConfig", "Output", "Step", "explain", "process"]
+__all__ = ["Engine", "EngineConfig", "Output", "Step", "advance", "explain", "process"]
 
 _DAY = 86_400.0
 
@@ -116,7 +116,22 @@ def process(
     *,
     emitted_at: str,
 ) -> Step:
-    """Apply one event to one debtor's state; say what changed."""
+    """Apply one event to one debtor's state; say what changed. The given state is not changed."""
+    return advance(None if state is None else state.copy(), event, model, config, emitted_at=emitted_at)
+
+
+def advance(
+    state: DebtorState | None,
+    event: Event,
+    model: SegmentModel,
+    config: EngineConfig = EngineConfig(),
+    *,
+    emitted_at: str,
+) -> Step:
+    """Like :func:`process`, but updates ``state`` in place: for callers that own the state
+    (the embedded :class:`Engine`; a worker that decoded it from its table for this event),
+    which saves a copy per event. Duplicates and late events leave it untouched.
+    """
     if state is None:
         state = DebtorState.new(event.debtor_id)
     if event.type == "erasure_requested":
@@ -127,24 +142,21 @@ def process(
     lateness_s = config.lateness_days * _DAY
     if state.too_late(event.ts, lateness_s):
         return Step(state, (), "late")
-    new = state.copy()
-    new.apply(event, half_life_days=config.half_life_days)
-    new.remember(event.ts, key, lateness_s, config.max_remembered_ids)
-    known = evidence(new)
+    state.apply(event, half_life_days=config.half_life_days)
+    state.remember(event.ts, key, lateness_s, config.max_remembered_ids)
+    known = evidence(state)
     if known < config.min_quadrant_evidence:
-        return Step(new, (), "processed")
+        return Step(state, (), "processed")
     outputs: list[Output] = []
-    if known < config.min_evidence:
-        _update_quadrant(new, event, model.version, emitted_at, outputs)
-        return Step(new, tuple(outputs), "processed")
-    x = feature_vector(new)
-    _update_persona(new, x, known, model, config, event, emitted_at, outputs)
-    _update_quadrant(new, event, model.version, emitted_at, outputs)
-    learn = None
-    if event.ts - new.last_learn_ts >= config.learn_interval_days * _DAY:
-        new.last_learn_ts = event.ts
-        learn = dict(zip(FEATURES, x, strict=True))
-    return Step(new, tuple(outputs), "processed", learn)
+    months = exposure_months(state)
+    if known >= config.min_evidence:
+        x = feature_vector(state, months)
+        _update_persona(state, x, known, model, config, event, emitted_at, outputs)
+    _update_quadrant(state, event, months, model.version, emitted_at, outputs)
+    if known < config.min_evidence or event.ts - state.last_learn_ts < config.learn_interval_days * _DAY:
+        return Step(state, tuple(outputs), "processed")
+    state.last_learn_ts = event.ts
+    return Step(state, tuple(outputs), "processed", dict(zip(FEATURES, x, strict=True)))
 
 
 def _update_persona(
@@ -195,9 +207,9 @@ def _update_persona(
 
 
 def _update_quadrant(
-    new: DebtorState, event: Event, model_version: int, emitted_at: str, outputs: list[Output]
+    new: DebtorState, event: Event, months: float, model_version: int, emitted_at: str, outputs: list[Output]
 ) -> None:
-    new.willingness, new.ability = willingness(new), ability(new)
+    new.willingness, new.ability = willingness(new, months), ability(new)
     quadrant = quadrant_of(new.willingness, new.ability, previous=new.quadrant)
     if quadrant == new.quadrant:
         return
@@ -267,7 +279,7 @@ class Engine:
 
     def handle(self, event: Event, *, emitted_at: str = "") -> Step:
         """Process one event, keep the new state, learn if asked to."""
-        step = process(
+        step = advance(
             self.states.get(event.debtor_id),
             event,
             self.model,

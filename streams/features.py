@@ -47,8 +47,15 @@ _LOG_DEBT_EUR = math.log1p(15_000)
 
 def _creditors(bits: int) -> float:
     """Distinct creditors from a 64-bit bitmap by linear counting."""
-    empty = 64 - bin(bits).count("1")
+    empty = 64 - bits.bit_count()
     return 64 * math.log(64 / max(empty, 0.5))
+
+
+# Both count features take few values: look them up instead of taking logs for every event.
+_FILES_FEATURE = tuple(min(1.0, math.log1p(claims) / _LOG_FILES) for claims in range(13))
+_CREDITORS_FEATURE = tuple(
+    min(1.0, math.log1p(_creditors((1 << ones) - 1)) / _LOG_CREDITORS) for ones in range(65)
+)
 
 
 def features(state: DebtorState) -> dict[str, float]:
@@ -67,17 +74,22 @@ def exposure_months(state: DebtorState, half_life_days: float = 120.0) -> float:
     return max(decayed_days, 14.0) / 30.4
 
 
-def feature_vector(state: DebtorState) -> list[float]:
-    """The features of a debtor in ``FEATURES`` order (the hot path uses lists, not dicts)."""
+def feature_vector(state: DebtorState, months: float | None = None) -> list[float]:
+    """The features of a debtor in ``FEATURES`` order (the hot path uses lists, not dicts).
+
+    ``months`` is :func:`exposure_months` of the state, if the caller has it already.
+    """
     d = state.decayed
-    months = exposure_months(state)
+    if months is None:
+        months = exposure_months(state)
     kept, missed, arrangements = d[3], d[4], d[5]
     outbound, responded, inbound = d[6], d[8], d[9]
     stars_sum, stars_n, ability_sum, ability_n = d[10], d[11], d[12], d[13]
+    debt = math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR
     return [
-        min(1.0, math.log1p(state.claims) / _LOG_FILES),
-        min(1.0, math.log1p(_creditors(state.creditor_bits)) / _LOG_CREDITORS),
-        min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR),
+        _FILES_FEATURE[state.claims if state.claims < 12 else 12],
+        _CREDITORS_FEATURE[state.creditor_bits.bit_count()],
+        debt if debt < 1.0 else 1.0,
         (kept + 1.0) / (kept + missed + 2.0),
         inbound / (inbound + 0.5 * months),
         (responded + 0.5) / (outbound + 1.0) if outbound >= responded else 1.0,
@@ -96,7 +108,7 @@ def evidence(state: DebtorState) -> float:
     return min(days, 365.0) * state.applied / (state.applied + 4.0)
 
 
-def willingness(state: DebtorState) -> float:
+def willingness(state: DebtorState, months: float | None = None) -> float:
     """Willingness to work towards a solution, in [0, 1].
 
     Star ratings weigh most, as agents rate exactly this; proactive contact and kept
@@ -108,7 +120,8 @@ def willingness(state: DebtorState) -> float:
     star_weight = stars_n / (stars_n + 1.0)
     inbound, responded, outbound = d[9], d[8], d[6]
     kept, missed = d[3], d[4]
-    months = exposure_months(state)
+    if months is None:
+        months = exposure_months(state)
     behaviour = (
         0.4 * inbound / (inbound + 0.5 * months)
         + 0.3 * (responded + 0.5) / (outbound + 1.0)

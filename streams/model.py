@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import collections
 import random
-from math import dist
+from math import dist, inf as _INF
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from river import cluster
 
@@ -36,8 +35,7 @@ SNAPSHOT_FORMAT = 1
 _PERSONA_INDEX = {persona: i for i, persona in enumerate(PERSONAS)}
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(NamedTuple):
     """The model's answer for one feature vector.
 
     ``confidence`` is the share of inverse squared distance that the nearest centre holds;
@@ -84,7 +82,11 @@ class SegmentModel:
             (self._names[cid], [center[name] for name in FEATURES])
             for cid, center in sorted(self._kmeans.centers.items())
         ]
-        self._indexed = [(_PERSONA_INDEX[persona], center) for persona, center in self._vectors]
+        # Centres grouped by persona, in PERSONAS order (a persona may have none after
+        # renaming: it is then infinitely far).
+        self._by_persona = [
+            [tuple(center) for persona, center in self._vectors if persona == wanted] for wanted in PERSONAS
+        ]
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Move the nearest centre towards ``x``."""
@@ -104,21 +106,27 @@ class SegmentModel:
         ``margin`` compares the winner with ``current`` (the debtor's persona) when given,
         else with the runner-up persona.
         """
-        nearest = [float("inf")] * len(PERSONAS)
-        for index, center in self._indexed:
-            d = dist(center, vector)
-            if d < nearest[index]:
-                nearest[index] = d
-        squared = [d * d for d in nearest]
-        winner = min(range(len(PERSONAS)), key=squared.__getitem__)
-        best = squared[winner]
-        persona = PERSONAS[winner]
-        if current in _PERSONA_INDEX and current != persona:
-            other = squared[_PERSONA_INDEX[current]]
+        squared = []
+        for centers in self._by_persona:
+            nearest = _INF
+            for center in centers:
+                d = dist(center, vector)
+                if d < nearest:
+                    nearest = d
+            squared.append(nearest * nearest)
+        best = min(squared)
+        winner = squared.index(best)
+        current_index = _PERSONA_INDEX.get(current, winner)
+        if current_index != winner:
+            other = squared[current_index]
         else:
-            other = min(d for i, d in enumerate(squared) if i != winner)
-        confidence = (1.0 / (best + 1e-9)) / sum(1.0 / (d + 1e-9) for d in squared)
-        return Assignment(persona, confidence, (other - best) / (other + 1e-9))
+            squared[winner] = _INF
+            other = min(squared)
+            squared[winner] = best
+        inverse = 0.0
+        for d in squared:
+            inverse += 1.0 / (d + 1e-9)
+        return Assignment(PERSONAS[winner], 1.0 / (best + 1e-9) / inverse, (other - best) / (other + 1e-9))
 
     def centers(self) -> list[tuple[str, dict[str, float]]]:
         """Every cluster centre with the persona it is named after."""

@@ -44,6 +44,7 @@ def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
         "features": {
             **{name: round(value, 4) for name, value in zip(FEATURES, x, strict=True)},
             "open_claims": state.open_claims,
+            "open_arrangements": state.open_arrangements,
             "outstanding_eur": round(state.outstanding_cents / 100, 2),
             "collected_share": round(state.paid_cents / state.principal_cents, 4) if state.principal_cents else None,
             "debt_trend": round((new_debt - paid) / (new_debt + paid), 4) if new_debt + paid > 0 else 0.0,

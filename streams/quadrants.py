@@ -17,14 +17,23 @@ _BORDER = 0.5
 
 def quadrant_of(willingness: float, ability: float, *, previous: str, band: float = 0.04) -> str:
     """Quadrant for the two scores; within ``band`` of a border the previous side is kept."""
-    was_willing = previous.startswith("willing") if previous != UNKNOWN else None
-    was_able = previous.endswith("_able") if previous != UNKNOWN else None
-    willing = _side(willingness, was_willing, band)
-    able = _side(ability, was_able, band)
-    return f"{'willing' if willing else 'unwilling'}_{'able' if able else 'unable'}"
+    sides = _SIDES.get(previous)
+    if sides is None or abs(willingness - _BORDER) > band:
+        willing = willingness >= _BORDER
+    else:
+        willing = sides[0]
+    if sides is None or abs(ability - _BORDER) > band:
+        able = ability >= _BORDER
+    else:
+        able = sides[1]
+    return _QUADRANT_OF[willing, able]
 
 
-def _side(score: float, previous: bool | None, band: float) -> bool:
-    if previous is None or abs(score - _BORDER) > band:
-        return score >= _BORDER
-    return previous
+# (willing, able) of each quadrant, and back: the engine asks for every event.
+_SIDES = {
+    "willing_able": (True, True),
+    "willing_unable": (True, False),
+    "unwilling_able": (False, True),
+    "unwilling_unable": (False, False),
+}
+_QUADRANT_OF = {sides: name for name, sides in _SIDES.items()}

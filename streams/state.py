@@ -54,6 +54,9 @@ DECAYED: tuple[str, ...] = (
     "hardship",  # ratings that named a hardship
 )
 _D = {name: i for i, name in enumerate(DECAYED)}
+# Indices into DebtorState.decayed, as constants: the event handlers run for every event.
+(_NEW_DEBT, _PAID, _PAYMENTS, _KEPT, _MISSED, _ARRANGEMENTS, _OUTBOUND, _STRICT, _RESPONDED, _INBOUND,
+ _STARS_SUM, _STARS_N, _ABILITY_SUM, _ABILITY_N, _HARDSHIP) = range(len(DECAYED))
 _DAY = 86_400.0
 _ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
 _STATE_FORMAT = 1
@@ -114,6 +117,12 @@ class DebtorState:
     ability: float = 0.5
     model_version: int = 0
     last_learn_ts: float = 0.0
+    # A payment counts as kept (towards an arrangement) when it was made at or after the
+    # debtor's first arrangement, in event time, whatever order the two arrive in: payments
+    # not counted yet are remembered for the lateness window, so an arrangement that arrives
+    # late counts them then.
+    first_arrangement_ts: float | None = None
+    uncounted_payments: list[float] = field(default_factory=list)
 
     @classmethod
     def new(cls, debtor_id: str) -> DebtorState:
@@ -128,13 +137,17 @@ class DebtorState:
         clone.channel_out = list(self.channel_out)
         clone.channel_resp = list(self.channel_resp)
         clone.anchor = list(self.anchor)
+        clone.uncounted_payments = list(self.uncounted_payments)
         return clone
 
     # --- idempotency and lateness -------------------------------------------------------
 
     def seen(self, key: int) -> bool:
         """Whether an event with this key was applied (within the lateness window)."""
-        return any(pair[1] == key for pair in self.recent)
+        for pair in self.recent:
+            if pair[1] == key:
+                return True
+        return False
 
     def too_late(self, ts: float, lateness_s: float) -> bool:
         """Whether an event at ``ts`` is older than the window in which duplicates are known."""
@@ -153,6 +166,8 @@ class DebtorState:
             self.dedup_floor = max(self.dedup_floor, recent[-max_ids - 1][0] + 1)
             recent = recent[-max_ids:]
         self.recent = recent
+        if self.uncounted_payments:
+            self.uncounted_payments = [p for p in self.uncounted_payments if p >= horizon]
 
     # --- applying events -----------------------------------------------------------------
 
@@ -171,13 +186,11 @@ class DebtorState:
             weight = 1.0
         else:
             weight = 2.0 ** ((ts - self.watermark) / half_life_s)
-        self.first_ts = min(self.first_ts, ts)
+        if ts < self.first_ts:
+            self.first_ts = ts
         self.applied += 1
-        _APPLY[event.type](self, event.data, ts, weight)
+        _APPLY[event.type](self, event.data, ts, weight, half_life_s)
         return weight
-
-    def _add(self, name: str, amount: float) -> None:
-        self.decayed[_D[name]] += amount
 
     def to_bytes(self) -> bytes:
         """Compact serialisation (a versioned JSON array) for tables and changelogs.
@@ -208,37 +221,46 @@ _all_fields = attrgetter(*(f.name for f in fields(DebtorState)))
 _ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
 
 
-def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     principal = data["principal_cents"]
     state.open_claims += 1
     state.claims += 1
     state.principal_cents += principal
     state.outstanding_cents += principal
     state.creditor_bits |= 1 << (event_key(data["creditor_id"]) & 63)
-    state._add("new_debt", weight * principal / 100)
+    state.decayed[_NEW_DEBT] += weight * principal / 100
 
 
-def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     amount = data["amount_cents"]
     state.paid_cents += amount
     state.outstanding_cents = max(0, state.outstanding_cents - amount)
     state.last_payment_ts = max(state.last_payment_ts, ts)
-    state._add("paid", weight * amount / 100)
-    state._add("payments", weight)
-    if state.open_arrangements > 0:
-        state._add("kept", weight)
+    state.decayed[_PAID] += weight * amount / 100
+    state.decayed[_PAYMENTS] += weight
+    if state.first_arrangement_ts is not None and ts >= state.first_arrangement_ts:
+        state.decayed[_KEPT] += weight
+    else:
+        state.uncounted_payments.append(ts)
 
 
-def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state.open_arrangements += 1
-    state._add("arrangements", weight)
+    state.decayed[_ARRANGEMENTS] += weight
+    if state.first_arrangement_ts is None or ts < state.first_arrangement_ts:
+        state.first_arrangement_ts = ts
+        # Payments made since this arrangement that arrived before it are kept after all.
+        for paid_at in state.uncounted_payments:
+            if paid_at >= ts:
+                state.decayed[_KEPT] += 2.0 ** ((paid_at - state.watermark) / half_life_s)
+        state.uncounted_payments = [p for p in state.uncounted_payments if p < ts]
 
 
-def _installment_missed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
-    state._add("missed", weight)
+def _installment_missed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
+    state.decayed[_MISSED] += weight
 
 
-def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     if state.open_claims > 0:
         # Per-claim balances are not kept (bounded state): a closed claim takes its average
         # share of what is still outstanding with it.
@@ -251,35 +273,35 @@ def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: f
     state.open_arrangements = min(state.open_arrangements, state.open_claims)
 
 
-def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state.channel_out[_CHANNEL_INDEX[data["channel"]]] += weight
     state.last_contact_ts = max(state.last_contact_ts, ts)
-    state._add("outbound", weight)
+    state.decayed[_OUTBOUND] += weight
     if data.get("tone") == "strict":
-        state._add("strict", weight)
+        state.decayed[_STRICT] += weight
 
 
-def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state.channel_resp[_CHANNEL_INDEX[data["channel"]]] += weight
-    state._add("responded", weight)
+    state.decayed[_RESPONDED] += weight
 
 
-def _contact_initiated(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
-    state._add("inbound", weight)
+def _contact_initiated(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
+    state.decayed[_INBOUND] += weight
 
 
-def _call_rated(state: DebtorState, data: dict[str, Any], ts: float, weight: float) -> None:
+def _call_rated(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     stars = data["stars"]
     state.stars_total += stars
     state.ratings += 1
-    state._add("stars_sum", weight * stars)
-    state._add("stars_n", weight)
+    state.decayed[_STARS_SUM] += weight * stars
+    state.decayed[_STARS_N] += weight
     assessment = _ASSESSMENT.get(data.get("assessment", ""))
     if assessment is not None:
-        state._add("ability_sum", weight * assessment)
-        state._add("ability_n", weight)
+        state.decayed[_ABILITY_SUM] += weight * assessment
+        state.decayed[_ABILITY_N] += weight
     if data.get("hardship", "none") != "none":
-        state._add("hardship", weight)
+        state.decayed[_HARDSHIP] += weight
 
 
 _APPLY = {

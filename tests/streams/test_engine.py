@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +120,20 @@ def test_order_within_the_lateness_window_does_not_matter(events: list, rnd) -> 
     sa, sb = a.states["d1"], b.states["d1"]
     assert sa.paid_cents == sb.paid_cents and sa.claims == sb.claims and sa.ratings == sb.ratings
     assert all(abs(x - y) < 1e-6 * max(1.0, abs(x)) for x, y in zip(sa.decayed, sb.decayed, strict=True))
+
+
+def test_a_payment_that_arrives_before_its_arrangement_still_counts_as_kept() -> None:
+    agreed = make_event("arrangement_agreed", event_id="a", at="2026-03-01T10:00:00Z")
+    paid = make_event("payment_received", event_id="p", at="2026-03-02T10:00:00Z")
+    before = make_event("payment_received", event_id="b", at="2026-02-27T10:00:00Z")
+    kept = []
+    for order in ((before, agreed, paid), (paid, before, agreed), (agreed, paid, before)):
+        engine = Engine(EngineConfig(min_evidence=10**9))
+        for event in order:
+            engine.handle(event)
+        kept.append(engine.states["d1"].decayed_value("kept"))
+    # Only the payment made on or after the agreement counts, whatever the arrival order.
+    assert kept[0] == pytest.approx(1.0) and kept[1] == pytest.approx(kept[0]) and kept[2] == pytest.approx(kept[0])
 
 
 def test_too_late_events_are_reported_not_applied() -> None:
