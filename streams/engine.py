@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.events import Event
-from streams.features import FEATURES, ability, evidence, exposure_months, feature_vector, willingness
+from streams.features import FEATURES, ability, evidence, exposure_months, feature_variance, feature_vector, willingness
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN
 from streams.quadrants import quadrant_of
@@ -64,6 +64,11 @@ class EngineConfig:
     min_first_margin
         A debtor's first persona needs this margin over the runner-up, until the evidence is
         three times ``min_evidence``: a wrong first label costs a visible change later.
+    min_first_separation
+        ... and, until then, must also beat the runner-up by this many standard errors of the
+        features (:meth:`streams.model.SegmentModel.separation`): early features that rest on a
+        handful of installments or contacts are noisy, and a first label given on noise is
+        corrected months later (most changes of steady debtors were such corrections).
     min_margin
         How clearly (relative distance) the new persona must win to replace the current one.
     learn_interval_days
@@ -81,6 +86,7 @@ class EngineConfig:
     min_move: float = 0.1
     margin_growth_days: float = 60.0
     min_first_margin: float = 0.3
+    min_first_separation: float = 1.5
     min_margin: float = 0.15
     learn_interval_days: float = 60.0
 
@@ -174,7 +180,10 @@ def _update_persona(
         new.candidate, new.streak, new.confidence = "", 0, assignment.confidence
         return
     if new.persona == UNKNOWN:
-        if assignment.margin < config.min_first_margin and known < 3 * config.min_evidence:
+        if known < 3 * config.min_evidence and (
+            assignment.margin < config.min_first_margin
+            or model.separation(x, feature_variance(new, x)) < config.min_first_separation
+        ):
             return
     else:
         # Hysteresis: a debtor keeps the persona until another one wins clearly, repeatedly.

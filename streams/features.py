@@ -25,7 +25,16 @@ import math
 
 from streams.state import DebtorState
 
-__all__ = ["FEATURES", "ability", "evidence", "exposure_months", "feature_vector", "features", "willingness"]
+__all__ = [
+    "FEATURES",
+    "ability",
+    "evidence",
+    "exposure_months",
+    "feature_variance",
+    "feature_vector",
+    "features",
+    "willingness",
+]
 
 #: Feature names, in a fixed order shared by the model and the prototypes.
 FEATURES: tuple[str, ...] = (
@@ -97,6 +106,30 @@ def feature_vector(state: DebtorState, months: float | None = None) -> list[floa
         (stars_sum - stars_n + 2.0) / (4.0 * (stars_n + 1.0)),
         (ability_sum + 0.5) / (ability_n + 1.0),
         arrangements / (arrangements + 0.1 * months),
+    ]
+
+
+def feature_variance(state: DebtorState, x: list[float]) -> list[float]:
+    """Rough sampling variance of each feature in ``x`` (:func:`feature_vector` of ``state``).
+
+    A share estimated from few observations is noisy: a Bryan who has not called in yet in
+    his first months looks as unwilling as a Tamara, and a Tamara whose first installments
+    were paid looks like a Bryan. Shares get the variance ``p (1 - p) / (n + ...)`` of a
+    share seen ``n`` times; counts of files and creditors and the debt are exact.
+    """
+    d = state.decayed
+    months = exposure_months(state)
+    kept, missed, arrangements, outbound, inbound, stars_n, ability_n = d[3], d[4], d[5], d[6], d[9], d[11], d[13]
+    return [
+        0.0,
+        0.0,
+        0.0,
+        x[3] * (1.0 - x[3]) / (kept + missed + 3.0),
+        x[4] * (1.0 - x[4]) / (inbound + 0.5 * months + 1.0),
+        x[5] * (1.0 - x[5]) / (outbound + 2.0),
+        0.04 / (stars_n + 1.0),  # ratings spread about a star (0.2 on this scale)
+        x[7] * (1.0 - x[7]) / (ability_n + 2.0),
+        x[8] * (1.0 - x[8]) / (arrangements + 0.1 * months + 1.0),
     ]
 
 

@@ -15,7 +15,7 @@ from streams.events import decode_event
 from streams.model import SegmentModel
 from streams.personas import PERSONAS, UNKNOWN
 from streams.quadrants import QUADRANTS
-from streams.state import DebtorState
+from streams.state import DECAYED, DebtorState
 from tests.streams.conftest import make_event
 
 import fastjsonschema
@@ -196,3 +196,35 @@ def test_a_busy_debtor_stays_under_one_kib() -> None:
     state = engine.states["d" * 64]
     assert len(state.recent) == EngineConfig().max_remembered_ids
     assert len(state.to_bytes()) < 1400, len(state.to_bytes())
+
+
+def _bryan_like(scale: float) -> DebtorState:
+    """A Bryan after 110 days: several files, some installments paid, some contact; ``scale``
+    multiplies the counts of installments and contacts behind the shares."""
+    state = DebtorState.new("d1")
+    state.first_ts, state.applied = 1_767_225_600.0, 30
+    state.watermark = state.first_ts + 110 * 86_400
+    state.claims = state.open_claims = 5
+    state.creditor_bits = 0b1111
+    state.outstanding_cents = state.principal_cents = 250_000
+    for name, value in {"kept": 1.0, "arrangements": 1.5, "outbound": 6.0, "responded": 2.5, "inbound": 1.0}.items():
+        state.decayed[DECAYED.index(name)] = value * scale
+    return state
+
+
+def test_first_persona_waits_until_the_features_separate_it_from_the_runner_up() -> None:
+    event = make_event("contact_attempted", at="2026-04-21T10:00:00Z")
+    model = SegmentModel()
+
+    def first_persona(state: DebtorState, config: EngineConfig) -> str:
+        step = process(state, event, model, config, emitted_at="2026-04-21T10:00:00Z")
+        assert step.state is not None
+        changes = [output for output in step.outputs if output.topic == PERSONA_CHANGES_TOPIC]
+        assert len(changes) == (step.state.persona != UNKNOWN)
+        return step.state.persona
+
+    # One installment and one inbound contact: the shares rest on too little to tell Bryan from Tamara.
+    assert first_persona(_bryan_like(1.0), EngineConfig()) == UNKNOWN
+    assert first_persona(_bryan_like(1.0), EngineConfig(min_first_separation=0.0)) == "bryan"
+    # The same kind of behaviour seen five times as often is clear enough.
+    assert first_persona(_bryan_like(5.0), EngineConfig()) == "bryan"
