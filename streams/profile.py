@@ -49,6 +49,7 @@ def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
             "collected_share": round(state.paid_cents / state.principal_cents, 4) if state.principal_cents else None,
             "debt_trend": round((new_debt - paid) / (new_debt + paid), 4) if new_debt + paid > 0 else 0.0,
         },
+        "response_rates": {channel: round(rate, 4) for channel, rate in state.response_rates().items()},
         "persona_since": _iso(state.persona_since),
         "last_update": _iso(state.watermark),
         "model_version": state.model_version,

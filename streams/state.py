@@ -123,6 +123,9 @@ class DebtorState:
     # late counts them then.
     first_arrangement_ts: float | None = None
     uncounted_payments: list[float] = field(default_factory=list)
+    # The per-channel counters are decayed lazily, when a contact touches them (they are not
+    # clustering features): the time they are decayed to, None meaning the watermark.
+    channel_ts: float | None = None
 
     @classmethod
     def new(cls, debtor_id: str) -> DebtorState:
@@ -180,8 +183,6 @@ class DebtorState:
         if ts > self.watermark:
             factor = 2.0 ** ((self.watermark - ts) / half_life_s)
             self.decayed = [value * factor for value in self.decayed]
-            self.channel_out = [value * factor for value in self.channel_out]
-            self.channel_resp = [value * factor for value in self.channel_resp]
             self.watermark = ts
             weight = 1.0
         else:
@@ -191,6 +192,24 @@ class DebtorState:
         self.applied += 1
         _APPLY[event.type](self, event.data, ts, weight, half_life_s)
         return weight
+
+    def response_rates(self) -> dict[str, float]:
+        """Responses per outbound contact, by channel, for the channels contacted.
+
+        Both counters of a channel decay alike, so their ratio needs no decaying first.
+        """
+        return {
+            channel: min(1.0, responded / sent)
+            for channel, sent, responded in zip(CHANNELS, self.channel_out, self.channel_resp, strict=True)
+            if sent > 0.0
+        }
+
+    def _decay_channels(self, half_life_s: float) -> None:
+        if self.channel_ts is not None and self.channel_ts != self.watermark:
+            factor = 2.0 ** ((self.channel_ts - self.watermark) / half_life_s)
+            self.channel_out = [value * factor for value in self.channel_out]
+            self.channel_resp = [value * factor for value in self.channel_resp]
+        self.channel_ts = self.watermark
 
     def to_bytes(self) -> bytes:
         """Compact serialisation (a versioned JSON array) for tables and changelogs.
@@ -274,6 +293,7 @@ def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: f
 
 
 def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
+    state._decay_channels(half_life_s)
     state.channel_out[_CHANNEL_INDEX[data["channel"]]] += weight
     state.last_contact_ts = max(state.last_contact_ts, ts)
     state.decayed[_OUTBOUND] += weight
@@ -282,6 +302,7 @@ def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weig
 
 
 def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
+    state._decay_channels(half_life_s)
     state.channel_resp[_CHANNEL_INDEX[data["channel"]]] += weight
     state.decayed[_RESPONDED] += weight
 
