@@ -60,6 +60,7 @@ _D = {name: i for i, name in enumerate(DECAYED)}
 _DAY = 86_400.0
 _ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
 _STATE_FORMAT = 1
+_MAX_UNCOUNTED_PAYMENTS = 8
 
 
 def event_key(event_id: str) -> int:
@@ -121,8 +122,9 @@ class DebtorState:
     # debtor's first arrangement, in event time, whatever order the two arrive in: payments
     # not counted yet are remembered for the lateness window, so an arrangement that arrives
     # late counts them then.
-    first_arrangement_ts: float | None = None
-    uncounted_payments: list[float] = field(default_factory=list)
+    # (Whole seconds, like the keys: "at or after" is decided per second.)
+    first_arrangement_ts: int | None = None
+    uncounted_payments: list[int] = field(default_factory=list)
     # The per-channel counters are decayed lazily, when a contact touches them (they are not
     # clustering features): the time they are decayed to, None meaning the watermark.
     channel_ts: float | None = None
@@ -170,7 +172,9 @@ class DebtorState:
             recent = recent[-max_ids:]
         self.recent = recent
         if self.uncounted_payments:
-            self.uncounted_payments = [p for p in self.uncounted_payments if p >= horizon]
+            # Bounded: a late arrangement counts at most the latest few uncounted payments.
+            pending = sorted(p for p in self.uncounted_payments if p >= horizon)
+            self.uncounted_payments = pending[-_MAX_UNCOUNTED_PAYMENTS:]
 
     # --- applying events -----------------------------------------------------------------
 
@@ -257,22 +261,23 @@ def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weigh
     state.last_payment_ts = max(state.last_payment_ts, ts)
     state.decayed[_PAID] += weight * amount / 100
     state.decayed[_PAYMENTS] += weight
-    if state.first_arrangement_ts is not None and ts >= state.first_arrangement_ts:
+    if state.first_arrangement_ts is not None and int(ts) >= state.first_arrangement_ts:
         state.decayed[_KEPT] += weight
     else:
-        state.uncounted_payments.append(ts)
+        state.uncounted_payments.append(int(ts))
 
 
 def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state.open_arrangements += 1
     state.decayed[_ARRANGEMENTS] += weight
-    if state.first_arrangement_ts is None or ts < state.first_arrangement_ts:
-        state.first_arrangement_ts = ts
+    second = int(ts)
+    if state.first_arrangement_ts is None or second < state.first_arrangement_ts:
+        state.first_arrangement_ts = second
         # Payments made since this arrangement that arrived before it are kept after all.
         for paid_at in state.uncounted_payments:
-            if paid_at >= ts:
+            if paid_at >= second:
                 state.decayed[_KEPT] += 2.0 ** ((paid_at - state.watermark) / half_life_s)
-        state.uncounted_payments = [p for p in state.uncounted_payments if p < ts]
+        state.uncounted_payments = [p for p in state.uncounted_payments if p < second]
 
 
 def _installment_missed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:

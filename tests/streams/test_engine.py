@@ -196,6 +196,10 @@ def test_a_busy_debtor_stays_under_one_kib() -> None:
     state = engine.states["d" * 64]
     assert len(state.recent) == EngineConfig().max_remembered_ids
     assert len(state.to_bytes()) < 1400, len(state.to_bytes())
+    # Payments before any arrangement wait (for a late one) in the state: a bounded number.
+    for i in range(100):
+        engine.handle(make_event("payment_received", debtor_id="p" * 64, event_id=f"{i:0128d}", at=f"2026-03-01T10:{i // 60:02d}:{i % 60:02d}.123456+05:30"))
+    assert len(engine.states["p" * 64].uncounted_payments) == 8
 
 
 def _bryan_like(scale: float) -> DebtorState:
