@@ -47,7 +47,7 @@ from agents.auth import (
     authorize,
     parse_tokens,
 )
-from agents.kafka_io import TopicSpec, ensure_topics
+from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
 from streams.profile import profile, transitions
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
 from streams.state import DebtorState
@@ -464,15 +464,12 @@ class _SummaryProducer:
             await producer.stop()
 
 
-class PopulationBoard:
-    """The newest summary of every partition, read from the population topic with an own
-    consumer (no group, from the beginning), like the model reader reads the model topic."""
+class PopulationBoard(TopicFollower):
+    """The newest summary of every partition, read from the whole population topic."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, client_id: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(bootstrap, topic, client_id, "population reader")
         self.partitions = partitions
-        self.client_id = client_id
         self.summaries: dict[int, dict[str, Any]] = {}
         self.topic_ready = asyncio.Event()
         self.loaded = asyncio.Event()
@@ -513,45 +510,17 @@ class PopulationBoard:
 
     async def run(self) -> None:
         await self.ensure_topic()
-        while True:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("population reader failed; retrying in 2s")
-                await asyncio.sleep(2.0)
+        await super().run()
 
-    async def _run_once(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    def on_restart(self) -> None:
+        self.summaries.clear()
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=self.client_id,
-        )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            self.summaries.clear()
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                await self._poll(consumer, 200)
-            self.loaded.set()
-            while True:
-                await self._poll(consumer, 1000)
-        finally:
-            await consumer.stop()
+    def on_records(self, records: list[Any]) -> None:
+        for record in records:
+            self.offer(record.key, record.value)
 
-    async def _poll(self, consumer: Any, timeout_ms: int) -> None:
-        batches = await consumer.getmany(timeout_ms=timeout_ms)
-        for records in batches.values():
-            for record in records:
-                self.offer(record.key, record.value)
+    def on_caught_up(self) -> None:
+        self.loaded.set()
 
 
 # --- the HTTP side ---------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ Route(topic='debtor.ratings', key=b'd1', reason='', detail='')
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,8 +32,11 @@ from schemas import (
     TOPIC_BY_TYPE,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "SEQUENCE_HEADER",
+    "TopicFollower",
     "BrokerUnavailable",
     "PublishStats",
     "Route",
@@ -368,3 +373,90 @@ def _one_line(value: bytes) -> str:
         return orjson.dumps(orjson.loads(value)).decode()
     except orjson.JSONDecodeError:
         return value.decode("utf-8", "replace").replace("\n", "\\n")
+
+
+class TopicFollower:
+    """Follows a one-partition topic from its beginning with a consumer of its own (no group,
+    nothing committed), for compacted topics that every worker reads whole: the model and the
+    population summaries.
+
+    :meth:`run` reads up to the end offset it found at start, calls :meth:`on_caught_up`, then
+    keeps reading; after an error it starts over from the beginning (after :meth:`on_restart`).
+    Subclasses take the records in :meth:`on_records`.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, client_id: str, what: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_id = client_id
+        self.what = what  # for the log: "model reader", "population reader"
+        self._consumer: Any = None
+        self._tp: Any = None
+
+    def on_restart(self) -> None:
+        """Called before the topic is read (again) from its beginning."""
+
+    def on_records(self, records: list[Any]) -> None:
+        """Take one poll's records, in offset order."""
+        raise NotImplementedError
+
+    def on_caught_up(self) -> None:
+        """Called once everything that was on the topic at start has been read."""
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; retrying in 2s", self.what)
+                await asyncio.sleep(2.0)
+
+    async def _run_once(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=self.client_id,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            self.on_restart()
+            self._consumer, self._tp = consumer, tp
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                await self._poll(200)
+            self.on_caught_up()
+            while True:
+                await self._poll(1000)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        for records in batches.values():
+            self.on_records(records)
+
+    async def sync(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything on the topic right now has been read (False on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            consumer, tp = self._consumer, self._tp
+            if consumer is not None:
+                try:
+                    end = (await consumer.end_offsets([tp]))[tp]
+                    while await consumer.position(tp) < end and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                    return True
+                except Exception:  # noqa: BLE001 - the follower is restarting; try again
+                    log.debug("%s not ready to sync yet", self.what)
+            await asyncio.sleep(0.1)
+        return False

@@ -55,7 +55,7 @@ from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
 from agents.api import register_api
-from agents.kafka_io import SEQUENCE_HEADER, TopicSpec
+from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import (
     ServiceMetrics,
     attach_faust_sensors,
@@ -371,96 +371,49 @@ def parse_update(value: bytes | None) -> dict[str, float] | None:
     return {name: float(x[name]) for name in FEATURES}
 
 
-class ModelReader:
-    """Reads the whole model topic with its own consumer (no group) and feeds the holder."""
+class ModelReader(TopicFollower):
+    """Reads the whole model topic and offers the newest snapshot of each poll to the holder."""
 
     def __init__(self, bootstrap: str, topic: str, holder: ModelHolder, metrics: ServiceMetrics, client_id: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(bootstrap, topic, client_id, "model reader")
         self.holder = holder
         self.metrics = metrics
-        self.client_id = client_id
-        self._consumer: Any = None
-        self._tp: Any = None
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("model reader failed; retrying in 2s")
-                await asyncio.sleep(2.0)
+    def on_caught_up(self) -> None:
+        if not self.holder.ready.is_set():
+            log.info("model reader caught up: model version %d", self.holder.model.version)
+            self.holder.ready.set()
 
-    async def _run_once(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=self.client_id,
-        )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            self._consumer, self._tp = consumer, tp
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                await self._poll(200)
-            if not self.holder.ready.is_set():
-                log.info("model reader caught up: model version %d", self.holder.model.version)
-                self.holder.ready.set()
-            while True:
-                await self._poll(1000)
-        finally:
-            self._consumer = None
-            await consumer.stop()
-
-    async def _poll(self, timeout_ms: int) -> None:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+    def on_records(self, records: list[Any]) -> None:
         newest: dict[str, Any] | None = None
-        for records in batches.values():
-            for record in records:
-                if record.value is None:
-                    continue
-                try:
-                    snapshot = orjson.loads(record.value)
-                    version = snapshot["version"]
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    log.warning("ignoring unreadable model snapshot at offset %d", record.offset)
-                    continue
-                if isinstance(version, int) and (newest is None or version > newest["version"]):
-                    newest = snapshot
-        if newest is not None:
+        for record in records:
+            if record.value is None:
+                continue
             try:
-                swapped = self.holder.offer(newest)
-            except (ValueError, KeyError, TypeError) as error:
-                log.warning("ignoring model snapshot version %s: %s", newest.get("version"), error)
-                return
-            if swapped:
-                self.metrics.count_model_update(self.holder.model.version)
-                log.debug("model version %d in use", self.holder.model.version)
+                snapshot = orjson.loads(record.value)
+                version = snapshot["version"]
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                log.warning("ignoring unreadable model snapshot at offset %d", record.offset)
+                continue
+            if isinstance(version, int) and (newest is None or version > newest["version"]):
+                newest = snapshot
+        if newest is None:
+            return
+        try:
+            swapped = self.holder.offer(newest)
+        except (ValueError, KeyError, TypeError) as error:
+            log.warning("ignoring model snapshot version %s: %s", newest.get("version"), error)
+            return
+        if swapped:
+            self.metrics.count_model_update(self.holder.model.version)
+            log.debug("model version %d in use", self.holder.model.version)
 
     async def sync(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the model topic right now has been read."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            consumer, tp = self._consumer, self._tp
-            if consumer is not None and self.holder.ready.is_set():
-                try:
-                    end = (await consumer.end_offsets([tp]))[tp]
-                    while await consumer.position(tp) < end and time.monotonic() < deadline:
-                        await asyncio.sleep(0.05)
-                    return True
-                except Exception:  # noqa: BLE001 - the reader is restarting; try again
-                    log.debug("model reader not ready to sync yet")
+        while not self.holder.ready.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        return False
+        return await super().sync(max(0.0, deadline - time.monotonic()))
 
 
 class ModelLearner:
