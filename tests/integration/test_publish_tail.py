@@ -70,7 +70,7 @@ def test_publish_then_tail(kafka_bootstrap: str, worker: Worker, tmp_path: Path)
 
     # Outbound event ids are deterministic: the quadrant changes (no model involved) are
     # exactly those of the core, ids and all.
-    _, quadrant_ids, _ = wire_replay(lines)
+    quadrant_ids = wire_replay(lines).quadrant_ids
     assert {p["event_id"] for p in printed if p.get("type") == "quadrant_changed"} == quadrant_ids
     assert {p.get("type", "dead letter") for p in printed} <= {"persona_changed", "quadrant_changed", "dead letter"}
 

@@ -35,9 +35,7 @@ from schemas import (
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import EngineConfig, process
 from streams.events import DecodeError, decode_event
-from streams.model import SegmentModel
 from streams.simulation import simulate
 from streams.state import DebtorState
 from tests.integration.test_service import (
@@ -51,6 +49,7 @@ from tests.integration.test_service import (
     read_raw,
     start_workers,
     wait_caught_up,
+    wire_replay,
 )
 
 #: State fields that depend on the model (its timing differs between runs); the rest must be exact.
@@ -73,28 +72,6 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
-
-
-def replay_states(lines: Iterable[bytes]) -> dict[str, bytes]:
-    """Final state bytes per debtor from the core, stored as the service stores them."""
-    settings = Settings()
-    config = EngineConfig(lateness_days=settings.lateness_days)
-    model = SegmentModel()
-    states: dict[str, bytes] = {}
-    for line in lines:
-        try:
-            event = decode_event(line, max_amount_cents=settings.max_amount_cents)
-        except DecodeError:
-            continue
-        stored = states.get(event.debtor_id)
-        step = process(DebtorState.from_bytes(stored) if stored else None, event, model, config, emitted_at=event.occurred_at)
-        if step.state is None:
-            states.pop(event.debtor_id, None)
-        elif step.outcome == "processed":
-            states[event.debtor_id] = step.state.to_bytes()
-        if step.learn is not None:
-            model.learn_one(step.learn)
-    return states
 
 
 def _decodes(line: bytes) -> bool:
@@ -172,7 +149,7 @@ def lines() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def expected(lines: list[bytes]) -> dict[str, bytes]:
-    return replay_states(lines)
+    return wire_replay(lines).states
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -212,9 +189,8 @@ def test_kill_9_twice_while_events_flow_loses_and_doubles_nothing(kafka_bootstra
         got = table(kafka_bootstrap, worker)
         compare_with_replay(expected, got)
         by_id = check_changes_exact(changes(kafka_bootstrap, prefix))
-        from tests.integration.test_service import wire_replay
 
-        _, quadrant_ids, bad = wire_replay(lines)
+        _, _, quadrant_ids, bad = wire_replay(lines)
         got_quadrants = {i for i, e in by_id.items() if e["type"] == "quadrant_changed"}
         assert got_quadrants == quadrant_ids, f"lost {len(quadrant_ids - got_quadrants)}, extra {len(got_quadrants - quadrant_ids)}"
         final = {e["debtor_id"]: e["quadrant"] for e in by_id.values() if e["type"] == "quadrant_changed"}

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -285,20 +285,27 @@ class Expected:
     dead_letters: Counter[str]
 
 
-def wire_replay(lines: Iterable[bytes]) -> tuple[set[str], set[str], Counter[str]]:
-    """The core with states kept as bytes, as in the Faust table: (changed, quadrant ids, dead letters)."""
+class WireReplay(NamedTuple):
+    """What the core gives with states kept as bytes, as in the Faust table."""
+
+    states: dict[str, bytes]  # final state per debtor
+    changed: set[str]  # debtors with at least one change event
+    quadrant_ids: set[str]  # event ids of the quadrant changes
+    dead_letters: Counter[str]
+
+
+def wire_replay(lines: Iterable[bytes]) -> WireReplay:
+    """The core with states kept as bytes (each event decodes and re-encodes the state)."""
     settings = Settings()
     config = EngineConfig(lateness_days=settings.lateness_days)
     model = SegmentModel()
-    states: dict[str, bytes] = {}
-    changed: set[str] = set()
-    quadrant_ids: set[str] = set()
-    bad: Counter[str] = Counter()
+    run = WireReplay({}, set(), set(), Counter())
+    states = run.states
     for line in lines:
         try:
             event = decode_event(line, max_amount_cents=settings.max_amount_cents)
         except DecodeError as error:
-            bad[error.reason] += 1
+            run.dead_letters[error.reason] += 1
             continue
         stored = states.get(event.debtor_id)
         step = process(DebtorState.from_bytes(stored) if stored else None, event, model, config, emitted_at=event.occurred_at)
@@ -307,14 +314,14 @@ def wire_replay(lines: Iterable[bytes]) -> tuple[set[str], set[str], Counter[str
         elif step.outcome == "processed":
             states[event.debtor_id] = step.state.to_bytes()
         if step.outcome == "late":
-            bad["too_late"] += 1
+            run.dead_letters["too_late"] += 1
         if step.learn is not None:
             model.learn_one(step.learn)
         for output in step.outputs:
-            changed.add(event.debtor_id)
+            run.changed.add(event.debtor_id)
             if output.value["type"] == "quadrant_changed":
-                quadrant_ids.add(output.value["event_id"])
-    return changed, quadrant_ids, bad
+                run.quadrant_ids.add(output.value["event_id"])
+    return run
 
 
 def replay(lines: Sequence[bytes]) -> Expected:
@@ -325,7 +332,8 @@ def replay(lines: Sequence[bytes]) -> Expected:
         except DecodeError:
             continue
     personas = {debtor: state.persona for debtor, state in engine.states.items()}
-    return Expected(list(lines), personas, engine.model.version, *wire_replay(lines))
+    _, changed, quadrant_ids, dead_letters = wire_replay(lines)
+    return Expected(list(lines), personas, engine.model.version, changed, quadrant_ids, dead_letters)
 
 
 def agreement(expected: Expected, got: dict[str, str]) -> tuple[float, list[str]]:
