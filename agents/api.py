@@ -28,6 +28,7 @@ import asyncio
 import logging
 import math
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from agents.auth import (
     parse_tokens,
 )
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
-from streams.profile import profile, transitions
+from streams.profile import profile
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
 from streams.state import DebtorState
 
@@ -130,8 +131,72 @@ def key_partition(key: bytes, partitions: int) -> int:
 # --- summaries of one partition, and their sum -----------------------------------------------
 
 
-def _sparse(matrix: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    return {row: {col: n for col, n in cells.items() if n} for row, cells in matrix.items() if any(cells.values())}
+_PERSONA_INDEX = {persona: index for index, persona in enumerate(ALL_PERSONAS)}
+
+
+class PopulationTally:
+    """The population summary of one table partition, built one state at a time.
+
+    A scan of a large table keeps 18 bytes per debtor here (what the transition windows need,
+    in arrays), not the decoded states: holding those cost over a kilobyte per debtor.
+    """
+
+    def __init__(self) -> None:
+        self.debtors = 0
+        self.personas = dict.fromkeys(ALL_PERSONAS, 0)
+        self.quadrants = dict.fromkeys(ALL_QUADRANTS, 0)
+        self.cells: dict[str, dict[str, int]] = {}
+        self.latest: float | None = None
+        # For the transitions: first event, start of the current persona, previous and
+        # current persona (as indices into ALL_PERSONAS) of each debtor that has a persona start.
+        self._first = array("d")
+        self._since = array("d")
+        self._before = array("b")
+        self._after = array("b")
+
+    def add(self, state: DebtorState) -> None:
+        self.debtors += 1
+        self.personas[state.persona] = self.personas.get(state.persona, 0) + 1
+        self.quadrants[state.quadrant] = self.quadrants.get(state.quadrant, 0) + 1
+        row = self.cells.setdefault(state.persona, {})
+        row[state.quadrant] = row.get(state.quadrant, 0) + 1
+        if state.watermark and math.isfinite(state.watermark) and (self.latest is None or state.watermark > self.latest):
+            self.latest = state.watermark
+        if math.isfinite(state.persona_since):
+            self._first.append(state.first_ts)
+            self._since.append(state.persona_since)
+            self._before.append(_PERSONA_INDEX[state.previous_persona])
+            self._after.append(_PERSONA_INDEX[state.persona])
+
+    def transitions(self, since: float) -> dict[str, dict[str, int]]:
+        """Persona at ``since`` -> persona now, as :func:`streams.profile.transitions` counts
+        them, without the zero cells."""
+        counts: dict[str, dict[str, int]] = {}
+        for first, started, before, after in zip(self._first, self._since, self._before, self._after, strict=True):
+            if first > since:
+                continue
+            row = counts.setdefault(ALL_PERSONAS[before if started > since else after], {})
+            row[ALL_PERSONAS[after]] = row.get(ALL_PERSONAS[after], 0) + 1
+        return counts
+
+    def summary(self, partition: int, partitions: int, *, published_at: float | None = None) -> dict[str, Any]:
+        """The summary as published on :data:`POPULATION_TOPIC` (see :func:`summarize`)."""
+        windows: dict[str, Any] = {}
+        for days in WINDOWS_DAYS:
+            since = None if self.latest is None else self.latest - days * _DAY
+            windows[str(days)] = {"since": since, "counts": {} if since is None else self.transitions(since)}
+        return {
+            "v": SUMMARY_VERSION,
+            "partition": partition,
+            "partitions": partitions,
+            "debtors": self.debtors,
+            "personas": self.personas,
+            "quadrants": self.quadrants,
+            "cells": self.cells,
+            "latest_event": self.latest,
+            "transitions": windows,
+            "published_at": time.time() if published_at is None else published_at,
+        }
 
 
 def summarize(partition: int, partitions: int, states: Iterable[DebtorState], *, published_at: float | None = None) -> dict[str, Any]:
@@ -144,36 +209,10 @@ def summarize(partition: int, partitions: int, states: Iterable[DebtorState], *,
     >>> s["partition"], s["debtors"], s["personas"]["unknown"], s["transitions"]["90"]["counts"]
     (2, 1, 1, {})
     """
-    states = list(states)
-    personas = dict.fromkeys(ALL_PERSONAS, 0)
-    quadrants = dict.fromkeys(ALL_QUADRANTS, 0)
-    cells: dict[str, dict[str, int]] = {}
+    tally = PopulationTally()
     for state in states:
-        personas[state.persona] = personas.get(state.persona, 0) + 1
-        quadrants[state.quadrant] = quadrants.get(state.quadrant, 0) + 1
-        row = cells.setdefault(state.persona, {})
-        row[state.quadrant] = row.get(state.quadrant, 0) + 1
-    marks = [state.watermark for state in states if state.watermark and math.isfinite(state.watermark)]
-    latest = max(marks) if marks else None
-    windows: dict[str, Any] = {}
-    for days in WINDOWS_DAYS:
-        if latest is None:
-            windows[str(days)] = {"since": None, "counts": {}}
-            continue
-        since = latest - days * _DAY
-        windows[str(days)] = {"since": since, "counts": _sparse(transitions(states, since)["counts"])}
-    return {
-        "v": SUMMARY_VERSION,
-        "partition": partition,
-        "partitions": partitions,
-        "debtors": len(states),
-        "personas": personas,
-        "quadrants": quadrants,
-        "cells": cells,
-        "latest_event": latest,
-        "transitions": windows,
-        "published_at": time.time() if published_at is None else published_at,
-    }
+        tally.add(state)
+    return tally.summary(partition, partitions, published_at=published_at)
 
 
 def _counts(value: Any) -> bool:
@@ -360,6 +399,8 @@ class PopulationPublisher:
         self.published: dict[int, tuple[float, bytes]] = {}  # partition -> (when, content without time)
         self._not_before = 0.0
         self.published_count = 0
+        # RocksDB iterates a consistent view while the agent writes; the memory store cannot.
+        self.persistent = not service.config.settings.store.startswith("memory")
 
     def mark(self, key: Any) -> None:
         """A key of the table changed: its partition needs a new summary."""
@@ -410,13 +451,16 @@ class PopulationPublisher:
 
     async def _publish(self, due: set[int], force: bool) -> int:
         started = time.perf_counter()
-        groups: dict[int, list[DebtorState]] = {p: [] for p in due}
-        items = list(self.service.table.items())
+        tallies = {p: PopulationTally() for p in due}
+        items: Iterable[tuple[Any, Any]] = self.service.table.items()
+        if not self.persistent:
+            # The memory store is a dict, which must not change while the scan yields below.
+            items = list(items)
         for number, (key, value) in enumerate(items, start=1):
             if isinstance(key, bytes) and value is not None:
-                group = groups.get(key_partition(key, self.partitions))
-                if group is not None:
-                    group.append(DebtorState.from_bytes(value))
+                tally = tallies.get(key_partition(key, self.partitions))
+                if tally is not None:
+                    tally.add(DebtorState.from_bytes(value))
             if number % 500 == 0:
                 await asyncio.sleep(0)
         if not self._settled() or not due <= self.owned():
@@ -424,7 +468,7 @@ class PopulationPublisher:
             return 0
         sent = 0
         for partition in sorted(due):
-            summary = summarize(partition, self.partitions, groups[partition])
+            summary = tallies[partition].summary(partition, self.partitions)
             content = orjson.dumps({k: v for k, v in summary.items() if k != "published_at"}, option=orjson.OPT_SORT_KEYS)
             last = self.published.get(partition)
             if not force and last is not None and last[1] == content and time.monotonic() - last[0] < REPUBLISH_SECONDS:
