@@ -1,4 +1,4 @@
-"""The Kafka service: a Faust app whose agents run :func:`streams.engine.process`.
+"""The Kafka service: a Faust app whose agents run the core (:func:`streams.engine.advance`).
 
 Agents are thin. For every inbound record the ``segment`` agent decodes and validates it with
 :func:`streams.events.decode_event` (the decoder of the embedded replay), runs the pure core
@@ -69,7 +69,7 @@ from schemas import (
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import EngineConfig, process
+from streams.engine import EngineConfig, advance
 from streams.events import DecodeError, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
@@ -255,7 +255,8 @@ def handle_record(
     try:
         current = table.get(event.debtor_id.encode())
         state = DebtorState.from_bytes(current) if current is not None else None
-        step = process(state, event, model, config, emitted_at=emitted_at or _now())
+        # The state was decoded for this event alone: advance it in place (no copy).
+        step = advance(state, event, model, config, emitted_at=emitted_at or _now())
     except Exception as error:  # a bug or a corrupt state must not stop the partition
         # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
         log.exception("processing %s failed", event.event_id if Settings().debug_ids else event.type)
