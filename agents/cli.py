@@ -23,7 +23,14 @@ from agents.settings import Settings
 from streams.engine import Engine, EngineConfig, Output
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, format_table, row_shares, transition_matrix
+from streams.report import (
+    ALL_PERSONAS,
+    ALL_QUADRANTS,
+    distribution,
+    format_table,
+    row_shares,
+    transition_matrix,
+)
 from streams.simulation import MIXES, Portfolio, simulate
 
 __all__ = ["main"]

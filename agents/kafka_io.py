@@ -36,10 +36,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "SEQUENCE_HEADER",
-    "TopicFollower",
     "BrokerUnavailable",
     "PublishStats",
     "Route",
+    "TopicFollower",
     "TopicMismatch",
     "TopicSpec",
     "check_topics",

@@ -28,6 +28,9 @@ from schemas import DEAD_LETTERS_TOPIC
 __all__ = ["publish", "tail", "worker"]
 
 _BROKER_HELP = "Kafka broker URL(s), Faust style [env DEBTOR_SEGMENTS_BROKER; default kafka://127.0.0.1:9092]."
+_STORES = ("memory", "rocksdb")
+_LOGLEVELS = ("debug", "info", "warning", "error")
+_GUARANTEES = ("at_least_once", "exactly_once")
 _PREFIX_HELP = "Prefix of every topic name, e.g. for tests or several deployments on one cluster [env DEBTOR_SEGMENTS_TOPIC_PREFIX]."
 
 
@@ -42,42 +45,63 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Local table state (RocksDB) [env DEBTOR_SEGMENTS_DATA_DIR; default ./data].")
 @click.option("--web-port", type=int, help="HTTP port: /health, /ready, /model, /metrics [env DEBTOR_SEGMENTS_WEB_PORT; default 6066].")
 @click.option("--partitions", type=click.IntRange(min=1), help="Partitions of the inbound topics and the state changelog [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
-@click.option("--store", type=click.Choice(["memory", "rocksdb"]), help="Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir) [env DEBTOR_SEGMENTS_STORE; default memory].")
-@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
-@click.option("--app-id", envvar="DEBTOR_SEGMENTS_APP_ID", default="", help="Faust app id = consumer group [env DEBTOR_SEGMENTS_APP_ID; default PREFIX + debtor-segments].")
-@click.option("--model-snapshot-every", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_EVERY", type=click.IntRange(min=1), default=200, show_default=True, help="The model writer publishes a snapshot every N updates ...")
-@click.option("--model-snapshot-seconds", envvar="DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="... or this long after the last one, if it learned anything.")
-@click.option("--loglevel", envvar="DEBTOR_SEGMENTS_LOGLEVEL", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--store", type=click.Choice(_STORES), help="Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir) [env DEBTOR_SEGMENTS_STORE; default memory].")
+@click.option("--web-host", help="Host name or address other workers reach this one's API at (forwarded /debtors requests) [env DEBTOR_SEGMENTS_WEB_HOST; default 127.0.0.1].")
+@click.option("--topic-prefix", help=_PREFIX_HELP)
+@click.option("--app-id", help="Faust app id = consumer group [env DEBTOR_SEGMENTS_APP_ID; default PREFIX + debtor-segments].")
+@click.option("--model-snapshot-every", type=click.IntRange(min=1), help="The model writer publishes a snapshot every N updates ... [env DEBTOR_SEGMENTS_MODEL_SNAPSHOT_EVERY; default 200]")
+@click.option("--model-snapshot-seconds", type=click.FloatRange(min=0.1), help="... or this long after the last one, if it learned anything [env DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS; default 5].")
+@click.option("--loglevel", type=click.Choice(_LOGLEVELS), help="[env DEBTOR_SEGMENTS_LOGLEVEL; default info]")
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
-@click.option("--guarantee", envvar="DEBTOR_SEGMENTS_GUARANTEE", type=click.Choice(["at_least_once", "exactly_once"]), default="at_least_once", show_default=True, help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE].")
+@click.option("--guarantee", type=click.Choice(_GUARANTEES), help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default at_least_once].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
     web_port: int | None,
     partitions: int | None,
     store: str | None,
-    topic_prefix: str,
-    app_id: str,
-    model_snapshot_every: int,
-    model_snapshot_seconds: float,
-    loglevel: str,
+    web_host: str | None,
+    topic_prefix: str | None,
+    app_id: str | None,
+    model_snapshot_every: int | None,
+    model_snapshot_seconds: float | None,
+    loglevel: str | None,
     broker_wait: float,
-    guarantee: str,
+    guarantee: str | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
 
-    settings = _settings(broker=broker, data_dir=data_dir, web_port=web_port, partitions=partitions, store=store)
-    if settings.store not in ("memory", "rocksdb"):
-        raise click.UsageError(f"store must be memory or rocksdb, not {settings.store!r}")
-    config = WorkerConfig(
-        settings,
+    settings = _settings(
+        broker=broker,
+        data_dir=data_dir,
+        web_port=web_port,
+        partitions=partitions,
+        store=store,
+        web_host=web_host,
         topic_prefix=topic_prefix,
         app_id=app_id,
-        snapshot_every=model_snapshot_every,
-        snapshot_seconds=model_snapshot_seconds,
+        model_snapshot_every=model_snapshot_every,
+        model_snapshot_seconds=model_snapshot_seconds,
         loglevel=loglevel,
         guarantee=guarantee,
+    )
+    # The environment is not checked by click: say which value is wrong, not a traceback.
+    for name, value, allowed in (
+        ("store", settings.store, _STORES),
+        ("loglevel", settings.loglevel, _LOGLEVELS),
+        ("guarantee", settings.guarantee, _GUARANTEES),
+    ):
+        if value not in allowed:
+            raise click.UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    config = WorkerConfig(
+        settings,
+        topic_prefix=settings.topic_prefix,
+        app_id=settings.app_id,
+        snapshot_every=settings.model_snapshot_every,
+        snapshot_seconds=settings.model_snapshot_seconds,
+        loglevel=settings.loglevel,
+        guarantee=settings.guarantee,
     )
     try:
         ensure_topics(settings.bootstrap_servers, topic_plan(config), wait_s=broker_wait, log=lambda text: click.echo(text, err=True))
@@ -98,15 +122,16 @@ def worker(
 @click.command()
 @click.argument("input_path", metavar="FILE.jsonl")
 @click.option("--broker", help=_BROKER_HELP)
-@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
+@click.option("--topic-prefix", help=_PREFIX_HELP)
 @click.option("--partitions", type=click.IntRange(min=1), help="Partitions for inbound topics that do not exist yet [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
-def publish(input_path: str, broker: str | None, topic_prefix: str, partitions: int | None) -> None:
+def publish(input_path: str, broker: str | None, topic_prefix: str | None, partitions: int | None) -> None:
     """Send FILE.jsonl (- for stdin) to the inbound topics by event type, keyed by debtor_id.
 
     Lines that cannot be routed (bad JSON, unknown type, no debtor_id) go to the dead-letter
     topic with the reason and line number; everything else is validated by the worker.
     """
-    settings = _settings(broker=broker, partitions=partitions)
+    settings = _settings(broker=broker, partitions=partitions, topic_prefix=topic_prefix)
+    topic_prefix = settings.topic_prefix
     bootstrap = settings.bootstrap_servers
     stream = open_input(input_path)
     try:
@@ -129,14 +154,15 @@ def publish(input_path: str, broker: str | None, topic_prefix: str, partitions: 
 
 @click.command()
 @click.option("--broker", help=_BROKER_HELP)
-@click.option("--topic-prefix", envvar="DEBTOR_SEGMENTS_TOPIC_PREFIX", default="", help=_PREFIX_HELP)
+@click.option("--topic-prefix", help=_PREFIX_HELP)
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest change event instead of the newest.")
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N change events.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), help="Stop when nothing arrived for S seconds.")
 @click.option("--dead-letters", "with_dead_letters", is_flag=True, help="Also print the dead-letter topic.")
-def tail(broker: str | None, topic_prefix: str, from_beginning: bool, max_messages: int | None, timeout_s: float | None, with_dead_letters: bool) -> None:
+def tail(broker: str | None, topic_prefix: str | None, from_beginning: bool, max_messages: int | None, timeout_s: float | None, with_dead_letters: bool) -> None:
     """Print persona and quadrant change events as JSON lines as they arrive."""
-    settings = _settings(broker=broker)
+    settings = _settings(broker=broker, topic_prefix=topic_prefix)
+    topic_prefix = settings.topic_prefix
     topics = [topic_prefix + name for name in CHANGE_TOPICS]
     if with_dead_letters:
         topics.append(topic_prefix + DEAD_LETTERS_TOPIC)

@@ -6,6 +6,7 @@ Every setting has a default that works on a laptop; CLI options override the env
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +28,26 @@ class Settings:
     broker: str = field(default_factory=lambda: _env("BROKER", "kafka://127.0.0.1:9092"))
     data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", "./data")))
     web_port: int = field(default_factory=lambda: int(_env("WEB_PORT", "6066")))
+    # How other workers reach this one's HTTP API (forwarded /debtors requests): this host's
+    # name or address as they see it, or "auto" for the host name. It listens on every interface.
+    web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     store: str = field(default_factory=lambda: _env("STORE", "memory"))
     max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))
     lateness_days: float = field(default_factory=lambda: float(_env("LATENESS_DAYS", "7")))
     api_tokens: str = field(default_factory=lambda: _env("API_TOKENS", ""), repr=False)
     debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
+    topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
+    app_id: str = field(default_factory=lambda: _env("APP_ID", ""))
+    loglevel: str = field(default_factory=lambda: _env("LOGLEVEL", "info"))
+    guarantee: str = field(default_factory=lambda: _env("GUARANTEE", "at_least_once"))
+    model_snapshot_every: int = field(default_factory=lambda: int(_env("MODEL_SNAPSHOT_EVERY", "200")))
+    model_snapshot_seconds: float = field(default_factory=lambda: float(_env("MODEL_SNAPSHOT_SECONDS", "5")))
+
+    @property
+    def advertised_web_host(self) -> str:
+        """``web_host``, with "auto" resolved to this machine's host name."""
+        return socket.gethostname() if self.web_host == "auto" else self.web_host
 
     @property
     def bootstrap_servers(self) -> str:

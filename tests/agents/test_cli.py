@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 
+from agents.settings import Settings
+from agents.worker import with_overrides
 from streams.simulation import Portfolio
 
 GOOD = b'{"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated", "occurred_at": "2026-01-02T10:00:00Z", "channel": "portal", "direction": "inbound"}'
@@ -78,3 +82,20 @@ def test_demo_runs_small(tmp_path: Path) -> None:
     for heading in ("Personas at the end", "Quadrants at the end", "Persona transitions"):
         assert heading in text
     assert _jsonl(tmp_path / "changes.jsonl")
+
+
+def test_worker_options_come_from_the_environment(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("DEBTOR_SEGMENTS_TOPIC_PREFIX", "t1-")
+    monkeypatch.setenv("DEBTOR_SEGMENTS_WEB_HOST", "auto")
+    monkeypatch.setenv("DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", "2.5")
+    settings = Settings()
+    assert settings.topic_prefix == "t1-" and settings.model_snapshot_seconds == 2.5
+    assert settings.advertised_web_host == socket.gethostname()
+    assert with_overrides(settings, topic_prefix="t2-", app_id=None).topic_prefix == "t2-"
+
+
+def test_a_bad_worker_setting_in_the_environment_is_a_usage_error() -> None:
+    env = {**os.environ, "DEBTOR_SEGMENTS_GUARANTEE": "at_most_once", "DEBTOR_SEGMENTS_BROKER": "kafka://127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "agents", "worker"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "guarantee must be one of at_least_once, exactly_once, not 'at_most_once'" in done.stderr
