@@ -156,7 +156,7 @@ def offline_anchor(portfolio: Portfolio, events: list[Event], seed: int) -> floa
 class _FrozenModel(SegmentModel):
     """Ablation: the prototypes alone, never learning."""
 
-    def learn_one(self, x: dict[str, float]) -> None:  # noqa: D102
+    def learn_one(self, x: dict[str, float]) -> None:
         pass
 
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["speed_ratio"] = figures["replay_eps"] / figures["parse_eps"]
 
     out = [
-        f"# Quality and speed benchmark\n",
+        "# Quality and speed benchmark\n",
         f"`python bench/quality.py --debtors {args.debtors} --months {args.months} --seed {args.seed} --mix {args.mix}`: "
         f"{len(lines):,} lines ({portfolio.injected['late']:,} delivered late, {portfolio.injected['duplicates']:,} re-sent, "
         f"{portfolio.injected['bad']:,} broken), {args.debtors:,} debtors.\n",

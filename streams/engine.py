@@ -23,7 +23,15 @@ from typing import Any, NamedTuple
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.events import Event
-from streams.features import FEATURES, ability, evidence, exposure_months, feature_variance, feature_vector, willingness
+from streams.features import (
+    FEATURES,
+    ability,
+    evidence,
+    exposure_months,
+    feature_variance,
+    feature_vector,
+    willingness,
+)
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN
 from streams.quadrants import quadrant_of

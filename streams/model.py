@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import collections
 import random
-from math import dist, inf as _INF, sqrt
 from collections.abc import Mapping
+from math import dist, sqrt
+from math import inf as _INF
 from typing import Any, NamedTuple
 
 from river import cluster
@@ -29,7 +30,7 @@ from river import cluster
 from streams.features import FEATURES
 from streams.personas import PERSONAS, PROTOTYPES, name_clusters
 
-__all__ = ["Assignment", "SegmentModel", "SNAPSHOT_FORMAT"]
+__all__ = ["SNAPSHOT_FORMAT", "Assignment", "SegmentModel"]
 
 SNAPSHOT_FORMAT = 1
 _PERSONA_INDEX = {persona: i for i, persona in enumerate(PERSONAS)}

@@ -14,7 +14,6 @@ when clusters move.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import permutations
 
 from streams.features import FEATURES
 

@@ -17,7 +17,13 @@ from typing import Any
 from streams.engine import explain
 from streams.features import FEATURES, feature_vector
 from streams.model import SegmentModel
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, row_shares, transition_matrix
+from streams.report import (
+    ALL_PERSONAS,
+    ALL_QUADRANTS,
+    distribution,
+    row_shares,
+    transition_matrix,
+)
 from streams.state import DebtorState
 
 __all__ = ["population", "profile", "transitions"]

@@ -29,6 +29,6 @@ def make_event(event_type: str, debtor_id: str = "d1", event_id: str = "e1", at:
 
 
 @pytest.fixture
-def event_factory():  # noqa: ANN201 - a factory fixture
+def event_factory():
     """Build valid events with sensible defaults."""
     return make_event

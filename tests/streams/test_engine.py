@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import fastjsonschema
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +18,6 @@ from streams.personas import PERSONAS, UNKNOWN
 from streams.quadrants import QUADRANTS
 from streams.state import DECAYED, DebtorState
 from tests.streams.conftest import make_event
-
-import fastjsonschema
 
 VALIDATE_OUT = {
     PERSONA_CHANGES_TOPIC: fastjsonschema.compile(load_schema("persona_changed")),
@@ -36,7 +35,7 @@ def _events(lines: list[bytes]) -> list:
     return out
 
 
-def test_outputs_follow_the_outbound_contract(small_portfolio) -> None:  # noqa: ANN001
+def test_outputs_follow_the_outbound_contract(small_portfolio) -> None:
     engine = Engine()
     seen = 0
     for event in _events(small_portfolio.lines):
@@ -48,7 +47,7 @@ def test_outputs_follow_the_outbound_contract(small_portfolio) -> None:  # noqa:
     assert seen > 100
 
 
-def test_first_change_starts_from_unknown_and_ids_are_deterministic(small_portfolio) -> None:  # noqa: ANN001
+def test_first_change_starts_from_unknown_and_ids_are_deterministic(small_portfolio) -> None:
     def run() -> list[dict]:
         engine, values = Engine(), []
         for event in _events(small_portfolio.lines):
@@ -103,7 +102,7 @@ def test_process_never_mutates_its_inputs_and_duplicates_change_nothing(events: 
 
 @settings(max_examples=40, deadline=None)
 @given(events_strategy, st.randoms(use_true_random=False))
-def test_order_within_the_lateness_window_does_not_matter(events: list, rnd) -> None:  # noqa: ANN001
+def test_order_within_the_lateness_window_does_not_matter(events: list, rnd) -> None:
     """Counters commute: a shuffle within days gives the same behavioural state."""
     events = sorted({e.event_id: e for e in events}.values(), key=lambda e: e.ts)
     shuffled = list(events)
@@ -154,7 +153,7 @@ def test_erasure_deletes_state_and_says_unknown() -> None:
     assert all(o.value.get("persona", o.value.get("quadrant")) == UNKNOWN for o in step.outputs)
 
 
-def test_state_stays_under_one_kib(small_portfolio) -> None:  # noqa: ANN001
+def test_state_stays_under_one_kib(small_portfolio) -> None:
     engine = Engine()
     for event in _events(small_portfolio.lines):
         engine.handle(event)
@@ -166,7 +165,7 @@ def test_state_stays_under_one_kib(small_portfolio) -> None:  # noqa: ANN001
         assert (restored.persona, restored.quadrant, restored.paid_cents) == (state.persona, state.quadrant, state.paid_cents)
 
 
-def test_model_snapshot_restores_the_same_predictions(small_portfolio) -> None:  # noqa: ANN001
+def test_model_snapshot_restores_the_same_predictions(small_portfolio) -> None:
     engine = Engine()
     for event in _events(small_portfolio.lines):
         engine.handle(event)

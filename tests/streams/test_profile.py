@@ -19,7 +19,7 @@ def _engine(lines: list[bytes]) -> Engine:
     return engine
 
 
-def test_profile_is_json_and_consistent(small_portfolio) -> None:  # noqa: ANN001
+def test_profile_is_json_and_consistent(small_portfolio) -> None:
     engine = _engine(small_portfolio.lines)
     rated = next(s for s in engine.states.values() if s.ratings and s.persona != "unknown")
     view = orjson.loads(orjson.dumps(profile(rated, engine.model)))
@@ -28,7 +28,7 @@ def test_profile_is_json_and_consistent(small_portfolio) -> None:  # noqa: ANN00
     assert view["explanation"] and set(view["explanation"]) <= set(view["features"])
 
 
-def test_population_and_transitions_count_every_debtor(small_portfolio) -> None:  # noqa: ANN001
+def test_population_and_transitions_count_every_debtor(small_portfolio) -> None:
     engine = _engine(small_portfolio.lines)
     states = list(engine.states.values())
     view = population(states)
