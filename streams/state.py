@@ -162,7 +162,11 @@ class DebtorState:
         """Record an applied event; forget keys that fell out of the lateness window."""
         # Stored times are whole seconds (floored): keep a second's slack on both ends.
         horizon = self.watermark - lateness_s - 1
-        recent = [pair for pair in self.recent if pair[0] >= horizon]
+        recent = self.recent
+        # Keys arrive about in time order: when the first has not expired, hardly any has, and
+        # one that stays a little longer is harmless (events that old are too late anyway).
+        if recent and recent[0][0] < horizon:
+            recent = [pair for pair in recent if pair[0] >= horizon]
         recent.append([int(ts), key])
         if len(recent) > max_ids:
             recent.sort(key=lambda pair: pair[0])
