@@ -232,11 +232,16 @@ class DebtorState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DebtorState:
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes`; reads states written before fields were added."""
         values: list[Any] = orjson.loads(data)
         if values[0] != _STATE_FORMAT:
             raise ValueError(f"unsupported debtor state format {values[0]!r}")
-        return cls(*values[1:])
+        state = cls(*values[1:])
+        if len(values) - 1 <= _FIELDS_BEFORE_KEPT_RULE and (state.open_arrangements or state.decayed[_ARRANGEMENTS] > 0):
+            # Written before payments were tied to the first arrangement's time: the debtor
+            # had arrangements, so payments from now on count as kept, as they did then.
+            state.first_arrangement_ts = int(state.first_ts)
+        return state
 
     def decayed_value(self, name: str) -> float:
         """Current value of one decayed counter."""
@@ -245,6 +250,7 @@ class DebtorState:
 
 # attrgetter reads all fields in C: a per-event copy via getattr in Python cost 3x more.
 _all_fields = attrgetter(*(f.name for f in fields(DebtorState)))
+_FIELDS_BEFORE_KEPT_RULE = [f.name for f in fields(DebtorState)].index("first_arrangement_ts")
 _ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
 
 

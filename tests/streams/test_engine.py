@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import fastjsonschema
 import orjson
@@ -133,6 +134,18 @@ def test_a_payment_that_arrives_before_its_arrangement_still_counts_as_kept() ->
         kept.append(engine.states["d1"].decayed_value("kept"))
     # Only the payment made on or after the agreement counts, whatever the arrival order.
     assert kept[0] == pytest.approx(1.0) and kept[1] == pytest.approx(kept[0]) and kept[2] == pytest.approx(kept[0])
+
+
+def test_states_written_before_the_kept_rule_still_count_kept_payments() -> None:
+    engine = Engine(EngineConfig(min_evidence=10**9))
+    engine.handle(make_event("arrangement_agreed", event_id="a", at="2026-03-01T10:00:00Z"))
+    current = orjson.loads(engine.states["d1"].to_bytes())
+    legacy = current[: 1 + [f.name for f in dataclasses.fields(DebtorState)].index("first_arrangement_ts")]
+    state = DebtorState.from_bytes(orjson.dumps(legacy))
+    assert state.first_arrangement_ts is not None and state.uncounted_payments == [] and state.channel_ts is None
+    engine.states["d1"] = state
+    engine.handle(make_event("payment_received", event_id="p", at="2026-03-02T10:00:00Z"))
+    assert engine.states["d1"].decayed_value("kept") == pytest.approx(1.0)
 
 
 def test_too_late_events_are_reported_not_applied() -> None:
