@@ -33,7 +33,7 @@ from streams.features import (
     willingness,
 )
 from streams.model import SegmentModel
-from streams.personas import UNKNOWN
+from streams.personas import UNKNOWN, separation
 from streams.quadrants import quadrant_of
 from streams.state import DebtorState, event_key
 
@@ -73,8 +73,9 @@ class EngineConfig:
         A debtor's first persona needs this margin over the runner-up, until the evidence is
         three times ``min_evidence``: a wrong first label costs a visible change later.
     min_first_separation
-        ... and, until then, must also beat the runner-up by this many standard errors of the
-        features (:meth:`streams.model.SegmentModel.separation`): early features that rest on a
+        ... and, until then, its features must lie this many standard errors (of their
+        sampling noise) nearer one persona prototype than the next
+        (:func:`streams.personas.separation`): early features that rest on a
         handful of installments or contacts are noisy, and a first label given on noise is
         corrected months later (most changes of steady debtors were such corrections).
     min_margin
@@ -94,7 +95,7 @@ class EngineConfig:
     min_move: float = 0.1
     margin_growth_days: float = 60.0
     min_first_margin: float = 0.3
-    min_first_separation: float = 1.5
+    min_first_separation: float = 1.0
     min_margin: float = 0.15
     learn_interval_days: float = 60.0
 
@@ -190,7 +191,7 @@ def _update_persona(
     if new.persona == UNKNOWN:
         if known < 3 * config.min_evidence and (
             assignment.margin < config.min_first_margin
-            or model.separation(x, feature_variance(new, x)) < config.min_first_separation
+            or separation(x, feature_variance(new, x)) < config.min_first_separation
         ):
             return
     else:

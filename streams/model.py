@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import random
 from collections.abc import Mapping
-from math import dist, sqrt
+from math import dist
 from math import inf as _INF
 from typing import Any, NamedTuple
 
@@ -139,27 +139,6 @@ class SegmentModel:
         for d in squared:
             inverse += 1.0 / (d + 1e-9)
         return Assignment(PERSONAS[winner], 1.0 / (best + 1e-9) / inverse, (other - best) / (other + 1e-9))
-
-    def separation(self, vector: list[float], variance: list[float]) -> float:
-        """How many standard errors of ``vector`` separate the winning persona from the runner-up.
-
-        The winner's nearest centre ``w`` and the runner-up persona's nearest centre ``r``:
-        ``|x - r|^2 - |x - w|^2`` is linear in ``x``, so with per-feature sampling
-        ``variance`` its standard error is ``2 sqrt(sum((w - r)^2 variance))``. Only features
-        in which the two personas differ count: a noisy feature that both share does not.
-        """
-        nearest = [_INF] * len(PERSONAS)
-        closest: list[tuple[float, ...]] = [() for _ in PERSONAS]
-        for index, centers in enumerate(self._by_persona):
-            for center in centers:
-                d = dist(center, vector)
-                if d < nearest[index]:
-                    nearest[index], closest[index] = d, center
-        order = sorted(range(len(PERSONAS)), key=nearest.__getitem__)
-        w, r = closest[order[0]], closest[order[1]]
-        gap = nearest[order[1]] ** 2 - nearest[order[0]] ** 2
-        spread = 2.0 * sqrt(sum((a - b) ** 2 * v for a, b, v in zip(w, r, variance, strict=True)))
-        return gap / spread if spread > 0.0 else _INF
 
     def centers(self) -> list[tuple[str, dict[str, float]]]:
         """Every cluster centre with the persona it is named after."""

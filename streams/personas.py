@@ -14,10 +14,11 @@ when clusters move.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import dist, inf, sqrt
 
 from streams.features import FEATURES
 
-__all__ = ["PERSONAS", "PROTOTYPES", "UNKNOWN", "name_clusters"]
+__all__ = ["PERSONAS", "PROTOTYPES", "UNKNOWN", "name_clusters", "separation"]
 
 UNKNOWN = "unknown"
 PERSONAS: tuple[str, ...] = ("tamara", "bryan", "job", "saida", "hendrik-jan")
@@ -46,12 +47,35 @@ def _distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
 
 
 def name_clusters(centers: Mapping[int, Mapping[str, float]]) -> dict[int, str]:
-    """Give each cluster the persona whose prototype it resembles, one persona per cluster.
+    """Give each cluster the persona whose prototype it resembles most.
 
-    With as many clusters as personas this is the assignment of least total distance
-    (120 permutations: exhaustive search is cheaper than a solver). Extra clusters take the
-    name of their nearest prototype.
+    Several clusters may take one name (the model keeps two centres per persona); a name is
+    never tied to a cluster index.
     """
     ids = sorted(centers)
     cost = {(c, p): _distance(centers[c], PROTOTYPES[p]) for c in ids for p in PERSONAS}
     return {c: min(PERSONAS, key=lambda p: cost[c, p]) for c in ids}
+
+
+_PROTOTYPE_VECTORS = [tuple(PROTOTYPES[persona][name] for name in FEATURES) for persona in PERSONAS]
+
+
+def separation(vector: list[float], variance: list[float]) -> float:
+    """How many standard errors of ``vector`` separate its two nearest persona prototypes.
+
+    With ``w`` the nearest prototype and ``r`` the runner-up, ``|x - r|^2 - |x - w|^2`` is
+    linear in ``x``; with per-feature sampling ``variance`` its standard error is
+    ``2 sqrt(sum((w - r)^2 variance))``. Only features in which the two personas differ count.
+    Measured against the fixed prototypes, not the learned centres, so every worker judges a
+    debtor's noise alike whichever model snapshot it holds.
+
+    >>> x = [PROTOTYPES["job"][name] for name in FEATURES]
+    >>> separation(x, [0.0] * len(FEATURES))
+    inf
+    >>> round(separation(x, [0.01] * len(FEATURES)), 2)
+    4.07
+    """
+    nearest = sorted((dist(prototype, vector), prototype) for prototype in _PROTOTYPE_VECTORS)
+    (d_w, w), (d_r, r) = nearest[0], nearest[1]
+    spread = 2.0 * sqrt(sum((a - b) ** 2 * v for a, b, v in zip(w, r, variance, strict=True)))
+    return (d_r * d_r - d_w * d_w) / spread if spread > 0.0 else inf

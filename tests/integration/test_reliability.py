@@ -119,9 +119,10 @@ def compare_with_replay(expected: dict[str, bytes], got: dict[str, bytes]) -> No
     assert set(got) == set(expected), f"unexpected debtors: {sorted(set(got) - set(expected))[:5]}"
     differ = [d for d in expected if not _close(features(expected[d]), features(got[d]))]
     assert not differ, f"features (payments, claims, contacts, quadrant) differ for {differ[:5]}: {features(expected[differ[0]])} vs {features(got[differ[0]])}"
-    personas = Counter(DebtorState.from_bytes(got[d]).persona == DebtorState.from_bytes(expected[d]).persona for d in expected)
-    share = personas[True] / len(expected)
-    assert share >= AGREEMENT, f"personas agree for {share:.1%} only"
+    pairs = Counter((DebtorState.from_bytes(expected[d]).persona, DebtorState.from_bytes(got[d]).persona) for d in expected)
+    share = sum(n for (want, have), n in pairs.items() if want == have) / len(expected)
+    differ_pairs = {f"{want}->{have}": n for (want, have), n in pairs.items() if want != have}
+    assert share >= AGREEMENT, f"personas agree for {share:.1%} only; replay->service: {differ_pairs}"
 
 
 def wait_counted(worker: Worker, count: int, timeout: float = 60.0) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from streams.features import FEATURES
 from streams.model import SegmentModel
 from streams.personas import PERSONAS, PROTOTYPES
 
@@ -33,16 +32,3 @@ def test_restore_refuses_foreign_snapshots() -> None:
 def test_confidence_is_a_probability() -> None:
     a = SegmentModel().predict_one(PROTOTYPES["saida"])
     assert 0.0 <= a.confidence <= 1.0 and a.margin > 0
-
-
-def test_separation_counts_noise_only_where_the_two_personas_differ() -> None:
-    model = SegmentModel()
-    x = [(2 * b + t) / 3 for b, t in zip((PROTOTYPES["bryan"][k] for k in FEATURES), (PROTOTYPES["tamara"][k] for k in FEATURES))]
-    assert model.predict_vector(x).persona == "bryan"
-    exact = model.separation(x, [0.0] * len(FEATURES))
-    noisy = model.separation(x, [0.05] * len(FEATURES))
-    assert exact == float("inf") and 0.0 < noisy < model.separation(x, [0.01] * len(FEATURES))
-    # Noise in a feature in which bryan and tamara (nearly) agree, assessed ability, hardly counts.
-    shared = [0.0] * len(FEATURES)
-    shared[FEATURES.index("assessed_ability")] = 0.05
-    assert model.separation(x, shared) > 5 * noisy
