@@ -594,20 +594,8 @@ class AligningScheduler(SchedulingStrategyT):
     on one partition number), releases the record with the smallest timestamp as long as no
     other topic of that partition number may still deliver an earlier one: one whose buffer is
     empty, that has not caught up with its high-water mark and whose last record is older.
-    Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms).
-
-    A silent topic that *has* caught up (position at the high-water mark of its last fetch)
-    can still receive a record with an earlier timestamp: one the producer stamped before but
-    had not yet appended (linger, batches of other partitions ahead of it in the producer's
-    queue, requests in flight). Such a topic lets a record pass once the record is older, at
-    the time of that high-water mark, than the longest such delay to expect: the *grace*.
-    The grace adapts to the delays seen: twice the largest delay between a record's Kafka
-    timestamp and its arrival here over the last ``delay_window_s`` (an arrival is never
-    earlier than the append, so that delay bounds the producers' append delays), at least
-    ``min_grace_ms``, at most ``grace_ms``. On a backlog, or while a bulk load keeps the
-    producer's queue long, records arrive seconds old and the grace is the full ``grace_ms``;
-    live traffic that arrives within milliseconds passes an idle topic (the normally silent
-    erasure requests) after tens of milliseconds instead of seconds. Records with the same
+    Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms);
+    an idle, caught-up topic holds a record back for ``grace_ms`` at most. Records with the same
     millisecond go by the publisher's sequence header, else by event time. Other topics
     (changelogs) pass straight through.
 
@@ -623,13 +611,9 @@ class AligningScheduler(SchedulingStrategyT):
     #: ``max_wait_calls`` fetches (time alone would also count time spent blocked downstream).
     max_wait_s: float = 5.0
     max_wait_calls: int = 5
-    #: Upper bound of the grace: records younger than this (Kafka timestamp vs. the time of the
-    #: silent partition's last high-water mark) may wait for a caught-up silent partition.
+    #: Records younger than this (Kafka timestamp vs. wall clock) wait for a silent partition
+    #: to show it has nothing earlier; it bounds the latency such a partition adds.
     grace_ms: float = 2000.0
-    #: Lower bound of the grace (see the class docstring).
-    min_grace_ms: float = 25.0
-    #: The grace is twice the largest arrival delay seen over (about) this many seconds.
-    delay_window_s: float = 10.0
     app: Any = None  # set per app by :func:`build_service`
 
     def __init__(self) -> None:
@@ -646,35 +630,6 @@ class AligningScheduler(SchedulingStrategyT):
         self._tie_keys: dict[tuple[TP, int], tuple[int | None, float]] = {}
         #: How often a partition was given up on (it stayed silent though not caught up).
         self.gave_up = 0
-        # Largest arrival delay (ms) in the current and the previous half window.
-        self._delay_peak = 0.0
-        self._delay_prev = 0.0
-        self._delay_since = time.monotonic()
-
-    @property
-    def grace(self) -> float:
-        """The grace in ms right now: 2 x the largest recent arrival delay, within bounds."""
-        if time.monotonic() - self._delay_since >= self.delay_window_s / 2:
-            self._rotate_delays(time.monotonic())
-        return min(self.grace_ms, max(self.min_grace_ms, 2.0 * max(self._delay_peak, self._delay_prev)))
-
-    def _rotate_delays(self, now: float) -> None:
-        half = self.delay_window_s / 2
-        elapsed = now - self._delay_since
-        if elapsed >= 2 * half:  # nothing arrived for a whole window
-            self._delay_prev = self._delay_peak = 0.0
-        else:
-            self._delay_prev, self._delay_peak = self._delay_peak, 0.0
-        self._delay_since = now
-
-    def observe_arrival(self, timestamp: int, wall_ms: float | None = None) -> None:
-        """Note a record arriving with Kafka ``timestamp`` (its batch's oldest) now."""
-        now = time.monotonic()
-        if now - self._delay_since >= self.delay_window_s / 2:
-            self._rotate_delays(now)
-        delay = (time.time() * 1000.0 if wall_ms is None else wall_ms) - timestamp
-        if delay > self._delay_peak:
-            self._delay_peak = delay
 
     @property
     def held(self) -> int:
@@ -705,7 +660,6 @@ class AligningScheduler(SchedulingStrategyT):
             while buffer and buffer[-1].offset >= first:
                 buffer.pop()
         buffer.extend(batch)
-        self.observe_arrival(batch[0].timestamp)
         self._next_offset[tp] = batch[-1].offset + 1
         self._last_ts[tp] = batch[-1].timestamp
         self._waiting.pop(tp, None)
@@ -729,13 +683,6 @@ class AligningScheduler(SchedulingStrategyT):
             consumer = self.app.consumer._thread._ensure_consumer()
             state = consumer._subscription.subscription.assignment.state_value(tp)
             return state.position if state is not None and state.has_valid_position else None
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return None
-
-    def _polled_at(self, tp: TP) -> float | None:
-        """Wall time (ms) of the fetch that brought ``tp``'s high-water mark (aiokafka), if known."""
-        try:
-            return self.app.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
         except Exception:  # noqa: BLE001 - Faust internals, best effort
             return None
 
@@ -764,7 +711,6 @@ class AligningScheduler(SchedulingStrategyT):
             groups.setdefault(tp.partition, []).append(tp)
         now = time.monotonic() if now is None else now
         wall_ms = time.time() * 1000.0 if wall_ms is None else wall_ms
-        grace = self.grace
         deliverable = self._deliverable()
         active = dict(groups)
         while active:
@@ -773,7 +719,7 @@ class AligningScheduler(SchedulingStrategyT):
                 released = 0
                 while released < 100:
                     head = self._head(tps)
-                    if head is None or not deliverable(head[1]) or self._blocked(head[0], tps, now, wall_ms, grace):
+                    if head is None or not deliverable(head[1]) or self._blocked(head[0], tps, now, wall_ms):
                         active.pop(partition)
                         break
                     tp = head[1]
@@ -861,18 +807,16 @@ class AligningScheduler(SchedulingStrategyT):
             self._tie_keys[key] = cached
         return cached
 
-    def _blocked(self, ts: int, tps: list[TP], now: float, wall_ms: float, grace: float | None = None) -> bool:
-        grace = self.grace_ms if grace is None else grace
+    def _blocked(self, ts: int, tps: list[TP], now: float, wall_ms: float) -> bool:
         for tp in tps:
             if self._buffers.get(tp):
                 continue  # its head is not earlier: the candidate is the group's smallest
             last = self._last_ts.get(tp)
-            if (last is not None and last >= ts) or (ts <= wall_ms - grace and self._passable(tp, ts, wall_ms, grace)):
+            if (last is not None and last >= ts) or (ts <= wall_ms - self.grace_ms and self.caught_up(tp)):
                 # A partition keeps producer order, so nothing earlier can come from it once it
                 # delivered something later. A caught-up partition may still get records its
-                # high-water mark does not show yet (stamped but not yet appended when that
-                # mark was fetched), hence the grace: only records at least that much older
-                # than the mark pass on it.
+                # high-water mark does not show yet (that mark is as old as the last fetch that
+                # included it), hence the grace: only records at least that old pass on it.
                 self._waiting.pop(tp, None)
                 continue
             if tp in self._given_up:
@@ -885,14 +829,6 @@ class AligningScheduler(SchedulingStrategyT):
                 continue
             return True
         return False
-
-    def _passable(self, tp: TP, ts: int, wall_ms: float, grace: float) -> bool:
-        """Whether caught-up ``tp`` can no longer deliver a record older than ``ts``."""
-        if not self.caught_up(tp):
-            return False
-        polled = self._polled_at(tp)
-        # The high-water mark is as old as the fetch that brought it (up to a fetch wait).
-        return polled is None or ts <= min(wall_ms, polled) - grace
 
     def _forget(self, tp: TP) -> None:
         for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):

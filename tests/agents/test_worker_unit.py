@@ -392,46 +392,6 @@ def test_caught_up_partitions_pass_only_records_older_than_the_grace() -> None:
     assert _drain(scheduler, wall_ms=NOW_MS + 2000) == [(A0, 0)]
 
 
-def test_the_grace_follows_the_arrival_delays_within_bounds() -> None:
-    scheduler, _, _ = _scheduler({A0})
-    assert scheduler.grace == scheduler.min_grace_ms  # nothing arrived yet
-    scheduler.observe_arrival(1_000, wall_ms=1_030)
-    assert scheduler.grace == 60.0  # twice the largest delay
-    scheduler.observe_arrival(1_000, wall_ms=1_005)
-    assert scheduler.grace == 60.0
-    scheduler.observe_arrival(1_000, wall_ms=9_000)  # a backlog: seconds old on arrival
-    assert scheduler.grace == scheduler.grace_ms
-    # The peak is forgotten after one to two half windows without such arrivals.
-    scheduler._rotate_delays(time.monotonic())
-    assert scheduler.grace == scheduler.grace_ms
-    scheduler._rotate_delays(time.monotonic())
-    assert scheduler.grace == scheduler.min_grace_ms
-
-
-def test_live_records_pass_an_idle_caught_up_partition_after_the_adaptive_grace() -> None:
-    scheduler, consumer, _ = _scheduler({A0, B0})
-    consumer.hw = {A0: 1, B0: 0}
-    scheduler._position = lambda tp: 0  # type: ignore[method-assign]
-    polled = {B0: NOW_MS}
-    scheduler._polled_at = lambda tp: polled.get(tp)  # type: ignore[method-assign]
-    scheduler.add(A0, _recs(0, int(NOW_MS) - 20))
-    scheduler._delay_peak = scheduler._delay_prev = 0.0
-    scheduler.observe_arrival(1_000, wall_ms=1_010)  # records arrive 10 ms after their timestamp
-    assert scheduler.grace == 25.0
-    assert _drain(scheduler) == []  # b's high-water mark is not 25 ms younger than the record
-    polled[B0] = NOW_MS + 5
-    assert _drain(scheduler, wall_ms=NOW_MS + 5) == [(A0, 0)]
-
-
-def test_a_stale_high_water_mark_does_not_let_records_pass() -> None:
-    scheduler, consumer, _ = _scheduler({A0, B0})
-    consumer.hw = {A0: 1, B0: 0}
-    scheduler._position = lambda tp: 0  # type: ignore[method-assign]
-    scheduler._polled_at = lambda tp: NOW_MS - 5_000  # type: ignore[method-assign]
-    scheduler.add(A0, _recs(0, int(NOW_MS) - 3_000))  # older than the grace, younger than b's mark
-    assert _drain(scheduler) == []
-
-
 def test_a_silent_partition_is_given_up_after_the_wait() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
     consumer.hw = {A0: 1, B0: 5}
