@@ -75,9 +75,10 @@ import math
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from typing import Any, cast
 
-from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.types import AppT
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor, setup_prometheus_sensors
+from faust.types import TP, AppT
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -91,6 +92,7 @@ __all__ = [
     "FAUST_PREFIX",
     "METRICS_PATH",
     "OUTCOMES",
+    "CachingPrometheusMonitor",
     "ServiceMetrics",
     "attach_faust_sensors",
     "population_stability_index",
@@ -240,6 +242,12 @@ class ServiceMetrics:
             "Population stability index of the persona mix against the previous window.",
             registry=reg,
         )
+        # Label children by label values: ``labels()`` costs microseconds per call (argument
+        # checks, str() of every value, a lock) and runs several times per event.
+        self._event_children: dict[tuple[str, str, str], Any] = {}
+        self._dead_letter_children: dict[str, Any] = {}
+        self._persona_children: dict[tuple[str, str], Any] = {}
+        self._quadrant_children: dict[tuple[str, str], Any] = {}
         Info(
             "debtor_segments",
             "Build information of the debtor-segments service.",
@@ -264,9 +272,13 @@ class ServiceMetrics:
             If `outcome` is not one of :data:`OUTCOMES`; rejected so that a
             typo cannot silently start a new series the dashboard never shows.
         """
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-        self._events.labels(topic=topic, type=event_type, outcome=outcome).inc()
+        key = (topic, event_type, outcome)
+        child = self._event_children.get(key)
+        if child is None:
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+            child = self._event_children[key] = self._events.labels(topic=topic, type=event_type, outcome=outcome)
+        child.inc()
 
     def observe_processing(self, seconds: float) -> None:
         """Record the time taken to process one event.
@@ -303,7 +315,12 @@ class ServiceMetrics:
             is not counted.
         """
         if previous != persona:
-            self._persona_changes.labels(**{"from": previous, "to": persona}).inc()
+            child = self._persona_children.get((previous, persona))
+            if child is None:
+                child = self._persona_children[previous, persona] = self._persona_changes.labels(
+                    **{"from": previous, "to": persona}
+                )
+            child.inc()
 
     def count_quadrant_change(self, previous: str, quadrant: str) -> None:
         """Count a debtor moving from quadrant `previous` to `quadrant`.
@@ -317,7 +334,12 @@ class ServiceMetrics:
             and is not counted.
         """
         if previous != quadrant:
-            self._quadrant_changes.labels(**{"from": previous, "to": quadrant}).inc()
+            child = self._quadrant_children.get((previous, quadrant))
+            if child is None:
+                child = self._quadrant_children[previous, quadrant] = self._quadrant_changes.labels(
+                    **{"from": previous, "to": quadrant}
+                )
+            child.inc()
 
     def set_persona_counts(self, counts: Mapping[str, int]) -> None:
         """Set the number of debtors per persona.
@@ -350,7 +372,10 @@ class ServiceMetrics:
             Short machine-readable reason, e.g. ``"schema_invalid"``.  Never
             an exception message, which would be unbounded.
         """
-        self._dead_letters.labels(reason=reason).inc()
+        child = self._dead_letter_children.get(reason)
+        if child is None:
+            child = self._dead_letter_children[reason] = self._dead_letters.labels(reason=reason)
+        child.inc()
 
     def count_model_update(self, version: int) -> None:
         """Count a model update and record the version now in use.
@@ -436,6 +461,134 @@ def attach_faust_sensors(app: AppT, metrics: ServiceMetrics) -> None:
         registry=metrics.registry,
         name_prefix=FAUST_PREFIX,
     )
+    # Same families and series, label children cached (see CachingPrometheusMonitor).
+    app.monitor = CachingPrometheusMonitor(metrics=cast(Any, app.monitor)._metrics)
+
+
+class CachingPrometheusMonitor(PrometheusMonitor):
+    """Faust's ``PrometheusMonitor`` with its label children cached.
+
+    Faust looks the children up with ``labels()`` several times per message (message in,
+    stream event in, table get/set, every send); each lookup checks and stringifies the
+    label values under a lock, and the stream label is normalised with a regular expression
+    every time. This subclass records exactly the same samples on the same families, keeping
+    the children it used in dicts. Faust removes the per-topic and per-partition series on
+    every rebalance (:meth:`_clear_partition_related_metrics`); the caches of those families
+    are emptied at the same moment, so a removed series is re-created on its next use, as
+    before.
+    """
+
+    def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
+        super().__init__(metrics, **kwargs)
+        self._received_by_topic: dict[str, Any] = {}
+        self._read_offset_by_tp: dict[TP, Any] = {}
+        self._end_offset_by_tp: dict[TP, Any] = {}
+        self._committed_by_tp: dict[TP, Any] = {}
+        self._sent_by_topic: dict[str, Any] = {}
+        self._events_by_stream: dict[Any, Any] = {}
+        self._table_ops: dict[tuple[str, str], Any] = {}
+        self._by_name: dict[str, Any] = {}
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        """Call before message is delegated to streams."""
+        # Monitor.on_message_in (PrometheusMonitor's super), then the same samples as
+        # PrometheusMonitor.on_message_in.
+        super(PrometheusMonitor, self).on_message_in(tp, offset, message)
+        m = self._metrics
+        m.messages_received.inc()
+        m.active_messages.inc()
+        child = self._received_by_topic.get(tp.topic)
+        if child is None:
+            child = self._received_by_topic[tp.topic] = m.messages_received_per_topics.labels(topic=tp.topic)
+        child.inc()
+        child = self._read_offset_by_tp.get(tp)
+        if child is None:
+            child = self._read_offset_by_tp[tp] = m.messages_received_per_topics_partition.labels(
+                topic=tp.topic, partition=tp.partition
+            )
+        child.set(offset)
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict | None:
+        """Call when stream starts processing an event."""
+        state = super(PrometheusMonitor, self).on_stream_event_in(tp, offset, stream, event)
+        m = self._metrics
+        m.total_events.inc()
+        m.total_active_events.inc()
+        child = self._events_by_stream.get(stream)
+        if child is None:
+            child = self._events_by_stream[stream] = m.total_events_per_stream.labels(
+                stream=f"stream.{self._stream_label(stream)}.events"
+            )
+        child.inc()
+        return state
+
+    def _table_op(self, table: Any, operation: str) -> Any:
+        key = (table.name, operation)
+        child = self._table_ops.get(key)
+        if child is None:
+            child = self._table_ops[key] = self._metrics.table_operations.labels(
+                table=f"table.{table.name}", operation=operation
+            )
+        return child
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        """Call when value in table is retrieved."""
+        super(PrometheusMonitor, self).on_table_get(table, key)
+        self._table_op(table, self.KEYS_RETRIEVED).inc()
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        """Call when new value for key in table is set."""
+        super(PrometheusMonitor, self).on_table_set(table, key, value)
+        self._table_op(table, self.KEYS_UPDATED).inc()
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        """Call when key in a table is deleted."""
+        super(PrometheusMonitor, self).on_table_del(table, key)
+        self._table_op(table, self.KEYS_DELETED).inc()
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
+        """Call when message added to producer buffer."""
+        child = self._sent_by_topic.get(topic)
+        if child is None:
+            child = self._sent_by_topic[topic] = self._metrics.topic_messages_sent.labels(topic=f"topic.{topic}")
+        child.inc()
+        return super(PrometheusMonitor, self).on_send_initiated(producer, topic, message, keysize, valsize)
+
+    def count(self, metric_name: str, count: int = 1) -> None:
+        """Count metric by name."""
+        super(PrometheusMonitor, self).count(metric_name, count=count)
+        child = self._by_name.get(metric_name)
+        if child is None:
+            child = self._by_name[metric_name] = self._metrics.count_metrics_by_name.labels(metric=metric_name)
+        child.inc(count)
+
+    def on_tp_commit(self, tp_offsets: Any) -> None:
+        """Call when offset in topic partition is committed."""
+        super(PrometheusMonitor, self).on_tp_commit(tp_offsets)
+        for tp, offset in tp_offsets.items():
+            child = self._committed_by_tp.get(tp)
+            if child is None:
+                child = self._committed_by_tp[tp] = self._metrics.topic_partition_offset_commited.labels(
+                    topic=tp.topic, partition=tp.partition
+                )
+            child.set(offset)
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        """Track new topic partition end offset for monitoring lags."""
+        super(PrometheusMonitor, self).track_tp_end_offset(tp, offset)
+        child = self._end_offset_by_tp.get(tp)
+        if child is None:
+            child = self._end_offset_by_tp[tp] = self._metrics.topic_partition_end_offset.labels(
+                topic=tp.topic, partition=tp.partition
+            )
+        child.set(offset)
+
+    def _clear_partition_related_metrics(self) -> None:
+        super()._clear_partition_related_metrics()
+        # Faust just removed these series from their families: forget the children.
+        for cache in (self._received_by_topic, self._read_offset_by_tp, self._end_offset_by_tp,
+                      self._committed_by_tp, self._sent_by_topic):
+            cache.clear()
 
 
 def population_stability_index(

@@ -11,7 +11,7 @@ import warnings
 
 import faust
 import pytest
-from faust.sensors.prometheus import PrometheusMonitor
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -353,6 +353,65 @@ def test_attach_faust_sensors_shares_registry(app: faust.App, metrics: ServiceMe
     labels = {"topic": "payments", "partition": "0"}
     assert value(metrics, "faust_topic_partition_end_offset", **labels) == 100.0
     assert value(metrics, "faust_topic_partition_offset_commited", **labels) == 60.0
+
+
+def test_cached_faust_sensors_record_what_faust_records(app: faust.App, metrics: ServiceMetrics) -> None:
+    """The caching monitor writes the same series as Faust's, and re-creates the per-topic and
+    per-partition series Faust removes on a rebalance."""
+    attach_faust_sensors(app, metrics)
+    monitor = app.monitor
+    reference = ServiceMetrics(version="test")
+    plain = PrometheusMonitor(metrics=FaustMetrics.create(reference.registry, FAUST_PREFIX))
+
+    class _Message:
+        time_in: float = 0.0
+
+    class _Table:
+        name = "debtor-state"
+
+    def exercise(m: PrometheusMonitor) -> None:
+        for offset in range(3):
+            m.on_message_in(TP("payments", 1), offset, _Message())  # type: ignore[arg-type]
+        m.on_table_get(_Table(), b"k")  # type: ignore[arg-type]
+        m.on_table_set(_Table(), b"k", b"v")  # type: ignore[arg-type]
+        m.on_table_del(_Table(), b"k")  # type: ignore[arg-type]
+        m.on_send_initiated(None, "out", None, 1, 2)  # type: ignore[arg-type]
+        m.count("commits", 2)
+        m.on_tp_commit({TP("payments", 1): 2})
+        m.track_tp_end_offset(TP("payments", 1), 9)
+
+    def faust_samples(registry_metrics: ServiceMetrics) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in registry_metrics.registry.collect()
+            if family.name.startswith(f"{FAUST_PREFIX}_")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    exercise(monitor)
+    exercise(plain)
+    assert faust_samples(metrics) == faust_samples(reference)
+    monitor._clear_partition_related_metrics()
+    plain._clear_partition_related_metrics()
+    assert faust_samples(metrics) == faust_samples(reference)
+    exercise(monitor)  # the removed series come back, as with Faust's monitor
+    exercise(plain)
+    assert faust_samples(metrics) == faust_samples(reference)
+    labels = {"topic": "payments", "partition": "1"}
+    assert value(metrics, "faust_messages_received_per_topics_partition", **labels) == 2.0
+    assert value(metrics, "faust_messages_received_per_topic_total", topic="payments") == 3.0
+
+
+def test_service_metrics_cache_children_but_still_reject_unknown_outcomes(metrics: ServiceMetrics) -> None:
+    for _ in range(2):
+        metrics.count_event("payments", "payment_received", "processed")
+        metrics.count_dead_letter("schema_invalid")
+        metrics.count_persona_change("unknown", "tamara")
+    assert value(metrics, "debtor_segments_events_total", topic="payments", type="payment_received", outcome="processed") == 2.0
+    assert value(metrics, "debtor_segments_dead_letters_total", reason="schema_invalid") == 2.0
+    with pytest.raises(ValueError):
+        metrics.count_event("payments", "payment_received", "lost")
 
 
 def test_attach_faust_sensors_serves_one_metrics_page(
