@@ -166,7 +166,7 @@ def advance(
     months = exposure_months(state)
     if known >= config.min_evidence:
         x = feature_vector(state, months)
-        _update_persona(state, x, known, model, config, event, emitted_at, outputs)
+        _update_persona(state, x, months, known, model, config, event, emitted_at, outputs)
     _update_quadrant(state, event, months, model.version, emitted_at, outputs)
     if known < config.min_evidence or event.ts - state.last_learn_ts < config.learn_interval_days * _DAY:
         return Step(state, tuple(outputs), "processed")
@@ -177,6 +177,7 @@ def advance(
 def _update_persona(
     new: DebtorState,
     x: list[float],
+    months: float,
     known: float,
     model: SegmentModel,
     config: EngineConfig,
@@ -191,7 +192,7 @@ def _update_persona(
     if new.persona == UNKNOWN:
         if known < 3 * config.min_evidence and (
             assignment.margin < config.min_first_margin
-            or separation(x, feature_variance(new, x)) < config.min_first_separation
+            or separation(x, feature_variance(new, x, months)) < config.min_first_separation
         ):
             return
     else:

@@ -109,16 +109,18 @@ def feature_vector(state: DebtorState, months: float | None = None) -> list[floa
     ]
 
 
-def feature_variance(state: DebtorState, x: list[float]) -> list[float]:
+def feature_variance(state: DebtorState, x: list[float], months: float | None = None) -> list[float]:
     """Rough sampling variance of each feature in ``x`` (:func:`feature_vector` of ``state``).
 
     A share estimated from few observations is noisy: a Bryan who has not called in yet in
     his first months looks as unwilling as a Tamara, and a Tamara whose first installments
     were paid looks like a Bryan. Shares get the variance ``p (1 - p) / (n + ...)`` of a
-    share seen ``n`` times; counts of files and creditors and the debt are exact.
+    share seen ``n`` times; counts of files and creditors and the debt are exact. ``months``
+    as for :func:`feature_vector`.
     """
     d = state.decayed
-    months = exposure_months(state)
+    if months is None:
+        months = exposure_months(state)
     kept, missed, arrangements, outbound, inbound, stars_n, ability_n = d[3], d[4], d[5], d[6], d[9], d[11], d[13]
     return [
         0.0,
