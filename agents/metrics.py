@@ -93,6 +93,7 @@ __all__ = [
     "METRICS_PATH",
     "OUTCOMES",
     "CachingPrometheusMonitor",
+    "LabelChildren",
     "ServiceMetrics",
     "attach_faust_sensors",
     "population_stability_index",
@@ -242,12 +243,10 @@ class ServiceMetrics:
             "Population stability index of the persona mix against the previous window.",
             registry=reg,
         )
-        # Label children by label values: ``labels()`` costs microseconds per call (argument
-        # checks, str() of every value, a lock) and runs several times per event.
-        self._event_children: dict[tuple[str, str, str], Any] = {}
-        self._dead_letter_children: dict[str, Any] = {}
-        self._persona_children: dict[tuple[str, str], Any] = {}
-        self._quadrant_children: dict[tuple[str, str], Any] = {}
+        self._event_children = LabelChildren(self._events)
+        self._dead_letter_children = LabelChildren(self._dead_letters)
+        self._persona_children = LabelChildren(self._persona_changes)
+        self._quadrant_children = LabelChildren(self._quadrant_changes)
         Info(
             "debtor_segments",
             "Build information of the debtor-segments service.",
@@ -272,13 +271,9 @@ class ServiceMetrics:
             If `outcome` is not one of :data:`OUTCOMES`; rejected so that a
             typo cannot silently start a new series the dashboard never shows.
         """
-        key = (topic, event_type, outcome)
-        child = self._event_children.get(key)
-        if child is None:
-            if outcome not in OUTCOMES:
-                raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-            child = self._event_children[key] = self._events.labels(topic=topic, type=event_type, outcome=outcome)
-        child.inc()
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+        self._event_children(topic, event_type, outcome).inc()
 
     def observe_processing(self, seconds: float) -> None:
         """Record the time taken to process one event.
@@ -315,12 +310,7 @@ class ServiceMetrics:
             is not counted.
         """
         if previous != persona:
-            child = self._persona_children.get((previous, persona))
-            if child is None:
-                child = self._persona_children[previous, persona] = self._persona_changes.labels(
-                    **{"from": previous, "to": persona}
-                )
-            child.inc()
+            self._persona_children(previous, persona).inc()
 
     def count_quadrant_change(self, previous: str, quadrant: str) -> None:
         """Count a debtor moving from quadrant `previous` to `quadrant`.
@@ -334,12 +324,7 @@ class ServiceMetrics:
             and is not counted.
         """
         if previous != quadrant:
-            child = self._quadrant_children.get((previous, quadrant))
-            if child is None:
-                child = self._quadrant_children[previous, quadrant] = self._quadrant_changes.labels(
-                    **{"from": previous, "to": quadrant}
-                )
-            child.inc()
+            self._quadrant_children(previous, quadrant).inc()
 
     def set_persona_counts(self, counts: Mapping[str, int]) -> None:
         """Set the number of debtors per persona.
@@ -372,10 +357,7 @@ class ServiceMetrics:
             Short machine-readable reason, e.g. ``"schema_invalid"``.  Never
             an exception message, which would be unbounded.
         """
-        child = self._dead_letter_children.get(reason)
-        if child is None:
-            child = self._dead_letter_children[reason] = self._dead_letters.labels(reason=reason)
-        child.inc()
+        self._dead_letter_children(reason).inc()
 
     def count_model_update(self, version: int) -> None:
         """Count a model update and record the version now in use.
@@ -465,6 +447,31 @@ def attach_faust_sensors(app: AppT, metrics: ServiceMetrics) -> None:
     app.monitor = CachingPrometheusMonitor(metrics=cast(Any, app.monitor)._metrics)
 
 
+class LabelChildren:
+    """The children of one labelled metric family, kept by label values.
+
+    ``labels()`` checks and stringifies every value under a lock, microseconds a call, and
+    the service and Faust's sensors call it several times per event. Values go in the order
+    of the family's label names.
+    """
+
+    __slots__ = ("_by_values", "_family")
+
+    def __init__(self, family: Any) -> None:
+        self._family = family
+        self._by_values: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, *values: Any) -> Any:
+        child = self._by_values.get(values)
+        if child is None:
+            child = self._by_values[values] = self._family.labels(*values)
+        return child
+
+    def clear(self) -> None:
+        """Forget the children (after the family removed its series)."""
+        self._by_values.clear()
+
+
 class CachingPrometheusMonitor(PrometheusMonitor):
     """Faust's ``PrometheusMonitor`` with its label children cached.
 
@@ -480,14 +487,16 @@ class CachingPrometheusMonitor(PrometheusMonitor):
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
         super().__init__(metrics, **kwargs)
-        self._received_by_topic: dict[str, Any] = {}
-        self._read_offset_by_tp: dict[TP, Any] = {}
-        self._end_offset_by_tp: dict[TP, Any] = {}
-        self._committed_by_tp: dict[TP, Any] = {}
-        self._sent_by_topic: dict[str, Any] = {}
+        m = self._metrics
+        self._received_by_topic = LabelChildren(m.messages_received_per_topics)
+        self._read_offset_by_tp = LabelChildren(m.messages_received_per_topics_partition)
+        self._end_offset_by_tp = LabelChildren(m.topic_partition_end_offset)
+        self._committed_by_tp = LabelChildren(m.topic_partition_offset_commited)
+        self._sent_by_topic = LabelChildren(m.topic_messages_sent)
+        self._table_ops = LabelChildren(m.table_operations)
+        self._by_name = LabelChildren(m.count_metrics_by_name)
+        # By stream object: its label is normalised with a regular expression.
         self._events_by_stream: dict[Any, Any] = {}
-        self._table_ops: dict[tuple[str, str], Any] = {}
-        self._by_name: dict[str, Any] = {}
 
     def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
         """Call before message is delegated to streams."""
@@ -497,16 +506,8 @@ class CachingPrometheusMonitor(PrometheusMonitor):
         m = self._metrics
         m.messages_received.inc()
         m.active_messages.inc()
-        child = self._received_by_topic.get(tp.topic)
-        if child is None:
-            child = self._received_by_topic[tp.topic] = m.messages_received_per_topics.labels(topic=tp.topic)
-        child.inc()
-        child = self._read_offset_by_tp.get(tp)
-        if child is None:
-            child = self._read_offset_by_tp[tp] = m.messages_received_per_topics_partition.labels(
-                topic=tp.topic, partition=tp.partition
-            )
-        child.set(offset)
+        self._received_by_topic(tp.topic).inc()
+        self._read_offset_by_tp(tp.topic, tp.partition).set(offset)
 
     def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict | None:
         """Call when stream starts processing an event."""
@@ -523,13 +524,7 @@ class CachingPrometheusMonitor(PrometheusMonitor):
         return state
 
     def _table_op(self, table: Any, operation: str) -> Any:
-        key = (table.name, operation)
-        child = self._table_ops.get(key)
-        if child is None:
-            child = self._table_ops[key] = self._metrics.table_operations.labels(
-                table=f"table.{table.name}", operation=operation
-            )
-        return child
+        return self._table_ops(f"table.{table.name}", operation)
 
     def on_table_get(self, table: Any, key: Any) -> None:
         """Call when value in table is retrieved."""
@@ -548,40 +543,24 @@ class CachingPrometheusMonitor(PrometheusMonitor):
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
         """Call when message added to producer buffer."""
-        child = self._sent_by_topic.get(topic)
-        if child is None:
-            child = self._sent_by_topic[topic] = self._metrics.topic_messages_sent.labels(topic=f"topic.{topic}")
-        child.inc()
+        self._sent_by_topic(f"topic.{topic}").inc()
         return super(PrometheusMonitor, self).on_send_initiated(producer, topic, message, keysize, valsize)
 
     def count(self, metric_name: str, count: int = 1) -> None:
         """Count metric by name."""
         super(PrometheusMonitor, self).count(metric_name, count=count)
-        child = self._by_name.get(metric_name)
-        if child is None:
-            child = self._by_name[metric_name] = self._metrics.count_metrics_by_name.labels(metric=metric_name)
-        child.inc(count)
+        self._by_name(metric_name).inc(count)
 
     def on_tp_commit(self, tp_offsets: Any) -> None:
         """Call when offset in topic partition is committed."""
         super(PrometheusMonitor, self).on_tp_commit(tp_offsets)
         for tp, offset in tp_offsets.items():
-            child = self._committed_by_tp.get(tp)
-            if child is None:
-                child = self._committed_by_tp[tp] = self._metrics.topic_partition_offset_commited.labels(
-                    topic=tp.topic, partition=tp.partition
-                )
-            child.set(offset)
+            self._committed_by_tp(tp.topic, tp.partition).set(offset)
 
     def track_tp_end_offset(self, tp: TP, offset: int) -> None:
         """Track new topic partition end offset for monitoring lags."""
         super(PrometheusMonitor, self).track_tp_end_offset(tp, offset)
-        child = self._end_offset_by_tp.get(tp)
-        if child is None:
-            child = self._end_offset_by_tp[tp] = self._metrics.topic_partition_end_offset.labels(
-                topic=tp.topic, partition=tp.partition
-            )
-        child.set(offset)
+        self._end_offset_by_tp(tp.topic, tp.partition).set(offset)
 
     def _clear_partition_related_metrics(self) -> None:
         super()._clear_partition_related_metrics()
