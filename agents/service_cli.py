@@ -94,15 +94,7 @@ def worker(
     ):
         if value not in allowed:
             raise click.UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-    config = WorkerConfig(
-        settings,
-        topic_prefix=settings.topic_prefix,
-        app_id=settings.app_id,
-        snapshot_every=settings.model_snapshot_every,
-        snapshot_seconds=settings.model_snapshot_seconds,
-        loglevel=settings.loglevel,
-        guarantee=settings.guarantee,
-    )
+    config = WorkerConfig(settings)
     try:
         ensure_topics(settings.bootstrap_servers, topic_plan(config), wait_s=broker_wait, log=lambda text: click.echo(text, err=True))
     except TopicMismatch as error:

@@ -110,32 +110,41 @@ _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    """Everything a worker needs: the shared :class:`Settings` plus service-only options."""
+    """Everything a worker needs: the :class:`Settings` (topic prefix, app id, guarantee, ...) plus
+    options that only tests and benchmarks set."""
 
     settings: Settings = field(default_factory=Settings)
-    topic_prefix: str = ""
-    app_id: str = ""
-    snapshot_every: int = 200
-    snapshot_seconds: float = 5.0
     align_max_wait_s: float = 5.0
     standby_replicas: int = 0
-    loglevel: str = "info"
-    #: Faust processing guarantee: ``at_least_once`` (change events are delivered before the state
-    #: write) or ``exactly_once`` (Faust's Kafka transactions; experimental). See docs/reliability.md.
-    guarantee: str = "at_least_once"
 
     @property
     def id(self) -> str:
         """The Faust app id (consumer group, changelog names): ``--app-id`` or prefix + debtor-segments."""
-        return self.app_id or f"{self.topic_prefix}debtor-segments"
+        return self.settings.app_id or f"{self.settings.topic_prefix}debtor-segments"
 
     def topic(self, name: str) -> str:
         """A topic name with the configured prefix."""
-        return self.topic_prefix + name
+        return self.settings.topic_prefix + name
 
     @property
     def changelog_topic(self) -> str:
         return f"{self.id}-{STATE_TABLE}-changelog"
+
+
+#: Faust settings the worker shares with the benchmark's minimal Faust agent
+#: (bench/ceiling_app.py), so the two are compared on equal terms.
+FAUST_TUNING: dict[str, Any] = {
+    "topic_replication_factor": 1,
+    "topic_disable_leader": True,
+    "broker_commit_every": 1000,
+    "broker_commit_interval": 1.0,
+    "broker_max_poll_records": 500,
+    "stream_buffer_maxsize": 1000,
+    "consumer_max_fetch_size": 256 * 1024,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+    "autodiscover": False,
+}
 
 
 def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
@@ -145,7 +154,7 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     have ``--partitions`` partitions; the model topics must have one; outbound topics are
     created with ``--partitions`` but accepted with any count.
 
-    >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3), topic_prefix="t-"))][-3:]
+    >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3, topic_prefix="t-")))][-3:]
     [('t-debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
     """
     p = config.settings.partitions
@@ -890,7 +899,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         (AligningScheduler,),
         {"gated_topics": frozenset(inbound_names), "max_wait_s": config.align_max_wait_s},
     )
-    if config.guarantee == "exactly_once":
+    if settings.guarantee == "exactly_once":
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     app = faust.App(
@@ -899,15 +908,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         store=store,
         datadir=str(settings.data_dir / config.id),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        topic_disable_leader=True,
         table_standby_replicas=config.standby_replicas,
-        processing_guarantee=config.guarantee,
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
-        broker_max_poll_records=500,
-        stream_buffer_maxsize=1000,
-        consumer_max_fetch_size=256 * 1024,
+        processing_guarantee=settings.guarantee,
         # No linger: the agent awaits the delivery of change events before it stores the state,
         # and every such wait paid the full linger (5 ms had the worker fall behind at 1,000
         # events/s; docs/performance.md). Under load batches still form while a request is in flight.
@@ -915,10 +917,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         web_port=settings.web_port,
         web_bind="0.0.0.0",
         web_host=settings.advertised_web_host,
-        key_serializer="raw",
-        value_serializer="raw",
-        autodiscover=False,
         ConsumerScheduler=scheduler,
+        **FAUST_TUNING,
     )
     cast(Any, scheduler).app = app
     p = settings.partitions
@@ -934,7 +934,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         help="Per-debtor state (DebtorState.to_bytes), keyed by the UTF-8 debtor_id.",
     )
     holder = ModelHolder()
-    writer = ModelWriter(config.snapshot_every, config.snapshot_seconds)
+    writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
     reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader")
     async def publish_snapshot(snapshot: dict[str, Any]) -> None:
         delivered = await model_topic.send(key=MODEL_KEY, value=orjson.dumps(snapshot))
@@ -950,7 +950,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         publish_snapshot,
     )
     service = Service(app, config, metrics, holder, writer, reader, table)
-    prefix_len = len(config.topic_prefix)
+    prefix_len = len(settings.topic_prefix)
 
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
@@ -1080,7 +1080,7 @@ def run_worker(config: WorkerConfig) -> int:
     """Run a worker until SIGTERM/SIGINT; returns its exit code."""
     (config.settings.data_dir / config.id).mkdir(parents=True, exist_ok=True)
     service = build_service(config)
-    worker = faust.Worker(service.app, loglevel=config.loglevel, quiet=True)
+    worker = faust.Worker(service.app, loglevel=config.settings.loglevel, quiet=True)
     # No terminal spinner: at --loglevel warning/error Faust would set the root logger to DEBUG
     # to spin it on every record, and aiokafka/Faust then format debug records for every send
     # (~7% of a worker's CPU on a backlog; docs/performance.md).

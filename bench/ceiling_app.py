@@ -1,9 +1,9 @@
 """The floor cost of Faust itself: a minimal agent on the worker's inbound topics.
 
 For every inbound record it parses the value with orjson and writes one changelogged table
-entry (the raw value under the record key), with the same Faust settings the worker uses
-(raw serializers, commit cadence, fetch sizes, store). Nothing else: no validation, no engine,
-no outbound sends. ``bench/kafka_path.py`` runs it as a subprocess::
+entry (the raw value under the record key), with the Faust settings the worker uses
+(``agents.worker.FAUST_TUNING``: raw serializers, commit cadence, fetch sizes; and the store).
+Nothing else: no validation, no engine, no outbound sends. ``bench/kafka_path.py`` runs it as a subprocess::
 
     BENCH_PREFIX=bench-x- BENCH_APP_ID=bench-x-ceiling BENCH_STORE=memory BENCH_DATA_DIR=/tmp/d \\
         python bench/ceiling_app.py worker --web-port 6070 --loglevel warning
@@ -21,6 +21,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.worker import FAUST_TUNING
 from schemas import INBOUND_TOPICS
 
 PREFIX = os.environ.get("BENCH_PREFIX", "")
@@ -36,18 +37,9 @@ app = faust.App(
     store="rocksdb://" if STORE == "rocksdb" else "memory://",
     datadir=str(DATA_DIR),
     topic_partitions=PARTITIONS,
-    topic_replication_factor=1,
-    topic_disable_leader=True,
     processing_guarantee="at_least_once",
-    broker_commit_every=1000,
-    broker_commit_interval=1.0,
-    broker_max_poll_records=500,
-    stream_buffer_maxsize=1000,
-    consumer_max_fetch_size=256 * 1024,
     producer_linger=0.005,
-    key_serializer="raw",
-    value_serializer="raw",
-    autodiscover=False,
+    **FAUST_TUNING,
 )
 inbound = app.topic(
     *(PREFIX + name for name in INBOUND_TOPICS),

@@ -105,7 +105,7 @@ def admin() -> Any:
 def create_topics(prefix: str) -> None:
     ensure_topics(
         BOOTSTRAP,
-        topic_plan(WorkerConfig(Settings(partitions=PARTITIONS), topic_prefix=prefix)),
+        topic_plan(WorkerConfig(Settings(partitions=PARTITIONS, topic_prefix=prefix))),
     )
 
 

@@ -150,7 +150,7 @@ def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> float:
 
 
 def prepare(bootstrap: str, prefix: str) -> None:
-    ensure_topics(bootstrap, topic_plan(WorkerConfig(Settings(partitions=4), topic_prefix=prefix)))
+    ensure_topics(bootstrap, topic_plan(WorkerConfig(Settings(partitions=4, topic_prefix=prefix))))
 
 
 def wait_events(worker: Proc, count: int, timeout: float = 3600.0) -> float:

@@ -230,7 +230,7 @@ def request(path: str = "/", token: str | None = None, **headers: str) -> Any:
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    service = build_service(WorkerConfig(Settings(api_tokens="agent-t=agent,ops-t=ops", partitions=4), topic_prefix="unit-"))
+    service = build_service(WorkerConfig(Settings(api_tokens="agent-t=agent,ops-t=ops", partitions=4, topic_prefix="unit-")))
     service.assigned_once = True
     api = service.api  # type: ignore[attr-defined]
     monkeypatch.setattr(api.publisher, "owned", lambda: {0, 1, 2, 3})
@@ -336,7 +336,7 @@ def test_aggregates(service: Service, states: list[DebtorState]) -> None:
 
 def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
     with pytest.raises(ApiConfigError) as caught:
-        build_service(WorkerConfig(Settings(api_tokens="secret-1=agent,secret-2=root"), topic_prefix="unit-"))
+        build_service(WorkerConfig(Settings(api_tokens="secret-1=agent,secret-2=root", topic_prefix="unit-")))
     error = caught.value
     assert isinstance(error, click.ClickException) and error.exit_code == 2
     assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has the unknown role 'root' (roles: agent, ops)"
@@ -344,7 +344,7 @@ def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
 
 
 def test_no_tokens_still_starts(service: Service) -> None:
-    bare = build_service(WorkerConfig(Settings(api_tokens=""), topic_prefix="unit-"))
+    bare = build_service(WorkerConfig(Settings(api_tokens="", topic_prefix="unit-")))
     api = bare.api  # type: ignore[attr-defined]
     assert run(api.personas(FakeView(), request("/personas", "anything"))).status == 401
 
@@ -358,7 +358,7 @@ def openapi() -> dict[str, Any]:
 
 
 def registered_routes() -> set[tuple[str, str]]:
-    service = build_service(WorkerConfig(Settings(), topic_prefix="unit-"))
+    service = build_service(WorkerConfig(Settings(topic_prefix="unit-")))
     web = service.app.web
     web.blueprints.apply(web)  # what the server adds when it starts
     return {(route.method, route.resource.canonical) for route in web.web_app.router.routes() if route.method != "HEAD"}

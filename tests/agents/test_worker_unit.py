@@ -50,7 +50,7 @@ from streams.state import DebtorState
 
 
 def test_topic_plan_prefixes_every_topic_and_sizes_them() -> None:
-    config = WorkerConfig(Settings(partitions=6), topic_prefix="it-")
+    config = WorkerConfig(Settings(partitions=6, topic_prefix="it-"))
     plan = {spec.name: spec for spec in topic_plan(config)}
     for name in INBOUND_TOPICS:
         assert plan[f"it-{name}"].partitions == 6 and plan[f"it-{name}"].strict
@@ -64,8 +64,8 @@ def test_topic_plan_prefixes_every_topic_and_sizes_them() -> None:
 
 
 def test_app_id_defaults_to_prefix_and_can_be_set() -> None:
-    assert WorkerConfig(topic_prefix="x-").id == "x-debtor-segments"
-    config = WorkerConfig(topic_prefix="x-", app_id="mine")
+    assert WorkerConfig(Settings(topic_prefix="x-")).id == "x-debtor-segments"
+    config = WorkerConfig(Settings(topic_prefix="x-", app_id="mine"))
     assert config.id == "mine" and config.changelog_topic == "mine-debtor-state-changelog"
 
 

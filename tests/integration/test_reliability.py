@@ -161,7 +161,7 @@ def _delete_topics(kafka_bootstrap: str) -> Iterator[None]:
 
 def prepared(bootstrap: str, name: str) -> str:
     prefix = new_prefix(name)
-    ensure_topics(bootstrap, topic_plan(WorkerConfig(Settings(partitions=4), topic_prefix=prefix)))
+    ensure_topics(bootstrap, topic_plan(WorkerConfig(Settings(partitions=4, topic_prefix=prefix))))
     return prefix
 
 

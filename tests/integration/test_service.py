@@ -489,7 +489,7 @@ def test_restart_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path, 
     data = tmp_path / "data"
     # A backlog: the worker starts behind. Create the topics first, or the producer has the
     # broker auto-create them with one partition (and the worker would refuse them).
-    ensure_topics(kafka_bootstrap, topic_plan(WorkerConfig(Settings(partitions=4), topic_prefix=prefix)))
+    ensure_topics(kafka_bootstrap, topic_plan(WorkerConfig(Settings(partitions=4, topic_prefix=prefix))))
     produce(kafka_bootstrap, prefix, portfolio.lines)
     first = Worker(kafka_bootstrap, prefix, data, "--store", "rocksdb")
     start_workers([first])
