@@ -265,7 +265,8 @@ def handle_record(
         current = table.get(event.debtor_id.encode())
         state = DebtorState.from_bytes(current) if current is not None else None
         # The state was decoded for this event alone: advance it in place (no copy).
-        step = advance(state, event, model, config, emitted_at=emitted_at or _now())
+        # The wall clock is read below, only for the few records that emit.
+        step = advance(state, event, model, config, emitted_at="")
     except Exception as error:  # a bug or a corrupt state must not stop the partition
         # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
         log.exception("processing %s failed", event.event_id if Settings().debug_ids else event.type)
@@ -280,8 +281,10 @@ def handle_record(
         handled.erase = True
     elif step.outcome == "processed":
         handled.state = step.state.to_bytes()
+    stamp = (emitted_at or _now()) if step.outputs else ""
     for output in step.outputs:
         out = output.value
+        out["emitted_at"] = stamp
         handled.sends.append((output.topic, output.key.encode(), orjson.dumps(out)))
         handled.changes.append((out["type"], out["previous"], out.get("persona", out.get("quadrant", ""))))
     return handled
@@ -590,7 +593,7 @@ class AligningScheduler(SchedulingStrategyT):
         self._calls = 0
         self._hooked = False
         self._fetch_active: set[TP] | None = None
-        self._tie_keys: dict[tuple[TP, int], tuple[int | None, float]] = {}
+        self._tie_keys: dict[tuple[TP, int], _TieKey] = {}
         #: How often a partition was given up on (it stayed silent though not caught up).
         self.gave_up = 0
 
@@ -760,11 +763,11 @@ class AligningScheduler(SchedulingStrategyT):
                 best = (ts, tp)
         return best
 
-    def _tie_key(self, tp: TP, record: Any) -> tuple[int | None, float]:
+    def _tie_key(self, tp: TP, record: Any) -> _TieKey:
         key = (tp, record.offset)
         cached = self._tie_keys.get(key)
         if cached is None:
-            cached = (_sequence(record), _occurred_at(record.value))
+            cached = _TieKey(_sequence(record), record.value)
             if len(self._tie_keys) > 10_000:
                 self._tie_keys.clear()
             self._tie_keys[key] = cached
@@ -809,16 +812,36 @@ def _sequence(record: Any) -> int | None:
     return None
 
 
-def _before(a: tuple[int | None, float], b: tuple[int | None, float]) -> bool:
+class _TieKey:
+    """What orders two records with the same Kafka timestamp: the sequence number a publisher
+    gave it, and its event time, parsed from the value only when a tie needs it (records
+    of one publisher compare by sequence alone)."""
+
+    __slots__ = ("_event_time", "_value", "sequence")
+
+    def __init__(self, sequence: int | None, value: bytes | None) -> None:
+        self.sequence = sequence
+        self._value = value
+        self._event_time: float | None = None
+
+    @property
+    def event_time(self) -> float:
+        if self._event_time is None:
+            self._event_time = _occurred_at(self._value)
+        return self._event_time
+
+
+def _before(a: _TieKey, b: _TieKey) -> bool:
     """Tie-break of two records with the same Kafka timestamp: sequence numbers of one
     publisher if both have one, else event time.
 
-    >>> _before((2, 9.0), (3, 1.0)), _before((None, 1.0), (3, 2.0))
+    >>> late, early = b'{"occurred_at": "2026-01-02T00:00:00Z"}', b'{"occurred_at": "2026-01-01T00:00:00Z"}'
+    >>> _before(_TieKey(2, late), _TieKey(3, early)), _before(_TieKey(None, early), _TieKey(3, late))
     (True, True)
     """
-    if a[0] is not None and b[0] is not None:
-        return a[0] < b[0]
-    return a[1] < b[1]
+    if a.sequence is not None and b.sequence is not None:
+        return a.sequence < b.sequence
+    return a.event_time < b.event_time
 
 
 def _occurred_at(value: bytes | None) -> float:

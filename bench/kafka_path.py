@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -231,13 +231,14 @@ class Proc:
         *,
         store: str = "memory",
         extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kind, self.prefix, self.app_id, self.store = kind, prefix, app_id, store
         self.port = free_port()
         self.data = WORK / app_id / f"{self.port}"
         self.data.mkdir(parents=True, exist_ok=True)
         self.log_path = WORK / f"{app_id}-{self.port}.log"
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         if kind == "worker":
             args = [
                 sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{BOOTSTRAP}",
@@ -546,7 +547,11 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
     prefix = f"bench-lat-{uuid.uuid4().hex[:6]}-"
     create_topics(prefix)
-    worker = Proc("worker", prefix, f"{prefix}debtor-segments")
+    if args.ceiling:
+        # The floor: Faust alone, forwarding one record in eight and waiting for its delivery.
+        worker = Proc("ceiling", prefix, f"{prefix}ceiling", env={"BENCH_FORWARD": "1"})
+    else:
+        worker = Proc("worker", prefix, f"{prefix}debtor-segments")
     lines = [
         line
         for line in simulate(args.debtors, args.months, 11).lines
@@ -601,7 +606,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         next_probe = time.monotonic()
         while index < len(lines):
             if (
-                time.monotonic() >= next_probe
+                not args.ceiling and time.monotonic() >= next_probe
             ):  # the worker's progress and held records, every 2 s
                 next_probe += 2.0
                 try:
@@ -680,6 +685,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         "max_ms": round(latencies[-1], 1) if latencies else None,
         "worker_cpu_s": round(cpu, 1),
         "erasure_heartbeat_ms": args.erasure_heartbeat_ms,
+        "consumer": "ceiling" if args.ceiling else "worker",
         "probes": probes,
     }
     if latencies:
@@ -825,6 +831,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="also send a no-op erasure request to every erasure partition this often",
+    )
+    lat.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="measure the floor instead: bench/ceiling_app.py forwarding one record in eight",
     )
     lat.add_argument("--name", default="latency")
     lat.set_defaults(func=cmd_latency)

@@ -10,5 +10,6 @@ fi
 "$PY" bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two
 "$PY" bench/kafka_path.py latency --rate 1000 --seconds 30
 "$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-hb
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --ceiling --name latency-floor
 "$PY" bench/kafka_path.py state --debtors 100000
 "$PY" bench/kafka_path.py report
