@@ -97,6 +97,17 @@ def parse_seconds(lines: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
+def decode_seconds(lines: list[bytes]) -> float:
+    """Time to decode and validate every line, as the replay does before processing."""
+    started = time.perf_counter()
+    for line in lines:
+        try:
+            decode_event(line)
+        except DecodeError:
+            pass
+    return time.perf_counter() - started
+
+
 def score(portfolio: Portfolio, run: Run) -> dict[str, float]:
     """The quality bar's figures for one run."""
     truth, states = portfolio.truth, run.engine.states
