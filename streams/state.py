@@ -227,8 +227,9 @@ class DebtorState:
         """
         values = list(_all_fields(self))
         for index in _ROUNDED:
-            # The counters are never negative: this rounds half up to 4 decimals like
-            # round(v, 4) but at half its cost (round with digits formats each float).
+            # The counters are never negative: this rounds to 4 decimals (half up, where
+            # round(v, 4) rounds a tie to even) at half the cost of round, which formats
+            # each float.
             values[index] = [int(v * 10_000.0 + 0.5) / 10_000.0 for v in values[index]]
         return orjson.dumps([_STATE_FORMAT, *values])
 
