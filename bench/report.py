@@ -82,7 +82,11 @@ Then (agents/worker.py, streams/state.py; full suite green):
    **Tried, not kept:** yielding to the event loop every 8 records instead of after each one (A/B together with the
    above: ratio 0.53 / 0.53 -> 0.59 / 0.60 / 0.55, CPU 637 / 614 -> 566 / 570 / 569 µs per event). In the first full
    integration run with it, `test_restart_mid_stream_loses_nothing` saw 16 records dead-lettered as too late after a
-   graceful restart (it passed twice when run alone); not understood, so not shipped.
+   graceful restart (it passed twice when run alone); not understood, so not shipped. Found on the way: Faust acks
+   an event in its stream iterator's `finally`, so an agent cancelled in the middle of a record acks that record
+   (its offset can then be committed unprocessed). Manual acks (`stream.noack()`) would avoid it, but Faust's sensors
+   then get no per-event state: `faust_events_runtime_ms` would lose its samples and the active-events gauge would
+   only grow. Left as is: on a graceful stop Faust waits for the record in flight before it cancels the agent.
 
 Not changed (left, with the evidence above): batching the change-event delivery wait over several records (the idle
 ~11 %). It needs manual acks (the state write, and so the ack, of a record must wait for its change events); Faust
