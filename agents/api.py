@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,9 @@ from agents.auth import (
     parse_tokens,
 )
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
+from agents.metrics import population_stability_index
 from streams.profile import profile
+from streams.personas import UNKNOWN
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
 from streams.state import DebtorState
 
@@ -90,6 +93,9 @@ SUMMARY_VERSION = 1
 #: and at least every :data:`REPUBLISH_SECONDS` (which also repairs a summary an old owner
 #: published late during a rebalance).
 REFRESH_SECONDS = 5.0
+#: The population gauges (debtors per persona and quadrant, drift) are set this often, from
+#: the publisher's latest scans.
+GAUGE_SECONDS = 15.0
 REPUBLISH_SECONDS = 60.0
 #: A refresh scans the local table; the next one waits at least this many times as long as the
 #: scan took, so aggregates never take more than about 1/20 of the event loop.
@@ -399,6 +405,9 @@ class PopulationPublisher:
         self.published: dict[int, tuple[float, bytes]] = {}  # partition -> (when, content without time)
         self._not_before = 0.0
         self.published_count = 0
+        #: Debtors per persona and per quadrant of each partition, from its latest scan: the
+        #: worker's population gauges read them instead of scanning the table again.
+        self.counts: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
         # RocksDB iterates a consistent view while the agent writes; the memory store cannot.
         self.persistent = not service.config.settings.store.startswith("memory")
 
@@ -414,6 +423,7 @@ class PopulationPublisher:
         """Partitions revoked: publish them afresh should they come back."""
         for partition in partitions:
             self.published.pop(partition, None)
+            self.counts.pop(partition, None)
 
     def owned(self) -> set[int]:
         """Table partitions this worker actively owns now."""
@@ -429,6 +439,19 @@ class PopulationPublisher:
             return bool(self.service.assigned_once) and not app.rebalancing and not app.in_recovery
         except Exception:  # noqa: BLE001 - Faust internals, best effort
             return False
+
+    def population(self) -> tuple[Counter[str], Counter[str]] | None:
+        """Debtors per persona and per quadrant in the partitions this worker owns, summed
+        from their latest scans; None while one of them has not been scanned yet."""
+        owned = self.owned()
+        if not owned <= self.counts.keys():
+            return None
+        personas: Counter[str] = Counter()
+        quadrants: Counter[str] = Counter()
+        for partition in owned:
+            personas.update(self.counts[partition][0])
+            quadrants.update(self.counts[partition][1])
+        return +personas, +quadrants  # without the personas and quadrants nobody has
 
     async def refresh(self, *, force: bool = False) -> int:
         """Publish the summaries that are due (with ``force``: of every partition owned, now,
@@ -466,6 +489,8 @@ class PopulationPublisher:
         if not self._settled() or not due <= self.owned():
             self.dirty |= due  # a rebalance began meanwhile: try again later
             return 0
+        for partition in due:
+            self.counts[partition] = (tallies[partition].personas, tallies[partition].quadrants)
         sent = 0
         for partition in sorted(due):
             summary = tallies[partition].summary(partition, self.partitions)
@@ -760,6 +785,24 @@ def register_api(service: Service) -> Api:
             raise
         except Exception as error:  # noqa: BLE001 - a timer must not die; retried next tick
             log.warning("publishing population summaries failed: %s", type(error).__name__)
+
+    previous_mix: dict[str, int] = {}
+
+    @app.timer(interval=GAUGE_SECONDS)
+    async def population_gauges() -> None:
+        population = publisher.population()
+        if population is None or app.in_recovery or app.rebalancing:
+            return
+        personas, quadrants = population
+        metrics = service.metrics
+        metrics.set_persona_counts(personas)
+        metrics.set_quadrant_counts(quadrants)
+        known = {persona: n for persona, n in personas.items() if persona != UNKNOWN}
+        if previous_mix and known:
+            metrics.set_drift(population_stability_index(previous_mix, known))
+        if known:
+            previous_mix.clear()
+            previous_mix.update(known)
 
     @app.page("/debtors/{debtor_id}")
     class Debtor(faust_web.View):

@@ -56,11 +56,7 @@ from faust.types.transports import SchedulingStrategyT
 
 from agents.api import register_api
 from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
-from agents.metrics import (
-    ServiceMetrics,
-    attach_faust_sensors,
-    population_stability_index,
-)
+from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.replay import dead_letter
 from agents.settings import Settings
 from schemas import (
@@ -73,7 +69,7 @@ from streams.engine import EngineConfig, advance
 from streams.events import DecodeError, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
-from streams.personas import PERSONAS, PROTOTYPES, UNKNOWN
+from streams.personas import PERSONAS, PROTOTYPES
 from streams.state import DebtorState
 
 __all__ = [
@@ -1041,27 +1037,6 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     @app.task
     async def model_reader() -> None:
         await reader.run()
-
-    previous_mix: dict[str, int] = {}
-
-    @app.timer(interval=15.0)
-    async def population_gauges() -> None:
-        if app.in_recovery or app.rebalancing:
-            return
-        personas: Counter[str] = Counter()
-        quadrants: Counter[str] = Counter()
-        for data in table.values():
-            state = DebtorState.from_bytes(data)
-            personas[state.persona] += 1
-            quadrants[state.quadrant] += 1
-        metrics.set_persona_counts(personas)
-        metrics.set_quadrant_counts(quadrants)
-        known = {persona: n for persona, n in personas.items() if persona != UNKNOWN}
-        if previous_mix and known:
-            metrics.set_drift(population_stability_index(previous_mix, known))
-        if known:
-            previous_mix.clear()
-            previous_mix.update(known)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,3 +452,25 @@ def test_publisher_sends_changed_partitions_only(service: Service, states: list[
     key, body = sent[2]
     assert key == b"2" and body["personas"]["job"] == first[b"2"]["personas"]["job"] + 1
     assert all(parse_summary(orjson.dumps(body), 4) is not None for _, body in sent)
+
+
+def test_population_gauges_come_from_the_publishers_scans(service: Service, states: list[DebtorState], monkeypatch: pytest.MonkeyPatch) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    publisher = api.publisher
+
+    async def send(key: bytes, value: bytes) -> None:
+        pass
+
+    publisher.send = send
+    monkeypatch.setattr(publisher, "owned", lambda: {0, 2})
+    for state in states:
+        put(service, state)
+    groups = split(states, 4)
+    owned = groups[0] + groups[2]
+    assert publisher.population() is None  # no partition scanned yet
+    api.board.topic_ready.set()
+    run(publisher.refresh())
+    personas, quadrants = publisher.population()
+    assert personas == Counter(s.persona for s in owned) and quadrants == Counter(s.quadrant for s in owned)
+    publisher.forget({2})
+    assert publisher.population() is None  # partition 2 came back: not scanned since
