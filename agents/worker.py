@@ -43,7 +43,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -57,10 +57,12 @@ from faust.types.transports import SchedulingStrategyT
 from agents.api import register_api
 from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import ServiceMetrics, attach_faust_sensors
+from agents.pending import PendingWrites, apply_state
 from agents.replay import dead_letter
 from agents.settings import Settings
 from schemas import (
     DEAD_LETTERS_TOPIC,
+    ERASURE_TOPIC,
     INBOUND_TOPICS,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
@@ -207,22 +209,12 @@ class Handled:
     erase: bool = False  # delete the debtor's state (a tombstone in the changelog)
 
 
-def apply_state(table: MutableMapping[bytes, bytes], handled: Handled) -> None:
-    """Store (or delete) the debtor state that :func:`handle_record` computed."""
-    key = handled.debtor_id.encode()
-    if handled.erase:
-        if key in table:
-            del table[key]
-    elif handled.state is not None:
-        table[key] = handled.state
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def handle_record(
-    table: Mapping[bytes, bytes],
+    table: Mapping[bytes, bytes] | PendingWrites,
     *,
     key: bytes | None,
     value: bytes | None,
@@ -234,7 +226,8 @@ def handle_record(
     max_amount_cents: int,
     emitted_at: str | None = None,
 ) -> Handled:
-    """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state bytes).
+    """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
+    bytes; the worker passes its :class:`PendingWrites`, whose states may not be written yet).
 
     Never raises for bad input: undecodable records, key mismatches and too-late events become
     dead letters (reason, detail, topic, partition, offset, raw). Does not change ``table``:
@@ -557,9 +550,9 @@ class AligningScheduler(SchedulingStrategyT):
     other topic of that partition number may still deliver an earlier one: one whose buffer is
     empty, that has not caught up with its high-water mark and whose last record is older.
     Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms);
-    an idle, caught-up topic holds a record back for ``grace_ms`` at most. Records with the same
-    millisecond go by the publisher's sequence header, else by event time. Other topics
-    (changelogs) pass straight through.
+    an idle, caught-up topic holds a record back for ``grace_ms`` at most, and a *live* record
+    not at all (see :meth:`_live`). Records with the same millisecond go by the publisher's
+    sequence header, else by event time. Other topics (changelogs) pass straight through.
 
     Held records were never handed to Faust, so they are neither acknowledged nor committed:
     when the consumer seeks back (rebalance, recovery) they are fetched again and the held
@@ -576,6 +569,10 @@ class AligningScheduler(SchedulingStrategyT):
     #: Records younger than this (Kafka timestamp vs. wall clock) wait for a silent partition
     #: to show it has nothing earlier; it bounds the latency such a partition adds.
     grace_ms: float = 2000.0
+    #: A record whose event time is this close to its Kafka timestamp is live traffic and passes
+    #: a caught-up partition at once (0: never); records of ``strict_topics`` always wait.
+    live_window_ms: float = 60_000.0
+    strict_topics: frozenset[str] = frozenset()
     app: Any = None  # set per app by :func:`build_service`
 
     def __init__(self) -> None:
@@ -681,7 +678,7 @@ class AligningScheduler(SchedulingStrategyT):
                 released = 0
                 while released < 100:
                     head = self._head(tps)
-                    if head is None or not deliverable(head[1]) or self._blocked(head[0], tps, now, wall_ms):
+                    if head is None or not deliverable(head[1]) or self._blocked(head[1], head[0], tps, now, wall_ms):
                         active.pop(partition)
                         break
                     tp = head[1]
@@ -769,16 +766,23 @@ class AligningScheduler(SchedulingStrategyT):
             self._tie_keys[key] = cached
         return cached
 
-    def _blocked(self, ts: int, tps: list[TP], now: float, wall_ms: float) -> bool:
+    def _blocked(self, head: TP, ts: int, tps: list[TP], now: float, wall_ms: float) -> bool:
+        live: bool | None = None
         for tp in tps:
             if self._buffers.get(tp):
                 continue  # its head is not earlier: the candidate is the group's smallest
             last = self._last_ts.get(tp)
-            if (last is not None and last >= ts) or (ts <= wall_ms - self.grace_ms and self.caught_up(tp)):
+            passes = last is not None and last >= ts
+            if not passes and self.caught_up(tp):
+                if live is None:
+                    live = ts > wall_ms - self.grace_ms and self._live(head)
+                passes = ts <= wall_ms - self.grace_ms or live
+            if passes:
                 # A partition keeps producer order, so nothing earlier can come from it once it
                 # delivered something later. A caught-up partition may still get records its
                 # high-water mark does not show yet (that mark is as old as the last fetch that
-                # included it), hence the grace: only records at least that old pass on it.
+                # included it), hence the grace: only records at least that old pass on it,
+                # and live ones.
                 self._waiting.pop(tp, None)
                 continue
             if tp in self._given_up:
@@ -791,6 +795,23 @@ class AligningScheduler(SchedulingStrategyT):
                 continue
             return True
         return False
+
+    def _live(self, tp: TP) -> bool:
+        """Whether the head record of ``tp`` is live traffic: its event time is within
+        ``live_window_ms`` of its Kafka timestamp (when its producer sent it).
+
+        Why it need not wait for the grace: what the grace waits for are records still in a
+        producer's queue, sent before this one. Live records sent before a live record are at
+        most seconds older in event time, far inside the engine's lateness window, where the
+        order of two events changes no counter of the state (they are kept in event time and
+        commute). The grace matters for bulk loads, whose queued records may be months older in
+        event time than the one in hand: those carry old event times and wait as before.
+        Erasures (``strict_topics``) always wait: one must not overtake its debtor's events.
+        """
+        if not self.live_window_ms or tp.topic in self.strict_topics:
+            return False
+        record = self._buffers[tp][0]
+        return abs(record.timestamp - self._tie_key(tp, record).event_time * 1000.0) <= self.live_window_ms
 
     def _forget(self, tp: TP) -> None:
         for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):
@@ -916,7 +937,12 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     scheduler = type(
         "InboundScheduler",
         (AligningScheduler,),
-        {"gated_topics": frozenset(inbound_names), "max_wait_s": config.align_max_wait_s},
+        {
+            "gated_topics": frozenset(inbound_names),
+            "max_wait_s": config.align_max_wait_s,
+            "live_window_ms": settings.live_window_s * 1000.0,
+            "strict_topics": frozenset({config.topic(ERASURE_TOPIC)}),
+        },
     )
     if settings.guarantee == "exactly_once":
         _patch_transactional_commit()
@@ -968,6 +994,16 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         holder,
         publish_snapshot,
     )
+    def writes_failed(error: BaseException) -> None:
+        # Nothing after the record is written or committed: stop, and process it again on restart.
+        log.error("delivery of change events failed (%s: %s): the worker stops", type(error).__name__, error)
+        asyncio.ensure_future(app.crash(error))
+
+    def released(event: Any) -> None:
+        message = event.message
+        app.sensors.on_message_out(message.tp, message.offset, message)
+
+    pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=config.settings.pending_writes)
     service = Service(app, config, metrics, holder, writer, reader, table)
     prefix_len = len(settings.topic_prefix)
 
@@ -982,7 +1018,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             started = time.perf_counter()
             topic = message.topic[prefix_len:]
             handled = handle_record(
-                table,
+                pending,
                 key=message.key,
                 value=message.value,
                 topic=message.topic,
@@ -993,16 +1029,15 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 max_amount_cents=settings.max_amount_cents,
             )
             sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
-            if handled.changes:
-                # The change events must be on the broker before the state write can be: else a
-                # crash may keep the state (changelog) and lose the events, and re-processing the
-                # record finds a duplicate and emits nothing. (Also with exactly_once: Faust sends
-                # to topics this app does not consume outside the transaction; docs/reliability.md.)
-                await asyncio.gather(*sent)
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
                 await updates.send(key=None, value=orjson.dumps(handled.learn))
-            apply_state(table, handled)
+            # The change events must be on the broker before the state write can be: else a
+            # crash may keep the state (changelog) and lose the events, and re-processing the
+            # record finds a duplicate and emits nothing. (Also with exactly_once: Faust sends
+            # to topics this app does not consume outside the transaction; docs/reliability.md.)
+            # The write waits for them in `pending`, not here: see agents/pending.py.
+            pending.submit(event, handled, sent if handled.changes else ())
             metrics.count_event(topic, handled.event_type, handled.outcome)
             if handled.dead_letter_reason:
                 metrics.count_dead_letter(handled.dead_letter_reason)
@@ -1014,6 +1049,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             if handled.event_ts is not None:
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
+            if len(pending) >= pending.limit:
+                await pending.room()
             # Let the model learner and reader (same event loop) keep up with a backlog.
             await asyncio.sleep(0)
 
@@ -1046,6 +1083,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 "status": "ok",
                 "model_version": holder.model.version,
                 "held": getattr(scheduler, "held", 0),
+                "pending_writes": len(pending),
                 "gave_up": getattr(scheduler, "gave_up", 0),
             }
         )

@@ -561,6 +561,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
     lines = lines[:count]
     sent_at: dict[str, float] = {}
     received: list[tuple[str, float]] = []
+    acked: list[float] = []  # seconds from send() to the broker's acknowledgement
     stop = threading.Event()
     ready = threading.Event()
 
@@ -643,15 +644,22 @@ def cmd_latency(args: argparse.Namespace) -> None:
             while owed >= 1 and index < len(lines):
                 line = lines[index]
                 route = route_line(line)
-                event_id = orjson.loads(line)["event_id"]
+                event = orjson.loads(line)
+                event_id = event["event_id"]
+                if not args.historical:
+                    # Live traffic: the event happens as it is sent (a payment, a call).
+                    event["occurred_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    line = orjson.dumps(event)
                 if index >= measure_from:
                     sent_at[event_id] = time.time()
-                out.send(
+                future = out.send(
                     prefix + route.topic,
                     key=route.key,
                     value=line,
                     headers=[(SEQUENCE_HEADER, str(index + 1).encode())],
                 )
+                if index >= measure_from:
+                    future.add_callback(lambda _, at=sent_at[event_id]: acked.append(time.time() - at))
                 index += 1
                 owed -= 1
             delay = started + tick * step - time.monotonic()
@@ -683,8 +691,11 @@ def cmd_latency(args: argparse.Namespace) -> None:
         if latencies
         else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        "produce_ack_p50_ms": round(sorted(acked)[len(acked) // 2] * 1000, 1) if acked else None,
+        "produce_ack_p99_ms": round(sorted(acked)[int(len(acked) * 0.99)] * 1000, 1) if acked else None,
         "worker_cpu_s": round(cpu, 1),
         "erasure_heartbeat_ms": args.erasure_heartbeat_ms,
+        "traffic": "historical" if args.historical else "live",
         "consumer": "ceiling" if args.ceiling else "worker",
         "probes": probes,
     }
@@ -831,6 +842,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="also send a no-op erasure request to every erasure partition this often",
+    )
+    lat.add_argument(
+        "--historical",
+        action="store_true",
+        help="send the simulated event times (months ago) instead of the send time: a bulk load at a steady rate",
     )
     lat.add_argument(
         "--ceiling",

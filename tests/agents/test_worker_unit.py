@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -390,6 +391,28 @@ def test_caught_up_partitions_pass_only_records_older_than_the_grace() -> None:
     scheduler.add(A0, _recs(0, int(NOW_MS) - 500))
     assert _drain(scheduler) == []
     assert _drain(scheduler, wall_ms=NOW_MS + 2000) == [(A0, 0)]
+
+
+def test_live_records_pass_a_caught_up_partition_at_once_bulk_records_and_erasures_wait() -> None:
+    """Live: event time within the live window of the Kafka timestamp (when it was sent)."""
+    scheduler, consumer, _ = _scheduler({A0, B0, C0})
+    type(scheduler).strict_topics = frozenset({"c"})  # the erasure topic
+    consumer.hw = {A0: 2, B0: 0, C0: 0}
+    scheduler._position = lambda tp: 0  # type: ignore[method-assign]
+    sent = int(NOW_MS) - 5  # 5 ms ago: well inside the 2 s grace
+
+    def at(seconds: float) -> bytes:
+        return orjson.dumps({"occurred_at": datetime.fromtimestamp(seconds, UTC).isoformat()})
+
+    scheduler.add(A0, [Rec(0, sent, at(sent / 1000 - 3))])  # occurred 3 s before it was sent
+    assert _drain(scheduler) == [(A0, 0)]
+    scheduler.add(A0, [Rec(1, sent, at(sent / 1000 - 86_400))])  # a day old: a bulk load
+    scheduler.add(C0, [Rec(0, sent, at(sent / 1000))])  # an erasure, live or not
+    assert _drain(scheduler) == []
+    assert _drain(scheduler, wall_ms=NOW_MS + 2000) == [(A0, 1), (C0, 0)]
+    type(scheduler).live_window_ms = 0  # switched off: the grace for every record
+    scheduler.add(B0, [Rec(0, sent + 1, at(sent / 1000))])
+    assert _drain(scheduler, wall_ms=NOW_MS + 1) == []
 
 
 def test_a_silent_partition_is_given_up_after_the_wait() -> None:

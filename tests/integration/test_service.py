@@ -377,7 +377,7 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def test_end_to_end_matches_the_embedded_replay(kafka_bootstrap: str, worker: Worker, portfolio: Expected) -> None:
-    assert worker.get("/health") == (200, {"status": "ok", "model_version": 0, "held": 0, "gave_up": 0})
+    assert worker.get("/health") == (200, {"status": "ok", "model_version": 0, "held": 0, "pending_writes": 0, "gave_up": 0})
     mismatched = orjson.dumps({"event_id": "km-1", "debtor_id": "d23-000001", "type": "contact_initiated",
                                "occurred_at": "2026-02-01T00:00:00Z", "channel": "portal", "direction": "inbound"})
     produce(kafka_bootstrap, worker.prefix, portfolio.lines, extra=[("debtor.contacts", b"not-the-debtor", mismatched)])
