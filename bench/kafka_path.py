@@ -547,18 +547,30 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
     prefix = f"bench-lat-{uuid.uuid4().hex[:6]}-"
     create_topics(prefix)
+    app_id = f"{prefix}ceiling" if args.ceiling else f"{prefix}debtor-segments"
     if args.ceiling:
         # The floor: Faust alone, forwarding one record in eight and waiting for its delivery.
-        worker = Proc("ceiling", prefix, f"{prefix}ceiling", env={"BENCH_FORWARD": "1"})
+        worker = Proc("ceiling", prefix, app_id, env={"BENCH_FORWARD": "1"})
     else:
-        worker = Proc("worker", prefix, f"{prefix}debtor-segments")
+        worker = Proc("worker", prefix, app_id)
     lines = [
         line
         for line in simulate(args.debtors, args.months, 11).lines
         if not route_line(line).reason
     ]
+    if not args.historical and args.history < len(lines):
+        # Shift the portfolio's calendar so that its history ends today: the live events then
+        # continue it (no months-long gap that would change every debtor at once).
+        cut = datetime.fromisoformat(orjson.loads(lines[args.history])["occurred_at"])
+        start = datetime(2026, 1, 1, tzinfo=UTC) + (datetime.now(UTC) - cut)
+        lines = [
+            line
+            for line in simulate(args.debtors, args.months, 11, start=start.strftime("%Y-%m-%d")).lines
+            if not route_line(line).reason
+        ]
     count = int(args.rate * (args.seconds + args.warmup))
-    lines = lines[:count]
+    history = [] if args.historical else lines[: args.history]
+    lines = lines[len(history) : len(history) + count]
     sent_at: dict[str, float] = {}
     received: list[tuple[str, float]] = []
     acked: list[float] = []  # seconds from send() to the broker's acknowledgement
@@ -592,6 +604,18 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
     try:
         worker.wait_ready()
+        if history:
+            # The debtors' past, as a backlog with its own event times: live events then
+            # continue histories instead of starting from nothing (which would emit no changes).
+            sent = produce_lines(prefix, history)
+            client = admin()
+            deadline = time.monotonic() + 600
+            while committed(client, app_id, _inbound(prefix)) < sent:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"history of {sent} events not consumed in 600 s")
+                time.sleep(0.5)
+            client.close()
+            log(f"history: {sent} events consumed")
         thread = threading.Thread(target=consume, daemon=True)
         thread.start()
         ready.wait(30)
@@ -656,7 +680,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
                     prefix + route.topic,
                     key=route.key,
                     value=line,
-                    headers=[(SEQUENCE_HEADER, str(index + 1).encode())],
+                    headers=[(SEQUENCE_HEADER, str(len(history) + index + 1).encode())],
                 )
                 if index >= measure_from:
                     future.add_callback(lambda _, at=sent_at[event_id]: acked.append(time.time() - at))
@@ -696,6 +720,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         "worker_cpu_s": round(cpu, 1),
         "erasure_heartbeat_ms": args.erasure_heartbeat_ms,
         "traffic": "historical" if args.historical else "live",
+        "history_events": len(history),
         "consumer": "ceiling" if args.ceiling else "worker",
         "probes": probes,
     }
@@ -842,6 +867,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="also send a no-op erasure request to every erasure partition this often",
+    )
+    lat.add_argument(
+        "--history",
+        type=int,
+        default=30_000,
+        help="live traffic: first load this many events of the portfolio as a backlog with their own event times",
     )
     lat.add_argument(
         "--historical",

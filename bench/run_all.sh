@@ -8,8 +8,11 @@ if [[ ${SKIP_EMBEDDED:-} != 1 ]]; then
   "$PY" bench/embedded.py --debtors 10000 --months 15 --report docs/bench-embedded.md
 fi
 "$PY" bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two
-"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30
-"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-hb
-"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --ceiling --name latency-floor
+for run in 1 2 3; do
+  "$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --name "latency-live-$run"
+done
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-live-hb
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --historical --name latency-historical
+"$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --ceiling --name latency-floor-live
 "$PY" bench/kafka_path.py state --debtors 100000
 "$PY" bench/kafka_path.py report
