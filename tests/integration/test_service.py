@@ -150,6 +150,17 @@ class Worker:
         _, body = self.get("/metrics")
         return int(sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines() if line.startswith(b"debtor_segments_events_total{")))
 
+    def diagnose(self, topics: Iterable[str]) -> str:
+        """/health and the per-partition Faust metrics of ``topics``: where a stuck record is."""
+        try:
+            _, health = self.get("/health")
+            _, body = self.get("/metrics")
+        except (OSError, ValueError) as error:
+            return f"worker on port {self.port}: {error}"
+        wanted = tuple(f'topic="{topic}"'.encode() for topic in topics)
+        lines = [line.decode() for line in body.splitlines() if line.startswith(b"faust_topic_partition") and any(w in line for w in wanted)]
+        return f"worker on port {self.port}: {health}\n" + "\n".join(lines)
+
     def stop(self, timeout: float = 45.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -216,7 +227,8 @@ def wait_caught_up(bootstrap: str, group: str, prefix: str, timeout: float = 120
                 if worker.proc is not None and worker.proc.poll() is not None:
                     pytest.fail(f"worker exited with {worker.proc.returncode}:\n{worker.log_tail()}")
             time.sleep(0.5)
-        pytest.fail(f"not caught up after {timeout}s, lag {behind}:\n" + "\n".join(w.log_tail(20) for w in workers))
+        lagging = {tp.topic for tp, lag in behind.items() if lag > 0}
+        pytest.fail(f"not caught up after {timeout}s, lag {behind}:\n" + "\n".join(w.log_tail(20) + "\n" + w.diagnose(lagging) for w in workers))
     finally:
         consumer.close()
 
