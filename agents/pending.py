@@ -4,7 +4,7 @@ A record's change events must be on the broker before its new state is in the ch
 crash can keep the state and lose the events, and the record, processed again after the
 restart, is then a duplicate that emits nothing. The agent used to await that delivery for every
 record that emits, one broker round trip each, and could do nothing else meanwhile; at a steady
-1,000 events/s those waits alone kept it busy enough to fall behind (docs/performance.md).
+1,000 events/s those waits took ~40 % of its time and it fell behind (docs/performance.md).
 
 :class:`PendingWrites` keeps the order without the stall. The agent hands it each record's
 outcome and goes on with the next record:
@@ -15,7 +15,8 @@ outcome and goes on with the next record:
 * meanwhile :meth:`PendingWrites.get` answers with the newest state, written or not, so the
   next record of the same debtor sees it;
 * the record's offset is held until its write is applied: an extra reference on its Faust
-  message keeps the stream's ack from marking it done, so Faust commits no offset past a state
+  message (``Message.incref``, as Faust counts a message delivered to several streams) keeps
+  the stream's ack from marking it done, so Faust commits no offset past a state
   that is not written. A rebalance or a graceful stop waits for those acks (Faust's
   ``wait_empty``), so what was processed is written and committed together;
 * a delivery that fails stops the writes for good (nothing after it is applied or committed)
