@@ -104,17 +104,17 @@ Then (agents/worker.py, streams/state.py; full suite green):
 The engine's own cost (decode/validate/process, `streams/`): see section 1."""
 
 LATENCY_NOTES = """**Status.** With live traffic the worker is at the goal on this machine but not reliably under it: p99 77,
-104 and 316 ms in three runs (p50 15, 18, 53 ms), against 63 ms for the floor (`bench/ceiling_app.py`, Faust alone)
+104 and 316 ms in three runs (p50 14, 18, 53 ms), against 63 ms for the floor (`bench/ceiling_app.py`, Faust alone)
 in the same session; the third run met a busier machine (the worker fell 50-150 records behind at times). Before this
 session's changes the same bench gave p50/p99 2.5/3.3 s with the erasure topic idle and 0.7/1.3 s with a no-op erasure
 every 100 ms (the previous report, commit 5216744; its traffic had historical event times, see below). Two changes:
 
 1. **The agent no longer waits for change events to be delivered** (section 2, step 6). Diagnosed with temporary
    builds (not in the repo) that switched the cross-topic alignment off: the worker still fell behind, p50/p99
-   0.1-0.9 s / 0.4-3.7 s over six runs, from about 15 s into each run. Its event loop was mostly idle and the records
-   waited before the agent: it awaited ~280 deliveries a second (the share of records that change a persona or
-   quadrant peaks there), 1.2-1.5 ms each, ~40 % of the time. With `PendingWrites` the same build measured p50/p99
-   17/63 ms, like the floor.
+   18-822 ms / 0.15-2.6 s over nine runs (eight of them fell behind, from about 15 s into the run). Its event loop was
+   mostly idle and the records waited before the agent: it awaited ~280 deliveries a second there (the share of
+   records that change a persona or quadrant peaks then), 1.2-1.5 ms each, ~40 % of that time. With `PendingWrites`
+   the same build measured p50/p99 17/63 ms, like the floor.
 2. **Live records pass an idle topic at once** (`AligningScheduler._live`). A record waits while another inbound
    topic of its partition number may still deliver an earlier one; a topic that is idle and caught up used to hold
    every record for a 2 s grace, which covers records a bulk loader still has in its producer's queue (a fixed
