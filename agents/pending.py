@@ -19,8 +19,9 @@ outcome and goes on with the next record:
   the stream's ack from marking it done, so Faust commits no offset past a state
   that is not written. A rebalance or a graceful stop waits for those acks (Faust's
   ``wait_empty``), so what was processed is written and committed together;
-* a delivery that fails stops the writes for good (nothing after it is applied or committed)
-  and calls ``on_failure``: the worker stops and its records are processed again after restart.
+* a delivery that fails, or a write that raises, stops the writes for good (nothing after it is
+  applied or committed) and calls ``on_failure``: the worker stops and its records are
+  processed again after restart.
 
 Nothing here blocks: writes are applied from the delivery futures' callbacks. The agent awaits
 :meth:`PendingWrites.room` only when ``limit`` writes are pending (the broker is slow or gone).
@@ -73,7 +74,7 @@ class PendingWrites:
     table
         The state table (UTF-8 debtor id -> state bytes); a dict in tests.
     on_failure
-        Called once with the error of the first delivery that fails.
+        Called once with the error of the first delivery (or write) that fails.
     on_acked
         Called with every event whose held offset is released (Faust's ``on_message_out``
         sensor, which the stream skipped while the offset was held).
@@ -178,8 +179,12 @@ class PendingWrites:
                 break
             if write.waiting:
                 break
+            try:
+                write.context.run(apply_state, self._table, write.handled)
+            except Exception as error:  # a bug or a store failure: stop, never stall silently
+                write.error = error
+                continue
             self._queue.popleft()
-            write.context.run(apply_state, self._table, write.handled)
             if self._newest.get(write.key) is write:
                 del self._newest[write.key]
             if write.event.ack():

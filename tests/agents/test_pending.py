@@ -139,6 +139,31 @@ def test_a_failed_delivery_stops_every_later_write_and_is_reported_once() -> Non
     run(scenario)
 
 
+def test_a_write_that_raises_stops_the_writes_instead_of_leaving_an_offset_unacked() -> None:
+    class Table(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if key == b"b":
+                raise RuntimeError("store closed")
+            super().__setitem__(key, value)
+
+    async def scenario() -> None:
+        delivery = asyncio.get_running_loop().create_future()
+        table = Table()
+        failures: list[BaseException] = []
+        writes = PendingWrites(table, on_failure=failures.append)
+        events = [Event(offset) for offset in range(3)]
+        for event, debtor in zip(events, "abc", strict=True):
+            writes.submit(event, state(debtor, "1"), [delivery] if debtor == "a" else [])
+            event.stream_acks()
+        delivery.set_result(None)
+        await asyncio.sleep(0)
+        assert table == {b"a": b"1"} and [str(error) for error in failures] == ["store closed"]
+        assert events[0].message.acked and not events[1].message.acked and not events[2].message.acked
+        assert len(writes) == 2, "the failed write and the one after it stay pending (and unacked)"
+
+    run(scenario)
+
+
 def test_room_waits_while_the_limit_is_reached() -> None:
     async def scenario() -> None:
         delivery = asyncio.get_running_loop().create_future()
