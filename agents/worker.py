@@ -767,16 +767,17 @@ class AligningScheduler(SchedulingStrategyT):
         return cached
 
     def _blocked(self, head: TP, ts: int, tps: list[TP], now: float, wall_ms: float) -> bool:
-        live: bool | None = None
+        # Whether the head may pass a caught-up partition: asked once, and only if one is met.
+        passes_caught_up: bool | None = None
         for tp in tps:
             if self._buffers.get(tp):
                 continue  # its head is not earlier: the candidate is the group's smallest
             last = self._last_ts.get(tp)
             passes = last is not None and last >= ts
             if not passes and self.caught_up(tp):
-                if live is None:
-                    live = ts > wall_ms - self.grace_ms and self._live(head)
-                passes = ts <= wall_ms - self.grace_ms or live
+                if passes_caught_up is None:
+                    passes_caught_up = ts <= wall_ms - self.grace_ms or self._live(head)
+                passes = passes_caught_up
             if passes:
                 # A partition keeps producer order, so nothing earlier can come from it once it
                 # delivered something later. A caught-up partition may still get records its
@@ -996,7 +997,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     )
     def writes_failed(error: BaseException) -> None:
         # Nothing after the record is written or committed: stop, and process it again on restart.
-        log.error("delivery of change events failed (%s: %s): the worker stops", type(error).__name__, error)
+        log.error("a state write could not complete (%s: %s): the worker stops", type(error).__name__, error)
         asyncio.ensure_future(app.crash(error))
 
     def released(event: Any) -> None:

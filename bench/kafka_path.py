@@ -553,21 +553,17 @@ def cmd_latency(args: argparse.Namespace) -> None:
         worker = Proc("ceiling", prefix, app_id, env={"BENCH_FORWARD": "1"})
     else:
         worker = Proc("worker", prefix, app_id)
-    lines = [
-        line
-        for line in simulate(args.debtors, args.months, 11).lines
-        if not route_line(line).reason
-    ]
+    def portfolio(start: datetime) -> list[bytes]:
+        lines = simulate(args.debtors, args.months, 11, start=start.strftime("%Y-%m-%d")).lines
+        return [line for line in lines if not route_line(line).reason]
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)  # simulate's default calendar
+    lines = portfolio(start)
     if not args.historical and args.history < len(lines):
         # Shift the portfolio's calendar so that its history ends today: the live events then
         # continue it (no months-long gap that would change every debtor at once).
         cut = datetime.fromisoformat(orjson.loads(lines[args.history])["occurred_at"])
-        start = datetime(2026, 1, 1, tzinfo=UTC) + (datetime.now(UTC) - cut)
-        lines = [
-            line
-            for line in simulate(args.debtors, args.months, 11, start=start.strftime("%Y-%m-%d")).lines
-            if not route_line(line).reason
-        ]
+        lines = portfolio(start + (datetime.now(UTC) - cut))
     count = int(args.rate * (args.seconds + args.warmup))
     history = [] if args.historical else lines[: args.history]
     lines = lines[len(history) : len(history) + count]
