@@ -150,7 +150,7 @@ def advance(
     if state is None:
         state = DebtorState.new(event.debtor_id)
     if event.type == "erasure_requested":
-        return _erase(state, event, model, emitted_at)
+        return _erase(state, event, emitted_at)
     key = event_key(event.event_id)
     if state.seen(key):
         return Step(state, (), "duplicate")
@@ -167,7 +167,7 @@ def advance(
     if known >= config.min_evidence:
         x = feature_vector(state, months)
         _update_persona(state, x, months, known, model, config, event, emitted_at, outputs)
-    _update_quadrant(state, event, months, model.version, emitted_at, outputs)
+    _update_quadrant(state, event, months, emitted_at, outputs)
     if known < config.min_evidence or event.ts - state.last_learn_ts < config.learn_interval_days * _DAY:
         return Step(state, tuple(outputs), "processed")
     state.last_learn_ts = event.ts
@@ -225,15 +225,16 @@ def _update_persona(
     outputs.append(Output(PERSONA_CHANGES_TOPIC, new.debtor_id, value))
 
 
-def _update_quadrant(
-    new: DebtorState, event: Event, months: float, model_version: int, emitted_at: str, outputs: list[Output]
-) -> None:
+def _update_quadrant(new: DebtorState, event: Event, months: float, emitted_at: str, outputs: list[Output]) -> None:
     new.willingness, new.ability = willingness(new, months), ability(new)
     quadrant = quadrant_of(new.willingness, new.ability, previous=new.quadrant)
     if quadrant == new.quadrant:
         return
     previous, new.quadrant = new.quadrant, quadrant
-    value = _envelope("quadrant_changed", new, event, previous, model_version, emitted_at)
+    # The quadrant does not depend on the model. Its event names the model version behind the
+    # debtor's persona, not the one in use now: a record processed again after a crash then
+    # gives the same event, whatever the shared model learned meanwhile.
+    value = _envelope("quadrant_changed", new, event, previous, new.model_version, emitted_at)
     value["quadrant"] = quadrant
     value["willingness"] = round(new.willingness, 4)
     value["ability"] = round(new.ability, 4)
@@ -243,13 +244,13 @@ def _update_quadrant(
     outputs.append(Output(QUADRANT_CHANGES_TOPIC, new.debtor_id, value))
 
 
-def _erase(state: DebtorState, event: Event, model: SegmentModel, emitted_at: str) -> Step:
+def _erase(state: DebtorState, event: Event, emitted_at: str) -> Step:
     outputs = []
     for kind, topic, previous, field in (
         ("persona_changed", PERSONA_CHANGES_TOPIC, state.persona, "persona"),
         ("quadrant_changed", QUADRANT_CHANGES_TOPIC, state.quadrant, "quadrant"),
     ):
-        value = _envelope(kind, state, event, previous, model.version, emitted_at)
+        value = _envelope(kind, state, event, previous, state.model_version, emitted_at)
         value[field] = UNKNOWN
         value.update(confidence=0.0, explanation={}, reason="erased")
         if kind == "quadrant_changed":

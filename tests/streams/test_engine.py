@@ -65,6 +65,25 @@ def test_first_change_starts_from_unknown_and_ids_are_deterministic(small_portfo
     assert all(v["previous"] == UNKNOWN for v in firsts.values())
 
 
+def test_quadrant_changes_do_not_depend_on_the_model_in_use(small_portfolio) -> None:
+    """A record processed again after a crash, when the shared model has learned meanwhile,
+    gives the same quadrant change: only a record that changes the persona depends on the model."""
+    events = _events(small_portfolio.lines)
+    learned = Engine()
+    for event in events:
+        learned.handle(event)
+    assert learned.model.version > 0
+    engine, compared = Engine(), 0
+    for event in events:
+        again = process(engine.states.get(event.debtor_id), event, learned.model, emitted_at="t")
+        step = engine.handle(event, emitted_at="t")
+        if any(o.topic == PERSONA_CHANGES_TOPIC for o in step.outputs + again.outputs):
+            continue
+        assert again.outputs == step.outputs
+        compared += sum(o.topic == QUADRANT_CHANGES_TOPIC for o in step.outputs)
+    assert compared > 100
+
+
 events_strategy = st.lists(
     st.builds(
         lambda kind, day, n, stars: make_event(
