@@ -49,6 +49,10 @@ class Settings:
     # State writes that may wait at once for the delivery of earlier change events (agents/pending.py).
     pending_writes: int = field(default_factory=lambda: int(_env("PENDING_WRITES", "1000")))
     model_snapshot_seconds: float = field(default_factory=lambda: float(_env("MODEL_SNAPSHOT_SECONDS", "5")))
+    # How long the producer waits to fill a batch: fewer, larger produce requests (less CPU per
+    # event); the agent does not wait for deliveries (agents/pending.py), so it costs latency only
+    # on the change events themselves (docs/performance.md, section 2, step 7).
+    producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
 
     @property
     def advertised_web_host(self) -> str:

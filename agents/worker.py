@@ -956,10 +956,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         topic_partitions=settings.partitions,
         table_standby_replicas=config.standby_replicas,
         processing_guarantee=settings.guarantee,
-        # No linger: the agent awaits the delivery of change events before it stores the state,
-        # and every such wait paid the full linger (5 ms had the worker fall behind at 1,000
-        # events/s; docs/performance.md). Under load batches still form while a request is in flight.
-        producer_linger=0.0,
+        producer_linger=settings.producer_linger_ms / 1000.0,
         web_port=settings.web_port,
         web_bind="0.0.0.0",
         web_host=settings.advertised_web_host,

@@ -11,8 +11,8 @@ Nothing else: no validation, no engine, no outbound sends. ``bench/kafka_path.py
 With ``BENCH_FORWARD=1`` (the latency floor) it also forwards one record in eight (by event
 id) to the persona-changes topic as ``{"cause_event_id": ...}`` (about the worker's share of
 records that emit) and waits for its delivery before the table write: the worker's order, kept
-the simplest way (the worker defers the write instead, agents/pending.py); like the worker, it
-then lingers 0 ms instead of 5.
+the simplest way (the worker defers the write instead, agents/pending.py); it then lingers 0 ms
+instead of 5, as every wait would sit out the linger.
 ``/ready`` answers 200 once partitions are assigned.
 """
 
@@ -47,8 +47,8 @@ app = faust.App(
     datadir=str(DATA_DIR),
     topic_partitions=PARTITIONS,
     processing_guarantee="at_least_once",
-    # 5 ms batches the changelog writes; the latency floor waits for deliveries, so it
-    # lingers 0 like the worker.
+    # 5 ms batches the changelog writes (the worker's default too); the latency floor waits
+    # for deliveries, and each wait would sit out the linger.
     producer_linger=0.0 if FORWARD else 0.005,
     **FAUST_TUNING,
 )
