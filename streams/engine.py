@@ -147,15 +147,10 @@ def advance(
     (the embedded :class:`Engine`; a worker that decoded it from its table for this event),
     which saves a copy per event. Duplicates and late events leave it untouched.
     """
-    if event.type == "erasure_requested":
-        if state is None:
-            # Nothing to withdraw: the debtor was never seen, or is already erased (its tombstone
-            # is written only after the erased events were delivered). Sending them again
-            # without the state would name another previous persona under the same event id.
-            return Step(None, (), "erased")
-        return _erase(state, event, emitted_at)
     if state is None:
         state = DebtorState.new(event.debtor_id)
+    if event.type == "erasure_requested":
+        return _erase(state, event, emitted_at)
     key = event_key(event.event_id)
     if state.seen(key):
         return Step(state, (), "duplicate")
