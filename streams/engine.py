@@ -147,10 +147,10 @@ def advance(
     (the embedded :class:`Engine`; a worker that decoded it from its table for this event),
     which saves a copy per event. Duplicates and late events leave it untouched.
     """
-    if state is None:
-        state = DebtorState.new(event.debtor_id)
     if event.type == "erasure_requested":
         return _erase(state, event, emitted_at)
+    if state is None:
+        state = DebtorState.new(event.debtor_id)
     key = event_key(event.event_id)
     if state.seen(key):
         return Step(state, (), "duplicate")
@@ -244,13 +244,20 @@ def _update_quadrant(new: DebtorState, event: Event, months: float, emitted_at: 
     outputs.append(Output(QUADRANT_CHANGES_TOPIC, new.debtor_id, value))
 
 
-def _erase(state: DebtorState, event: Event, emitted_at: str) -> Step:
+def _erase(state: DebtorState | None, event: Event, emitted_at: str) -> Step:
+    # A debtor without state was never seen, or is erased already: the erasure was processed
+    # again after a crash (its tombstone follows the delivery of its events). Its events then
+    # say "unknown -> unknown" under ids of their own, so they never clash with those of the
+    # erasure that deleted the state (same cause, another previous persona).
+    stateless = state is None
+    if state is None:
+        state = DebtorState.new(event.debtor_id)
     outputs = []
     for kind, topic, previous, field in (
         ("persona_changed", PERSONA_CHANGES_TOPIC, state.persona, "persona"),
         ("quadrant_changed", QUADRANT_CHANGES_TOPIC, state.quadrant, "quadrant"),
     ):
-        value = _envelope(kind, state, event, previous, state.model_version, emitted_at)
+        value = _envelope(kind, state, event, previous, state.model_version, emitted_at, stateless=stateless)
         value[field] = UNKNOWN
         value.update(confidence=0.0, explanation={}, reason="erased")
         if kind == "quadrant_changed":
@@ -260,9 +267,17 @@ def _erase(state: DebtorState, event: Event, emitted_at: str) -> Step:
 
 
 def _envelope(
-    kind: str, state: DebtorState, cause: Event, previous: str, model_version: int, emitted_at: str
+    kind: str,
+    state: DebtorState,
+    cause: Event,
+    previous: str,
+    model_version: int,
+    emitted_at: str,
+    *,
+    stateless: bool = False,
 ) -> dict[str, Any]:
-    digest = blake2b(f"{kind}\x00{state.debtor_id}\x00{cause.event_id}".encode(), digest_size=12)
+    seed = f"{kind}\x00{state.debtor_id}\x00{cause.event_id}" + ("\x00stateless" if stateless else "")
+    digest = blake2b(seed.encode(), digest_size=12)
     return {
         "event_id": f"{kind}-{digest.hexdigest()}",
         "debtor_id": state.debtor_id,

@@ -184,6 +184,12 @@ def test_erasure_deletes_state_and_says_unknown() -> None:
     assert step.outcome == "erased" and "d1" not in engine.states
     assert {(o.value["type"], o.value["reason"]) for o in step.outputs} == {("persona_changed", "erased"), ("quadrant_changed", "erased")}
     assert all(o.value.get("persona", o.value.get("quadrant")) == UNKNOWN for o in step.outputs)
+    # Processed again after a crash, with the state gone: a no-op under ids of its own, so no
+    # two different events share an id.
+    again = engine.handle(make_event("erasure_requested", event_id="erase"))
+    assert again.outcome == "erased" and again.state is None
+    assert {o.value["previous"] for o in again.outputs} == {UNKNOWN}
+    assert not {o.value["event_id"] for o in again.outputs} & {o.value["event_id"] for o in step.outputs}
 
 
 def test_state_stays_under_one_kib(small_portfolio) -> None:
