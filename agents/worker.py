@@ -1001,7 +1001,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         message = event.message
         app.sensors.on_message_out(message.tp, message.offset, message)
 
-    pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=config.settings.pending_writes)
+    pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=settings.pending_writes)
     service = Service(app, config, metrics, holder, writer, reader, table)
     prefix_len = len(settings.topic_prefix)
 

@@ -698,6 +698,12 @@ def cmd_latency(args: argparse.Namespace) -> None:
     latencies = sorted(
         (at - sent_at[cause]) * 1000 for cause, at in received if cause in sent_at
     )
+    acked_ms = sorted(seconds * 1000 for seconds in acked)
+
+    def at_rank(values: list[float], q: float) -> float | None:
+        """The value at rank ``q`` of sorted ``values`` (nearest rank below), rounded."""
+        return round(values[int(len(values) * q)], 1) if values else None
+
     # one cause can have a persona and a quadrant change: count each change event
     result = {
         "rate_target": args.rate,
@@ -705,14 +711,12 @@ def cmd_latency(args: argparse.Namespace) -> None:
         "events": len(lines),
         "measured_events": len(sent_at),
         "change_events": len(latencies),
-        "p50_ms": round(latencies[len(latencies) // 2], 1) if latencies else None,
-        "p90_ms": round(latencies[int(len(latencies) * 0.9)], 1) if latencies else None,
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1)
-        if latencies
-        else None,
+        "p50_ms": at_rank(latencies, 0.5),
+        "p90_ms": at_rank(latencies, 0.9),
+        "p99_ms": at_rank(latencies, 0.99),
         "max_ms": round(latencies[-1], 1) if latencies else None,
-        "produce_ack_p50_ms": round(sorted(acked)[len(acked) // 2] * 1000, 1) if acked else None,
-        "produce_ack_p99_ms": round(sorted(acked)[int(len(acked) * 0.99)] * 1000, 1) if acked else None,
+        "produce_ack_p50_ms": at_rank(acked_ms, 0.5),
+        "produce_ack_p99_ms": at_rank(acked_ms, 0.99),
         "worker_cpu_s": round(cpu, 1),
         "erasure_heartbeat_ms": args.erasure_heartbeat_ms,
         "traffic": "historical" if args.historical else "live",
