@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import orjson
@@ -29,6 +31,7 @@ from agents.worker import (
     ModelWriter,
     WorkerConfig,
     apply_state,
+    commit_acknowledged,
     handle_record,
     key_problem,
     model_digest,
@@ -428,6 +431,42 @@ def test_a_silent_partition_is_given_up_after_the_wait() -> None:
     assert scheduler.gave_up == 1
 
 
+def test_no_partition_is_given_up_while_the_client_holds_fetched_records() -> None:
+    """On a backlog a partition's records can queue in the client behind other partitions'
+    for longer than the wait: that is the consumer being behind, not the partition silent."""
+    scheduler, consumer, _ = _scheduler({A0, B0})
+    consumer.hw = {A0: 1, B0: 5}
+    scheduler.add(A0, _recs(0, 1))
+    scheduler._backlog = True
+    for call, now in enumerate((0.0, 10.0, 30.0, 60.0), start=1):
+        scheduler._calls = 10 * call
+        assert _drain(scheduler, now=now) == []
+    scheduler._backlog = False  # the client handed out everything: b[0] is waited for from here
+    scheduler._calls = 45
+    assert _drain(scheduler, now=64.0) == []
+    scheduler._calls = 50
+    assert _drain(scheduler, now=65.0) == [(A0, 0)]
+    assert scheduler.gave_up == 1
+
+
+def test_the_client_backlog_counts_fetched_records_of_gated_partitions_only() -> None:
+    scheduler, consumer, _ = _scheduler({A0, B0})
+    fetcher = SimpleNamespace(_records={})
+    consumer._thread = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_fetcher=fetcher))  # type: ignore[attr-defined]
+    list(scheduler.iterate({}))
+    assert scheduler._backlog is False
+    fetcher._records = {TP("changelog", 0): object()}
+    list(scheduler.iterate({}))
+    assert scheduler._backlog is False
+    fetcher._records = {B0: object()}
+    list(scheduler.iterate({}))
+    assert scheduler._backlog is True
+    fetcher._records = {}
+    consumer._buffered_partitions = {A0}  # Faust paused it: its stream buffer is full
+    list(scheduler.iterate({}))
+    assert scheduler._backlog is True
+
+
 def test_seeking_back_replaces_held_records() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
     consumer.hw = {A0: 7, B0: 1}
@@ -505,3 +544,23 @@ def test_scheduler_delivers_each_record_once_in_timestamp_order_per_partition(
     for partition in (0, 1):
         stamps = [rec.timestamp for tp, rec in out if tp.partition == partition]
         assert stamps == sorted(stamps)
+
+
+def test_the_last_commit_runs_again_when_it_only_waited_for_a_timer_commit() -> None:
+    """Faust's commit returns False, committing nothing, while another commit is under way."""
+
+    class Consumer:
+        def __init__(self, results: list[bool]) -> None:
+            self.results = results
+            self.calls: list[bool] = []
+
+        async def commit(self, start_new_transaction: bool = True) -> bool:
+            self.calls.append(start_new_transaction)
+            return self.results.pop(0)
+
+    waited = Consumer([False, True])
+    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=waited)))  # type: ignore[arg-type]
+    assert waited.calls == [False, False]
+    committed = Consumer([True])
+    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=committed)))  # type: ignore[arg-type]
+    assert committed.calls == [False]

@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
 from agents.settings import Settings
-from agents.worker import WorkerConfig, topic_plan
+from agents.worker import MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
 from schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
@@ -365,6 +365,28 @@ def wait_model(workers: Sequence[Worker], version: int, timeout: float = 30.0) -
     pytest.fail(f"models did not reach version {version}: {[p['version'] for p in pages]}")
 
 
+def wait_model_settled(bootstrap: str, worker: Worker, timeout: float = 30.0) -> int:
+    """The worker's model version once every model update sent so far is learned and published
+    (the model-writer group committed the end of the updates topic) and the worker reads it.
+
+    Caught up on the inbound topics is not enough: the writer publishes a snapshot every few
+    updates or fractions of a second, so the model in use can be a few updates behind."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{worker.group}-model-writer", enable_auto_commit=False)
+    tp = TopicPartition(worker.prefix + MODEL_UPDATES_TOPIC, 0)
+    try:
+        deadline = time.monotonic() + timeout
+        page: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            end = consumer.end_offsets([tp])[tp]
+            page = worker.get("/model")[1]
+            if (consumer.committed(tp) or 0) >= end and page["version"] == page["writer_version"]:
+                return int(page["version"])
+            time.sleep(0.3)
+        pytest.fail(f"the model did not settle after {timeout}s: {page}, updates {consumer.committed(tp)} of {end}")
+    finally:
+        consumer.close()
+
+
 # --- fixtures --------------------------------------------------------------------------------------
 
 
@@ -525,7 +547,7 @@ def test_restart_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path, 
         assert not missing, f"no change events for {sorted(missing)}"
         dead = Counter(r.value["reason"] for r in read_all(kafka_bootstrap, [prefix + DEAD_LETTERS_TOPIC]))
         assert dead == portfolio.dead_letters, "nothing too late, nothing lost"
-        version = second.get("/model")[1]["version"]
+        version = wait_model_settled(kafka_bootstrap, second)
         assert abs(version - portfolio.model_version) <= max(3, portfolio.model_version // 50)
     finally:
         second.stop()
