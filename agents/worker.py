@@ -957,8 +957,11 @@ async def commit_acknowledged(app: faust.App) -> None:
     returns (``Consumer.maybe_wait_for_commit_to_finish``); that commit may predate the last
     acknowledgements, and the next owner processes those records again: their dead letters a
     second time, and their events, older than the debtor's lateness window by then, as too
-    late. (With ``exactly_once`` the transaction manager ends the transactions; not touched.)
+    late. With ``exactly_once`` the transaction manager commits and ends the transactions: not
+    touched here.
     """
+    if app.in_transaction:
+        return
     consumer = app.consumer
     if not await consumer.commit(start_new_transaction=False):
         await consumer.commit(start_new_transaction=False)
@@ -1090,8 +1093,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         service.assigned.difference_update(revoked)
-        if settings.guarantee == "at_least_once":
-            await commit_acknowledged(app)
+        await commit_acknowledged(app)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -1100,8 +1102,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
-        if settings.guarantee == "at_least_once":
-            await commit_acknowledged(app)
+        await commit_acknowledged(app)
         await learner.stop()
 
     @app.task

@@ -559,8 +559,11 @@ def test_the_last_commit_runs_again_when_it_only_waited_for_a_timer_commit() -> 
             return self.results.pop(0)
 
     waited = Consumer([False, True])
-    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=waited)))  # type: ignore[arg-type]
+    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=waited, in_transaction=False)))  # type: ignore[arg-type]
     assert waited.calls == [False, False]
     committed = Consumer([True])
-    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=committed)))  # type: ignore[arg-type]
+    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=committed, in_transaction=False)))  # type: ignore[arg-type]
     assert committed.calls == [False]
+    transactional = Consumer([])  # exactly_once: Faust's transaction manager commits
+    asyncio.run(commit_acknowledged(SimpleNamespace(consumer=transactional, in_transaction=True)))  # type: ignore[arg-type]
+    assert transactional.calls == []
