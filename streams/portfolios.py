@@ -86,6 +86,13 @@ _VARIANTS = (
             knobs={"mix": "few_hendrik_jans", "inflow_months": 8.0}),
     Variant("hidden-like", "cluster mix, stars on a quarter of answered calls and half the outbound contact at once",
             3000, 1213, knobs={"mix": "cluster", "rating_share": 0.25, "contact": 0.5}),
+    # The second story (streams/ledger.py): monthly ledgers per claim and a dunning schedule.
+    Variant("ledger", "second story: monthly ledger per claim, dunning schedule, cluster mix, EUR 300 a claim", 3000, 1301,
+            generator="ledger"),
+    Variant("ledger-insurer", "second story, insurer mix, stars on a quarter of answered calls, half the dunning", 2000, 1302,
+            knobs={"mix": "insurer", "rating_share": 0.25, "contact": 0.5}, generator="ledger"),
+    Variant("ledger-retailer", "second story, retailer mix, EUR 160 a claim, debtors arriving over 6 months", 3000, 1303,
+            knobs={"mix": "retailer", "principal_eur": 160.0, "inflow_months": 6.0}, generator="ledger"),
 )
 
 #: Every variant by name, in report order (read-only).

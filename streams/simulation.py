@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MIXES", "PERSONAS", "Portfolio", "SimulatedDebtor", "mix_shares", "simulate"]
+__all__ = ["MIXES", "PERSONAS", "Portfolio", "SimulatedDebtor", "deliver", "mix_shares", "simulate"]
 
 #: The personas, in the order the simulator draws them (kept here, not imported from the
 #: engine, so that a change to the engine never changes a simulated portfolio).
@@ -386,7 +386,7 @@ def simulate(
                 sim.behaviour, debtor.change_ts = _change(rng, debtor, sim, ts)
             sim.week(ts, sim.behaviour.files * 0.4 / 52 * files_scale)
         events.extend(sim.events)
-    return _deliver(rng, events, truth, start_ts, end_ts, late_share, duplicate_share, bad_share, late_days, jitter_hours)
+    return deliver(rng, events, truth, start_ts, end_ts, late_share, duplicate_share, bad_share, late_days, jitter_hours)
 
 
 def _change(rng: random.Random, debtor: SimulatedDebtor, sim: _DebtorSim, ts: float) -> tuple[_Behaviour, float]:
@@ -418,7 +418,7 @@ _BAD_LINES = (
 )
 
 
-def _deliver(
+def deliver(
     rng: random.Random,
     events: list[dict[str, Any]],
     truth: dict[str, SimulatedDebtor],
@@ -430,7 +430,11 @@ def _deliver(
     late_days: float = 3.0,
     jitter_hours: float = 0.0,
 ) -> Portfolio:
-    """Order events as an upstream system would deliver them, with its imperfections."""
+    """Order events as an upstream system would deliver them, with its imperfections.
+
+    Each event is a dict of its wire fields plus ``_ts`` (its true time, removed here); events
+    at or after ``end_ts`` are dropped. Shared by every generative story of the package.
+    """
     timed: list[tuple[float, bytes]] = []
     injected = {"late": 0, "duplicates": 0, "bad": 0}
     if jitter_hours > 0:

@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from streams.ledger import simulate_ledger
 from streams.portfolios import HIDDEN_LIKE, VARIANTS, Variant, build, select
 from streams.simulation import mix_shares, simulate
 
@@ -19,10 +20,11 @@ def test_at_least_eight_variants_with_distinct_seeds() -> None:
     assert all(name == v.name and v.description for name, v in VARIANTS.items())
 
 
-def test_every_knob_is_one_the_simulator_takes() -> None:
-    accepted = set(inspect.signature(simulate).parameters)
+def test_every_knob_is_one_its_generator_takes() -> None:
+    generators = {"simulation": simulate, "ledger": simulate_ledger}
     for variant in VARIANTS.values():
-        assert set(variant.knobs) <= accepted, variant.name
+        assert set(variant.knobs) <= set(inspect.signature(generators[variant.generator]).parameters), variant.name
+    assert {v.generator for v in VARIANTS.values()} == set(generators)  # both stories are in the family
 
 
 def test_own_is_todays_default_portfolio() -> None:
