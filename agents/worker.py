@@ -113,7 +113,8 @@ class WorkerConfig:
 
     settings: Settings = field(default_factory=Settings)
     align_max_wait_s: float = 5.0
-    standby_replicas: int = 0
+    #: Table standby replicas; None: ``settings.standby_replicas``.
+    standby_replicas: int | None = None
 
     @property
     def id(self) -> str:
@@ -437,7 +438,14 @@ class ModelLearner:
         reader: ModelReader,
         holder: ModelHolder,
         publish: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        instance_id: str | None = None,
+        session_timeout_s: float = 10.0,
+        heartbeat_interval_s: float = 3.0,
     ) -> None:
+        self.instance_id = instance_id
+        self.session_timeout_s = session_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.bootstrap = bootstrap
         self.topic = topic
         self.group_id = group_id
@@ -480,6 +488,11 @@ class ModelLearner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
+            # Static membership as for the worker's own consumer: a restarted writer resumes
+            # without waiting for its predecessor's session.
+            group_instance_id=self.instance_id,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.heartbeat_interval_s * 1000),
         )
         consumer.subscribe([self.topic], listener=Listener())
         await consumer.start()
@@ -986,13 +999,19 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     if settings.guarantee == "exactly_once":
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    instance_id = settings.instance_id(config.id)
     app = faust.App(
         config.id,
         broker=settings.broker,
         store=store,
         datadir=str(settings.data_dir / config.id),
         topic_partitions=settings.partitions,
-        table_standby_replicas=config.standby_replicas,
+        table_standby_replicas=settings.standby_replicas if config.standby_replicas is None else config.standby_replicas,
+        # Static membership: a restarted worker (same instance id) is the same member, so the
+        # group neither waits for the dead one's session to expire nor moves its partitions.
+        consumer_group_instance_id=instance_id,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         processing_guarantee=settings.guarantee,
         producer_linger=settings.producer_linger_ms / 1000.0,
         web_port=settings.web_port,
@@ -1029,6 +1048,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         reader,
         holder,
         publish_snapshot,
+        instance_id=None if instance_id is None else f"{instance_id}-model-writer",
+        session_timeout_s=settings.session_timeout_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
     )
     def writes_failed(error: BaseException) -> None:
         # Nothing after the record is written or committed: stop, and process it again on restart.
