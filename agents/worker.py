@@ -58,6 +58,7 @@ from agents.api import register_api
 from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.pending import PendingWrites, apply_state
+from agents.progress import PartitionProgress
 from agents.replay import dead_letter
 from agents.settings import Settings
 from schemas import (
@@ -672,6 +673,13 @@ class AligningScheduler(SchedulingStrategyT):
         except Exception:  # noqa: BLE001 - Faust internals, best effort
             return False
 
+    def nothing_to_deliver(self, tp: TP) -> bool:
+        """Whether ``tp`` has no record to hand out: none held here, none fetched beyond.
+
+        For ``/ready``: a partition that resumed after recovery and has nothing to process
+        counts as resumed (Faust internals, best effort: False when unknown)."""
+        return not self._buffers.get(tp) and self.caught_up(tp)
+
     def caught_up(self, tp: TP) -> bool:
         highwater = self._highwater(tp)
         if highwater is None:
@@ -945,21 +953,30 @@ class Service:
     assigned: set[TP] = field(default_factory=set)
     assigned_once: bool = False
     counts: Counter[str] = field(default_factory=Counter)
+    progress: PartitionProgress = field(default_factory=lambda: PartitionProgress(lambda tp: True))
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Readiness: partitions assigned, table recovery done, model loaded."""
+        """Readiness: partitions assigned, table recovery done, model loaded, and processing
+        resumed: every owned inbound partition processed a record since its assignment or has
+        nothing to process (:class:`agents.progress.PartitionProgress`)."""
         app = self.app
         try:
             recovered = cast(Any, app.tables).recovery.completed.is_set()
+            flowing = app.flow_control.is_active() and app.consumer.flow_active
         except Exception:  # noqa: BLE001 - Faust internals, best effort
-            recovered = False
+            recovered = flowing = False
+        scheduler = getattr(app.consumer, "scheduler", None)
+        caught_up = getattr(scheduler, "nothing_to_deliver", None) or (lambda tp: False)
+        waiting = self.progress.waiting(caught_up) if flowing else None
         checks = {
             "assigned": self.assigned_once,
             "rebalancing": bool(app.rebalancing),
             "recovery_done": recovered and not app.in_recovery,
             "model_loaded": self.holder.ready.is_set(),
+            "processing": waiting == [],
+            "partitions_waiting": len(waiting) if waiting is not None else None,
         }
-        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"]
+        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"] and checks["processing"]
         return ok, checks
 
 
@@ -1063,6 +1080,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
 
     pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=settings.pending_writes)
     service = Service(app, config, metrics, holder, writer, reader, table)
+    service.progress = progress = PartitionProgress(lambda tp: tp.topic in scheduler.gated_topics)
+    metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)
 
     @app.agent(inbound, name="segment")
@@ -1107,6 +1126,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             if handled.event_ts is not None:
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
+            progress.processed(message.tp)
             if len(pending) >= pending.limit:
                 await pending.room()
             # Let the model learner and reader (same event loop) keep up with a backlog.
@@ -1121,6 +1141,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         service.assigned = set(assigned)
         service.assigned_once = True
+        progress.assigned(assigned)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
