@@ -32,6 +32,12 @@ Service families (owned by :class:`ServiceMetrics`):
     previous window (see :func:`population_stability_index`).
 ``debtor_segments_info{version}``
     Constant 1, labelled with the installed package version.
+``debtor_segments_partition_idle_seconds{topic, partition}``
+    Gauge, per owned inbound partition, of seconds since it last processed a record
+    (:mod:`agents.progress`): a stall is idle time growing while the partition has lag.
+``debtor_segments_send_failures_total{topic}``
+    Counter of sends (change events, dead letters, model updates) that failed; the first
+    failure stops the partition's commits and the worker (agents/pending.py).
 
 Faust families (added by :func:`attach_faust_sensors`, prefix
 :data:`FAUST_PREFIX`, as defined by ``faust.sensors.prometheus.FaustMetrics``
@@ -72,13 +78,14 @@ histogram of both groups.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, cast
 
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor, setup_prometheus_sensors
 from faust.types import TP, AppT
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -243,6 +250,14 @@ class ServiceMetrics:
             "Population stability index of the persona mix against the previous window.",
             registry=reg,
         )
+        self._send_failures = Counter(
+            "debtor_segments_send_failures_total",
+            "Sends to Kafka that failed, by topic; the worker stops at the first (no commit past it).",
+            ("topic",),
+            registry=reg,
+        )
+        self._idle_source: Callable[[], Mapping[tuple[str, int], float]] = dict
+        reg.register(_IdleCollector(self))
         self._event_children = LabelChildren(self._events)
         self._dead_letter_children = LabelChildren(self._dead_letters)
         self._persona_children = LabelChildren(self._persona_changes)
@@ -388,6 +403,20 @@ class ServiceMetrics:
             raise ValueError(f"PSI must be a finite non-negative number, got {psi!r}")
         self._model_drift.set(psi)
 
+    def watch_partitions(self, source: Callable[[], Mapping[tuple[str, int], float]]) -> None:
+        """Report ``source()`` ((topic, partition) -> idle seconds) at every scrape.
+
+        >>> metrics = ServiceMetrics(version="1.0.0")
+        >>> metrics.watch_partitions(lambda: {("debtor.payments", 3): 1.5})
+        >>> b'debtor_segments_partition_idle_seconds{partition="3",topic="debtor.payments"} 1.5' in metrics.exposition()
+        True
+        """
+        self._idle_source = source
+
+    def count_send_failure(self, topic: str) -> None:
+        """Count a send that failed (its record's offset is never committed)."""
+        self._send_failures.labels(topic=topic).inc()
+
     def exposition(self) -> bytes:
         """Render the registry in the Prometheus text format.
 
@@ -398,6 +427,31 @@ class ServiceMetrics:
             :func:`attach_faust_sensors` has run.
         """
         return generate_latest(self.registry)
+
+
+class _IdleCollector:
+    """``debtor_segments_partition_idle_seconds``, computed at scrape time."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "debtor_segments_partition_idle_seconds",
+            "Seconds since an owned inbound partition last processed a record (or was assigned).",
+            labels=("topic", "partition"),
+        )
+        try:
+            idle = dict(self._metrics._idle_source())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the worker is stopping
+            idle = {}
+        for (topic, partition), seconds in sorted(idle.items()):
+            family.add_metric((topic, str(partition)), round(seconds, 3))
+        yield family
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        # Without describe() the registry would call collect() at registration.
+        return [GaugeMetricFamily("debtor_segments_partition_idle_seconds", "", labels=("topic", "partition"))]
 
 
 def _set_distribution(gauge: Gauge, label: str, counts: Mapping[str, int]) -> None:

@@ -54,6 +54,10 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--loglevel", type=click.Choice(_LOGLEVELS), help="[env DEBTOR_SEGMENTS_LOGLEVEL; default info]")
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
 @click.option("--guarantee", type=click.Choice(_GUARANTEES), help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default at_least_once].")
+@click.option("--group-instance-id", help="Static consumer-group membership id; '' derives it from the host name and data dir, 'off' disables it [env DEBTOR_SEGMENTS_GROUP_INSTANCE_ID].")
+@click.option("--session-timeout", "session_timeout_s", type=click.FloatRange(min=1), help="Seconds without heartbeat before the group gives a worker's partitions to others [env DEBTOR_SEGMENTS_SESSION_TIMEOUT_S; default 8].")
+@click.option("--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1), help="Seconds between group heartbeats [env DEBTOR_SEGMENTS_HEARTBEAT_INTERVAL_S; default 1].")
+@click.option("--standby-replicas", type=click.IntRange(min=0), help="Warm standby copies of each table partition on other workers [env DEBTOR_SEGMENTS_STANDBY_REPLICAS; default 1].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -68,6 +72,10 @@ def worker(
     loglevel: str | None,
     broker_wait: float,
     guarantee: str | None,
+    group_instance_id: str | None,
+    session_timeout_s: float | None,
+    heartbeat_interval_s: float | None,
+    standby_replicas: int | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
@@ -85,7 +93,13 @@ def worker(
         model_snapshot_seconds=model_snapshot_seconds,
         loglevel=loglevel,
         guarantee=guarantee,
+        group_instance_id=group_instance_id,
+        session_timeout_s=session_timeout_s,
+        heartbeat_interval_s=heartbeat_interval_s,
+        standby_replicas=standby_replicas,
     )
+    if settings.heartbeat_interval_s * 3 > settings.session_timeout_s:
+        raise click.UsageError("heartbeat interval must be at most a third of the session timeout")
     # The environment is not checked by click: say which value is wrong, not a traceback.
     for name, value, allowed in (
         ("store", settings.store, _STORES),

@@ -5,6 +5,7 @@ Every setting has a default that works on a laptop; CLI options override the env
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -53,6 +54,47 @@ class Settings:
     # event); the agent does not wait for deliveries (agents/pending.py), so it costs latency only
     # on the change events themselves (docs/performance.md, section 2, step 7).
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
+    # --- failover (issue 18; docs/reliability.md, "Failover") ---
+    # Static group membership: the consumer-group instance id of this worker. "" derives a
+    # stable one from the host name and the absolute data directory (never random: a restart
+    # with the same data dir is the same member and takes its partitions back at once, without
+    # waiting for the session timeout); "off" disables static membership. Set it where the host
+    # name changes on every start (containers without a fixed hostname).
+    group_instance_id: str = field(default_factory=lambda: _env("GROUP_INSTANCE_ID", ""))
+    # A worker that stops heartbeating (kill -9, lost host) loses its partitions after this
+    # long: the bound of failover to another worker. The broker accepts 6..1800 s by default.
+    session_timeout_s: float = field(default_factory=lambda: float(_env("SESSION_TIMEOUT_S", "8")))
+    # Heartbeats per session: members learn of a rebalance at their next heartbeat.
+    heartbeat_interval_s: float = field(default_factory=lambda: float(_env("HEARTBEAT_INTERVAL_S", "1")))
+    # Warm copies of other workers' table partitions (Faust standbys), so a survivor taking over
+    # a dead worker's partitions does not replay their changelogs from the start.
+    standby_replicas: int = field(default_factory=lambda: int(_env("STANDBY_REPLICAS", "1")))
+
+    def instance_id(self, app_id: str) -> str | None:
+        """The static consumer-group instance id (None: dynamic membership).
+
+        ``group_instance_id``, or one derived from the host name and the absolute data
+        directory: stable across restarts, distinct for two workers on one host (they need
+        distinct data directories anyway). Either way it ends with a digest of the worker's
+        URL (advertised host and web port): a restarted static member gets the assignment its
+        predecessor got, and Faust refuses an assignment made for another URL (its assignor
+        asserts it, and the consumer hangs); a worker whose URL changed is a new member instead.
+
+        >>> s = Settings(group_instance_id="", data_dir=Path("/var/lib/ds"), web_port=6066)
+        >>> s.instance_id("app") == s.instance_id("app"), s.instance_id("app").startswith("app-")
+        (True, True)
+        >>> s.instance_id("app") != Settings(group_instance_id="", data_dir=Path("/var/lib/ds"), web_port=6067).instance_id("app")
+        True
+        >>> Settings(group_instance_id="w1", web_host="10.0.0.5", web_port=6066).instance_id("app"), Settings(group_instance_id="off").instance_id("app")
+        ('w1-c91cd7', None)
+        """
+        if self.group_instance_id == "off":
+            return None
+        url = hashlib.blake2b(f"http://{self.advertised_web_host}:{self.web_port}".encode(), digest_size=3).hexdigest()
+        if self.group_instance_id:
+            return f"{self.group_instance_id}-{url}"
+        where = f"{socket.gethostname()}\x00{self.data_dir.resolve()}".encode()
+        return f"{app_id}-{hashlib.blake2b(where, digest_size=6).hexdigest()}-{url}"
 
     @property
     def advertised_web_host(self) -> str:

@@ -58,6 +58,7 @@ from agents.api import register_api
 from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.pending import PendingWrites, apply_state
+from agents.progress import PartitionProgress
 from agents.replay import dead_letter
 from agents.settings import Settings
 from schemas import (
@@ -113,7 +114,8 @@ class WorkerConfig:
 
     settings: Settings = field(default_factory=Settings)
     align_max_wait_s: float = 5.0
-    standby_replicas: int = 0
+    #: Table standby replicas; None: ``settings.standby_replicas``.
+    standby_replicas: int | None = None
 
     @property
     def id(self) -> str:
@@ -437,7 +439,14 @@ class ModelLearner:
         reader: ModelReader,
         holder: ModelHolder,
         publish: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        instance_id: str | None = None,
+        session_timeout_s: float = 10.0,
+        heartbeat_interval_s: float = 3.0,
     ) -> None:
+        self.instance_id = instance_id
+        self.session_timeout_s = session_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.bootstrap = bootstrap
         self.topic = topic
         self.group_id = group_id
@@ -480,6 +489,11 @@ class ModelLearner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
+            # Static membership as for the worker's own consumer: a restarted writer resumes
+            # without waiting for its predecessor's session.
+            group_instance_id=self.instance_id,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.heartbeat_interval_s * 1000),
         )
         consumer.subscribe([self.topic], listener=Listener())
         await consumer.start()
@@ -658,6 +672,13 @@ class AligningScheduler(SchedulingStrategyT):
             return any(tp.topic in self.gated_topics for tp in (*consumer._buffered_partitions, *fetched))
         except Exception:  # noqa: BLE001 - Faust internals, best effort
             return False
+
+    def nothing_to_deliver(self, tp: TP) -> bool:
+        """Whether ``tp`` has no record to hand out: none held here, none fetched beyond.
+
+        For ``/ready``: a partition that resumed after recovery and has nothing to process
+        counts as resumed (Faust internals, best effort: False when unknown)."""
+        return not self._buffers.get(tp) and self.caught_up(tp)
 
     def caught_up(self, tp: TP) -> bool:
         highwater = self._highwater(tp)
@@ -932,21 +953,30 @@ class Service:
     assigned: set[TP] = field(default_factory=set)
     assigned_once: bool = False
     counts: Counter[str] = field(default_factory=Counter)
+    progress: PartitionProgress = field(default_factory=lambda: PartitionProgress(lambda tp: True))
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Readiness: partitions assigned, table recovery done, model loaded."""
+        """Readiness: partitions assigned, table recovery done, model loaded, and processing
+        resumed: every owned inbound partition processed a record since its assignment or has
+        nothing to process (:class:`agents.progress.PartitionProgress`)."""
         app = self.app
         try:
             recovered = cast(Any, app.tables).recovery.completed.is_set()
+            flowing = app.flow_control.is_active() and app.consumer.flow_active
         except Exception:  # noqa: BLE001 - Faust internals, best effort
-            recovered = False
+            recovered = flowing = False
+        scheduler = getattr(app.consumer, "scheduler", None)
+        caught_up = getattr(scheduler, "nothing_to_deliver", None) or (lambda tp: False)
+        waiting = self.progress.waiting(caught_up) if flowing else None
         checks = {
             "assigned": self.assigned_once,
             "rebalancing": bool(app.rebalancing),
             "recovery_done": recovered and not app.in_recovery,
             "model_loaded": self.holder.ready.is_set(),
+            "processing": waiting == [],
+            "partitions_waiting": len(waiting) if waiting is not None else None,
         }
-        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"]
+        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"] and checks["processing"]
         return ok, checks
 
 
@@ -986,13 +1016,19 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     if settings.guarantee == "exactly_once":
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    instance_id = settings.instance_id(config.id)
     app = faust.App(
         config.id,
         broker=settings.broker,
         store=store,
         datadir=str(settings.data_dir / config.id),
         topic_partitions=settings.partitions,
-        table_standby_replicas=config.standby_replicas,
+        table_standby_replicas=settings.standby_replicas if config.standby_replicas is None else config.standby_replicas,
+        # Static membership: a restarted worker (same instance id) is the same member, so the
+        # group neither waits for the dead one's session to expire nor moves its partitions.
+        consumer_group_instance_id=instance_id,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         processing_guarantee=settings.guarantee,
         producer_linger=settings.producer_linger_ms / 1000.0,
         web_port=settings.web_port,
@@ -1029,6 +1065,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         reader,
         holder,
         publish_snapshot,
+        instance_id=None if instance_id is None else f"{instance_id}-model-writer",
+        session_timeout_s=settings.session_timeout_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
     )
     def writes_failed(error: BaseException) -> None:
         # Nothing after the record is written or committed: stop, and process it again on restart.
@@ -1041,6 +1080,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
 
     pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=settings.pending_writes)
     service = Service(app, config, metrics, holder, writer, reader, table)
+    service.progress = progress = PartitionProgress(lambda tp: tp.topic in scheduler.gated_topics)
+    metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)
 
     @app.agent(inbound, name="segment")
@@ -1085,6 +1126,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             if handled.event_ts is not None:
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
+            progress.processed(message.tp)
             if len(pending) >= pending.limit:
                 await pending.room()
             # Let the model learner and reader (same event loop) keep up with a backlog.
@@ -1099,6 +1141,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         service.assigned = set(assigned)
         service.assigned_once = True
+        progress.assigned(assigned)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
