@@ -42,7 +42,7 @@ from streams.engine import Engine, EngineConfig
 from streams.events import DecodeError, Event, decode_event
 from streams.model import SegmentModel
 from streams.personas import PERSONAS, UNKNOWN
-from streams.portfolios import Variant, select
+from streams.portfolios import HIDDEN_LIKE, Variant, select
 from streams.simulation import Portfolio, simulate
 
 #: name -> (target, higher is better)
@@ -306,11 +306,14 @@ def _engine_features(engine: Engine, ids: list[str]) -> np.ndarray | None:
     except ImportError:
         return None
     rows, names = [], None
-    for debtor in ids:
-        state = engine.states.get(debtor)
-        values = engine_features(state) if state is not None else {}
-        names = names or sorted(values)
-        rows.append([values.get(n, 0.0) for n in names] if names else [])
+    try:
+        for debtor in ids:
+            state = engine.states.get(debtor)
+            values = engine_features(state) if state is not None else {}
+            names = names or sorted(values)
+            rows.append([float(values.get(n, 0.0)) for n in names] if names else [])
+    except (TypeError, AttributeError, ValueError):  # another signature or state type after the rewrite
+        return None
     if not names:
         return None
     return np.array([row or [0.0] * len(names) for row in rows], dtype=float)
@@ -501,7 +504,8 @@ def main_family(args: argparse.Namespace) -> int:
     if args.render:
         results, variants, args.scale, commit = _rendered(args.render)
     else:
-        variants = select(args.variants.split(",") if args.variants else None)
+        names = [n for part in args.variants.split(",") for n in (HIDDEN_LIKE if part == "hidden" else (part,))] if args.variants else None
+        variants = select(names)
         results = {}
         for variant in variants:
             results[variant.name] = run_variant(variant, args.scale)
@@ -534,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the markdown report here")
     parser.add_argument("--no-ablations", action="store_true", help="skip the ablation runs (faster)")
     parser.add_argument("--family", action="store_true", help="run the family of portfolios (streams/portfolios.py) instead")
-    parser.add_argument("--variants", help="with --family: comma-separated variant names (default: all)")
+    parser.add_argument("--variants", help="with --family: comma-separated variant names, 'hidden' for those like the issue's hidden checks (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="with --family: scale every variant's debtors (e.g. 0.1)")
     parser.add_argument("--json", type=Path, help="with --family: also write the figures as JSON here")
     parser.add_argument("--render", type=Path, help="with --family: render the report from an earlier --json file (no runs)")
