@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from streams.ledger import simulate_ledger
 from streams.simulation import Portfolio, simulate
 
 __all__ = ["HIDDEN_LIKE", "VARIANTS", "Variant", "build", "select"]
@@ -54,8 +55,6 @@ class Variant:
         """Simulate this variant (deterministic: same scale, same lines)."""
         debtors = self.debtors_at(scale)
         if self.generator == "ledger":
-            from streams.ledger import simulate_ledger  # optional second story
-
             return simulate_ledger(debtors, self.months, self.seed, **self.knobs)
         return simulate(debtors, self.months, self.seed, **self.knobs)
 

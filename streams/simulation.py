@@ -236,7 +236,7 @@ class _DebtorSim:
             tone = "strict" if cts - oldest > 8 * _WEEK and rng.random() < 0.6 else rng.choice(("friendly", "neutral"))
             channel = rng.choices([c for c, _ in _CHANNELS], [w for _, w in _CHANNELS])[0]
             self.emit("contact_attempted", cts, channel=channel, direction="outbound", tone=tone)
-            if cts > self.last_contact_ts:
+            if cts > self.last_contact_ts:  # with several a week, the latest one is the nudge
                 self.last_contact_ts, self.last_tone = cts, tone
             if rng.random() < b.respond:
                 self.emit("contact_responded", cts + rng.uniform(600, 86_400), channel=channel, outcome=_RESPONSE[channel])

@@ -96,3 +96,31 @@ def test_lines_are_valid_json_events_but_the_injected_broken_ones() -> None:
         except (orjson.JSONDecodeError, AssertionError, KeyError):
             broken += 1
     assert broken <= 2 * portfolio.injected["bad"] + 1
+
+
+def test_the_family_bench_runs_and_keeps_the_rest_of_its_report(tmp_path) -> None:
+    pytest.importorskip("sklearn")
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[2] / "bench"
+    spec = importlib.util.spec_from_file_location("bench_quality", bench / "quality.py")
+    assert spec and spec.loader
+    quality = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = quality  # its dataclasses look their module up
+    sys.path.insert(0, str(bench))
+    try:
+        spec.loader.exec_module(quality)
+    finally:
+        sys.path.remove(str(bench))
+    report, figures = tmp_path / "benchmarks.md", tmp_path / "family.json"
+    report.write_text("# Quality and speed benchmark\n\nsingle-portfolio figures\n")
+    quality.main(["--family", "--scale", "0.001", "--variants", "own,ledger", "--json", str(figures), "--report", str(report)])
+    payload = orjson.loads(figures.read_bytes())
+    assert list(payload["variants"]) == ["own", "ledger"] and payload["variants"]["own"]["debtors"] == 20
+    assert set(quality.FAMILY_TARGETS) <= set(payload["worst"]) and "recall" in payload["variants"]["ledger"]
+    text = report.read_text()
+    assert text.startswith("# Quality and speed benchmark\n\nsingle-portfolio figures\n") and text.count(quality.FAMILY_BEGIN) == 1
+    quality.main(["--family", "--render", str(figures), "--report", str(report)])  # re-rendered in place, not appended
+    assert report.read_text() == text
