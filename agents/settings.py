@@ -69,6 +69,9 @@ class Settings:
     # Warm copies of other workers' table partitions (Faust standbys), so a survivor taking over
     # a dead worker's partitions does not replay their changelogs from the start.
     standby_replicas: int = field(default_factory=lambda: int(_env("STANDBY_REPLICAS", "1")))
+    # Raw bytes of a rejected record a dead letter keeps (the rest: its size and SHA-256), so a
+    # dead letter always fits the producer's 1,000,000-byte request limit (issue 14, item 1).
+    dead_letter_raw_max_bytes: int = field(default_factory=lambda: int(_env("DEAD_LETTER_RAW_MAX_BYTES", "65536")))
 
     def instance_id(self, app_id: str) -> str | None:
         """The static consumer-group instance id (None: dynamic membership).

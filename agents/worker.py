@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -59,7 +60,7 @@ from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.pending import PendingWrites, apply_state
 from agents.progress import PartitionProgress
-from agents.replay import dead_letter
+from agents.replay import DEAD_LETTER_RAW_MAX, dead_letter
 from agents.settings import Settings
 from schemas import (
     DEAD_LETTERS_TOPIC,
@@ -105,6 +106,10 @@ MODEL_UPDATES_RETENTION_MS = 24 * 3600 * 1000
 #: Name of the per-debtor state table (its changelog is ``<app id>-debtor-state-changelog``).
 STATE_TABLE = "debtor-state"
 _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
+#: Longest record key a dead letter keeps as its key (longer: ``sha256:<hex>``).
+MAX_KEY_BYTES = 1024
+#: Attempts of a send that raises at once (the client's own retries are inside each attempt).
+SEND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +232,7 @@ def handle_record(
     config: EngineConfig,
     max_amount_cents: int,
     emitted_at: str | None = None,
+    raw_max: int = DEAD_LETTER_RAW_MAX,
 ) -> Handled:
     """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
     bytes; the worker passes its :class:`PendingWrites`, whose states may not be written yet).
@@ -239,8 +245,10 @@ def handle_record(
     raw = value if value is not None else b""
 
     def rejected(reason: str, detail: str, event_type: str = "invalid", outcome: str = "dead_lettered", **more: Any) -> Handled:
-        record = dead_letter(reason, detail, raw, **where, **more)
-        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, key, orjson.dumps(record))], dead_letter_reason=reason)
+        record = dead_letter(reason, detail, raw, raw_max=raw_max, **where, **more)
+        # A garbage key could be as large as a value: keep a digest instead, so it always fits.
+        letter_key = key if key is None or len(key) <= MAX_KEY_BYTES else b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, letter_key, orjson.dumps(record))], dead_letter_reason=reason)
 
     if value is None:
         return rejected("invalid_json", "record has no value (tombstone)")
@@ -1084,6 +1092,37 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)
 
+    async def send_tracked(topic: Any, name: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Send, retrying a send that raises at once; the delivery to wait for, or a failed
+        future if every attempt raised (PendingWrites then stops the writes and the worker).
+        Never raises: an exception here would let Faust ack the record and restart the agent
+        (offset committed, nothing sent)."""
+        error: BaseException | None = None
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                delivery = await topic.send(key=key, value=value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. MessageSizeTooLargeError, a closed producer
+                error = exc
+                if attempt + 1 < SEND_ATTEMPTS:
+                    await asyncio.sleep(0.25 * 2**attempt)
+                continue
+            delivery.add_done_callback(functools.partial(_count_failed_delivery, name))
+            return cast(Awaitable[Any], delivery)
+        assert error is not None
+        # No key or value in the log: they may hold personal data.
+        log.error("sending to %s failed %d times (%s: %s): the record is not committed, the worker stops", name, SEND_ATTEMPTS, type(error).__name__, str(error)[:200])
+        metrics.count_send_failure(name)
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(error)
+        return failed
+
+    def _count_failed_delivery(name: str, delivery: Any) -> None:
+        if delivery.cancelled() or delivery.exception() is not None:
+            metrics.count_send_failure(name)
+            log.error("a send to %s was not delivered (%s): the record is not committed, the worker stops", name, "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__)
+
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
         # Wait for the model inside the loop: Faust acknowledges (and so commits) records that
@@ -1104,17 +1143,20 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 model=holder.model,
                 config=engine_config,
                 max_amount_cents=settings.max_amount_cents,
+                raw_max=settings.dead_letter_raw_max_bytes,
             )
-            sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
+            sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
-                await updates.send(key=None, value=orjson.dumps(handled.learn))
+                sent.append(await send_tracked(updates, MODEL_UPDATES_TOPIC, None, orjson.dumps(handled.learn)))
             # The change events must be on the broker before the state write can be: else a
             # crash may keep the state (changelog) and lose the events, and re-processing the
             # record finds a duplicate and emits nothing. (Also with exactly_once: Faust sends
             # to topics this app does not consume outside the transaction; docs/reliability.md.)
-            # The write waits for them in `pending`, not here: see agents/pending.py.
-            pending.submit(event, handled, sent if handled.changes else ())
+            # The write waits for them in `pending`, not here: see agents/pending.py. Every
+            # send is tracked, dead letters too: a record's offset is committed only once all
+            # it sent is delivered, and a send that fails stops the worker before that commit.
+            pending.submit(event, handled, sent)
             metrics.count_event(topic, handled.event_type, handled.outcome)
             if handled.dead_letter_reason:
                 metrics.count_dead_letter(handled.dead_letter_reason)
