@@ -42,6 +42,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -162,15 +163,41 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3, topic_prefix="t-")))][-3:]
     [('t-debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
     """
-    p = config.settings.partitions
+    settings = config.settings
+    p = settings.partitions
     compact = {"cleanup.policy": "compact"}
     return [
         *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
-        *(TopicSpec(config.topic(name), p, strict=False, role="outbound") for name in _OUTBOUND),
-        TopicSpec(config.changelog_topic, p, compact, role="state changelog, co-partitioned with the inbound topics"),
+        *(TopicSpec(config.topic(name), p, outbound_config(settings, name), strict=False, role="outbound") for name in _OUTBOUND),
+        TopicSpec(config.changelog_topic, p, changelog_config(settings), role="state changelog, co-partitioned with the inbound topics"),
         TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, {"retention.ms": str(MODEL_UPDATES_RETENTION_MS)}, role="model updates, one writer, no key"),
         TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
     ]
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """Topic configuration of the state changelog: compacted within a bound (issue 14.8).
+
+    >>> changelog_config(Settings())["max.compaction.lag.ms"], changelog_config(Settings())["segment.ms"]
+    ('86400000', '21600000')
+    """
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": str(settings.changelog_segment_ms),
+        "min.compaction.lag.ms": str(settings.changelog_min_compaction_lag_ms),
+        "max.compaction.lag.ms": str(settings.changelog_max_compaction_lag_ms),
+        "delete.retention.ms": str(settings.changelog_delete_retention_ms),
+    }
+
+
+def outbound_config(settings: Settings, name: str) -> dict[str, str]:
+    """Topic configuration of a change or dead-letter topic: time-bounded retention.
+
+    >>> outbound_config(Settings(), DEAD_LETTERS_TOPIC)["retention.ms"]
+    '1209600000'
+    """
+    retention = settings.dead_letter_retention_ms if name == DEAD_LETTERS_TOPIC else settings.change_retention_ms
+    return {"cleanup.policy": "delete", "retention.ms": str(retention), "segment.ms": str(min(settings.outbound_segment_ms, retention))}
 
 
 # --- the record handler (pure apart from the table it is given) ------------------------------
@@ -1025,6 +1052,10 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     instance_id = settings.instance_id(config.id)
+    if instance_id is not None and settings.leave_group_on_stop:
+        from agents import faust_internals
+
+        faust_internals.install()  # raises if aiokafka is not a version it was verified with
     app = faust.App(
         config.id,
         broker=settings.broker,
@@ -1057,6 +1088,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         key_type=bytes,  # bytes: Faust's raw serializer, so the changelog holds the bare id and state
         value_type=bytes,
         help="Per-debtor state (DebtorState.to_bytes), keyed by the UTF-8 debtor_id.",
+        # As topic_plan creates it, should Faust create the changelog itself.
+        extra_topic_configs=changelog_config(settings),
     )
     holder = ModelHolder()
     writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
@@ -1169,6 +1202,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
             progress.processed(message.tp)
+            if handled.erase:
+                erased_at[message.partition] = time.monotonic()
             if len(pending) >= pending.limit:
                 await pending.room()
             # Let the model learner and reader (same event loop) keep up with a backlog.
@@ -1189,6 +1224,30 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         await commit_acknowledged(app)
         await learner.stop()
+
+    erased_at: dict[int, float] = {}  # partition -> when its last erasure was processed
+
+    if settings.store == "rocksdb" and settings.store_maintenance_s > 0:
+        from agents import faust_internals
+
+        changelog_and_inbound = {config.changelog_topic, *inbound_names}
+
+        @app.timer(settings.store_maintenance_s)
+        async def store_maintenance() -> None:
+            if app.rebalancing or app.in_recovery or not service.assigned_once:
+                return
+            # Erasures processed a while ago: their deletes are applied by now (agents/pending.py).
+            due = {partition for partition, at in erased_at.items() if time.monotonic() - at >= 2.0}
+            if due:
+                done = await asyncio.get_running_loop().run_in_executor(None, faust_internals.compact_partitions, table, due)
+                for partition in due:
+                    erased_at.pop(partition, None)
+                log.info("compacted the local store of partitions %s after erasures", done)
+            assignor = app.assignor
+            owned = {tp.partition for tp in (*assignor.assigned_actives(), *assignor.assigned_standbys()) if tp.topic in changelog_and_inbound}
+            for path in faust_internals.unowned_partition_paths(table, owned, p):
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("removed the local state of a partition this worker no longer serves: %s", path.name)
 
     @app.task
     async def model_learner() -> None:
@@ -1235,11 +1294,35 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     return service
 
 
+#: Loggers whose DEBUG records quote record keys and values (aiokafka's requests, responses
+#: and sends; Faust's sends): kept at INFO unless DEBTOR_SEGMENTS_DEBUG_IDS is on.
+PAYLOAD_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
+
+
+def quiet_payload_loggers(settings: Settings) -> list[str]:
+    """No record values (ids, IBANs) in the log at ``--loglevel debug`` unless ``debug_ids``:
+    raise the payload-quoting loggers to INFO; returns the ones raised (issue 14, item 8).
+
+    >>> quiet_payload_loggers(Settings(loglevel="debug", debug_ids=False))
+    ['aiokafka', 'faust', 'mode', 'kafka']
+    >>> quiet_payload_loggers(Settings(loglevel="debug", debug_ids=True)), quiet_payload_loggers(Settings(loglevel="info", debug_ids=False))
+    ([], [])
+    """
+    if settings.debug_ids or settings.loglevel != "debug":
+        return []
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    return list(PAYLOAD_LOGGERS)
+
+
 def run_worker(config: WorkerConfig) -> int:
     """Run a worker until SIGTERM/SIGINT; returns its exit code."""
     (config.settings.data_dir / config.id).mkdir(parents=True, exist_ok=True)
     service = build_service(config)
     worker = faust.Worker(service.app, loglevel=config.settings.loglevel, quiet=True)
+    quieted = quiet_payload_loggers(config.settings)
+    if quieted:
+        log.warning("--loglevel debug: %s log at INFO (their debug records quote record values); DEBTOR_SEGMENTS_DEBUG_IDS=1 lifts it", ", ".join(quieted))
     # No terminal spinner: at --loglevel warning/error Faust would set the root logger to DEBUG
     # to spin it on every record, and aiokafka/Faust then format debug records for every send
     # (~7% of a worker's CPU on a backlog; docs/performance.md).
