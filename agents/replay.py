@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 from streams.engine import Engine, Output
 from streams.events import DecodeError, decode_event
 
-__all__ = ["ReplayStats", "dead_letter", "replay_lines"]
+__all__ = ["DEAD_LETTER_DETAIL_MAX", "DEAD_LETTER_RAW_MAX", "ReplayStats", "dead_letter", "replay_lines"]
 
 
 @dataclass(slots=True)
@@ -23,9 +24,33 @@ class ReplayStats:
     changes: int = 0
 
 
-def dead_letter(reason: str, detail: str, raw: bytes, **where: Any) -> dict[str, Any]:
-    """A dead-letter record (schemas/dead_letter.json): reason, detail and the raw text."""
-    return {"reason": reason, "detail": detail, **where, "raw": raw.decode("utf-8", "replace")}
+#: Raw bytes a dead letter keeps at most: with JSON escaping (at most 6 bytes a byte) the record
+#: stays far below the producer's 1,000,000-byte request limit (issue 14, item 1).
+DEAD_LETTER_RAW_MAX = 64 * 1024
+#: Characters of ``detail`` kept at most (a decoder message may quote the input).
+DEAD_LETTER_DETAIL_MAX = 1000
+
+
+def dead_letter(reason: str, detail: str, raw: bytes, *, raw_max: int = DEAD_LETTER_RAW_MAX, **where: Any) -> dict[str, Any]:
+    """A dead-letter record (schemas/dead_letter.json): reason, detail and the raw text.
+
+    A raw value longer than ``raw_max`` bytes is cut to that length; the record then says so
+    (``raw_truncated``) and keeps the original's size (``raw_bytes``) and SHA-256
+    (``raw_sha256``), so the dead letter always fits the producer's size limit and the
+    original can still be identified.
+
+    >>> letter = dead_letter("invalid_json", "x" * 5000, b"0123456789", raw_max=4)
+    >>> letter["raw"], letter["raw_truncated"], letter["raw_bytes"], len(letter["detail"])
+    ('0123', True, 10, 1000)
+    >>> "raw_truncated" in dead_letter("invalid_json", "bad", b"{")
+    False
+    """
+    letter = {"reason": reason, "detail": detail[:DEAD_LETTER_DETAIL_MAX], **where}
+    if len(raw) > raw_max:
+        letter.update(raw=raw[:raw_max].decode("utf-8", "replace"), raw_truncated=True, raw_bytes=len(raw), raw_sha256=hashlib.sha256(raw).hexdigest())
+    else:
+        letter["raw"] = raw.decode("utf-8", "replace")
+    return letter
 
 
 def replay_lines(

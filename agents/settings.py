@@ -69,6 +69,34 @@ class Settings:
     # Warm copies of other workers' table partitions (Faust standbys), so a survivor taking over
     # a dead worker's partitions does not replay their changelogs from the start.
     standby_replicas: int = field(default_factory=lambda: int(_env("STANDBY_REPLICAS", "1")))
+    # A static member leaves the group when it stops gracefully (SIGTERM), so a survivor with
+    # warm standbys takes its partitions at once instead of them waiting for its restart; a
+    # worker killed with SIGKILL sends nothing (agents/faust_internals.py).
+    leave_group_on_stop: bool = field(default_factory=lambda: _env("LEAVE_GROUP_ON_STOP", "1") in ("1", "true", "yes"))
+    # --- residue after erasure (issue 14, item 8; docs/reliability.md, "Residue") ---
+    # The state changelog is compacted: a debtor's older states and, once ``delete.retention``
+    # has passed, the erasure tombstone itself are removed. A segment is compacted only once it
+    # is closed, so it rolls after ``changelog_segment_ms``; a dirty record is compacted at the
+    # latest ``changelog_max_compaction_lag_ms`` after it was written. Bound for an erased
+    # state to leave the changelog: segment + max lag (30 h by default); for the tombstone
+    # (the bare debtor id): + delete retention (54 h).
+    changelog_segment_ms: int = field(default_factory=lambda: int(_env("CHANGELOG_SEGMENT_MS", str(6 * 3600 * 1000))))
+    changelog_max_compaction_lag_ms: int = field(default_factory=lambda: int(_env("CHANGELOG_MAX_COMPACTION_LAG_MS", str(24 * 3600 * 1000))))
+    changelog_min_compaction_lag_ms: int = field(default_factory=lambda: int(_env("CHANGELOG_MIN_COMPACTION_LAG_MS", "0")))
+    changelog_delete_retention_ms: int = field(default_factory=lambda: int(_env("CHANGELOG_DELETE_RETENTION_MS", str(24 * 3600 * 1000))))
+    # Dead letters hold raw records keyed by debtor id, change events name debtors: both are
+    # deleted after these (time-based retention; a segment goes once all of it is older).
+    dead_letter_retention_ms: int = field(default_factory=lambda: int(_env("DEAD_LETTER_RETENTION_MS", str(14 * 24 * 3600 * 1000))))
+    change_retention_ms: int = field(default_factory=lambda: int(_env("CHANGE_RETENTION_MS", str(7 * 24 * 3600 * 1000))))
+    # Segment size of the dead-letter and change topics (retention deletes whole segments).
+    outbound_segment_ms: int = field(default_factory=lambda: int(_env("OUTBOUND_SEGMENT_MS", str(24 * 3600 * 1000))))
+    # How often a RocksDB worker compacts the local store of partitions with erasures (so the
+    # erased state leaves its files) and removes the files of partitions it no longer serves
+    # nor keeps a standby of; 0: never.
+    store_maintenance_s: float = field(default_factory=lambda: float(_env("STORE_MAINTENANCE_S", "30")))
+    # Raw bytes of a rejected record a dead letter keeps (the rest: its size and SHA-256), so a
+    # dead letter always fits the producer's 1,000,000-byte request limit (issue 14, item 1).
+    dead_letter_raw_max_bytes: int = field(default_factory=lambda: int(_env("DEAD_LETTER_RAW_MAX_BYTES", "65536")))
 
     def instance_id(self, app_id: str) -> str | None:
         """The static consumer-group instance id (None: dynamic membership).

@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -59,7 +61,7 @@ from agents.kafka_io import SEQUENCE_HEADER, TopicFollower, TopicSpec
 from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.pending import PendingWrites, apply_state
 from agents.progress import PartitionProgress
-from agents.replay import dead_letter
+from agents.replay import DEAD_LETTER_RAW_MAX, dead_letter
 from agents.settings import Settings
 from schemas import (
     DEAD_LETTERS_TOPIC,
@@ -105,6 +107,10 @@ MODEL_UPDATES_RETENTION_MS = 24 * 3600 * 1000
 #: Name of the per-debtor state table (its changelog is ``<app id>-debtor-state-changelog``).
 STATE_TABLE = "debtor-state"
 _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
+#: Longest record key a dead letter keeps as its key (longer: ``sha256:<hex>``).
+MAX_KEY_BYTES = 1024
+#: Attempts of a send that raises at once (the client's own retries are inside each attempt).
+SEND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +163,41 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     >>> [(s.name, s.partitions, s.strict) for s in topic_plan(WorkerConfig(Settings(partitions=3, topic_prefix="t-")))][-3:]
     [('t-debtor-segments-debtor-state-changelog', 3, True), ('t-debtor.model-updates', 1, True), ('t-debtor.model', 1, True)]
     """
-    p = config.settings.partitions
+    settings = config.settings
+    p = settings.partitions
     compact = {"cleanup.policy": "compact"}
     return [
         *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
-        *(TopicSpec(config.topic(name), p, strict=False, role="outbound") for name in _OUTBOUND),
-        TopicSpec(config.changelog_topic, p, compact, role="state changelog, co-partitioned with the inbound topics"),
+        *(TopicSpec(config.topic(name), p, outbound_config(settings, name), strict=False, role="outbound") for name in _OUTBOUND),
+        TopicSpec(config.changelog_topic, p, changelog_config(settings), role="state changelog, co-partitioned with the inbound topics"),
         TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, {"retention.ms": str(MODEL_UPDATES_RETENTION_MS)}, role="model updates, one writer, no key"),
         TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
     ]
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """Topic configuration of the state changelog: compacted within a bound (issue 14.8).
+
+    >>> changelog_config(Settings())["max.compaction.lag.ms"], changelog_config(Settings())["segment.ms"]
+    ('86400000', '21600000')
+    """
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": str(settings.changelog_segment_ms),
+        "min.compaction.lag.ms": str(settings.changelog_min_compaction_lag_ms),
+        "max.compaction.lag.ms": str(settings.changelog_max_compaction_lag_ms),
+        "delete.retention.ms": str(settings.changelog_delete_retention_ms),
+    }
+
+
+def outbound_config(settings: Settings, name: str) -> dict[str, str]:
+    """Topic configuration of a change or dead-letter topic: time-bounded retention.
+
+    >>> outbound_config(Settings(), DEAD_LETTERS_TOPIC)["retention.ms"]
+    '1209600000'
+    """
+    retention = settings.dead_letter_retention_ms if name == DEAD_LETTERS_TOPIC else settings.change_retention_ms
+    return {"cleanup.policy": "delete", "retention.ms": str(retention), "segment.ms": str(min(settings.outbound_segment_ms, retention))}
 
 
 # --- the record handler (pure apart from the table it is given) ------------------------------
@@ -227,6 +259,7 @@ def handle_record(
     config: EngineConfig,
     max_amount_cents: int,
     emitted_at: str | None = None,
+    raw_max: int = DEAD_LETTER_RAW_MAX,
 ) -> Handled:
     """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
     bytes; the worker passes its :class:`PendingWrites`, whose states may not be written yet).
@@ -239,8 +272,10 @@ def handle_record(
     raw = value if value is not None else b""
 
     def rejected(reason: str, detail: str, event_type: str = "invalid", outcome: str = "dead_lettered", **more: Any) -> Handled:
-        record = dead_letter(reason, detail, raw, **where, **more)
-        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, key, orjson.dumps(record))], dead_letter_reason=reason)
+        record = dead_letter(reason, detail, raw, raw_max=raw_max, **where, **more)
+        # A garbage key could be as large as a value: keep a digest instead, so it always fits.
+        letter_key = key if key is None or len(key) <= MAX_KEY_BYTES else b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, letter_key, orjson.dumps(record))], dead_letter_reason=reason)
 
     if value is None:
         return rejected("invalid_json", "record has no value (tombstone)")
@@ -1017,6 +1052,10 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     instance_id = settings.instance_id(config.id)
+    if instance_id is not None and settings.leave_group_on_stop:
+        from agents import faust_internals
+
+        faust_internals.install()  # raises if aiokafka is not a version it was verified with
     app = faust.App(
         config.id,
         broker=settings.broker,
@@ -1049,6 +1088,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         key_type=bytes,  # bytes: Faust's raw serializer, so the changelog holds the bare id and state
         value_type=bytes,
         help="Per-debtor state (DebtorState.to_bytes), keyed by the UTF-8 debtor_id.",
+        # As topic_plan creates it, should Faust create the changelog itself.
+        extra_topic_configs=changelog_config(settings),
     )
     holder = ModelHolder()
     writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
@@ -1084,6 +1125,37 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)
 
+    async def send_tracked(topic: Any, name: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Send, retrying a send that raises at once; the delivery to wait for, or a failed
+        future if every attempt raised (PendingWrites then stops the writes and the worker).
+        Never raises: an exception here would let Faust ack the record and restart the agent
+        (offset committed, nothing sent)."""
+        error: BaseException | None = None
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                delivery = await topic.send(key=key, value=value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. MessageSizeTooLargeError, a closed producer
+                error = exc
+                if attempt + 1 < SEND_ATTEMPTS:
+                    await asyncio.sleep(0.25 * 2**attempt)
+                continue
+            delivery.add_done_callback(functools.partial(_count_failed_delivery, name))
+            return cast(Awaitable[Any], delivery)
+        assert error is not None
+        # No key or value in the log: they may hold personal data.
+        log.error("sending to %s failed %d times (%s: %s): the record is not committed, the worker stops", name, SEND_ATTEMPTS, type(error).__name__, str(error)[:200])
+        metrics.count_send_failure(name)
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(error)
+        return failed
+
+    def _count_failed_delivery(name: str, delivery: Any) -> None:
+        if delivery.cancelled() or delivery.exception() is not None:
+            metrics.count_send_failure(name)
+            log.error("a send to %s was not delivered (%s): the record is not committed, the worker stops", name, "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__)
+
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
         # Wait for the model inside the loop: Faust acknowledges (and so commits) records that
@@ -1104,17 +1176,20 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 model=holder.model,
                 config=engine_config,
                 max_amount_cents=settings.max_amount_cents,
+                raw_max=settings.dead_letter_raw_max_bytes,
             )
-            sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
+            sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
-                await updates.send(key=None, value=orjson.dumps(handled.learn))
+                sent.append(await send_tracked(updates, MODEL_UPDATES_TOPIC, None, orjson.dumps(handled.learn)))
             # The change events must be on the broker before the state write can be: else a
             # crash may keep the state (changelog) and lose the events, and re-processing the
             # record finds a duplicate and emits nothing. (Also with exactly_once: Faust sends
             # to topics this app does not consume outside the transaction; docs/reliability.md.)
-            # The write waits for them in `pending`, not here: see agents/pending.py.
-            pending.submit(event, handled, sent if handled.changes else ())
+            # The write waits for them in `pending`, not here: see agents/pending.py. Every
+            # send is tracked, dead letters too: a record's offset is committed only once all
+            # it sent is delivered, and a send that fails stops the worker before that commit.
+            pending.submit(event, handled, sent)
             metrics.count_event(topic, handled.event_type, handled.outcome)
             if handled.dead_letter_reason:
                 metrics.count_dead_letter(handled.dead_letter_reason)
@@ -1127,6 +1202,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
             progress.processed(message.tp)
+            if handled.erase:
+                erased_at[message.partition] = time.monotonic()
             if len(pending) >= pending.limit:
                 await pending.room()
             # Let the model learner and reader (same event loop) keep up with a backlog.
@@ -1147,6 +1224,30 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         await commit_acknowledged(app)
         await learner.stop()
+
+    erased_at: dict[int, float] = {}  # partition -> when its last erasure was processed
+
+    if settings.store == "rocksdb" and settings.store_maintenance_s > 0:
+        from agents import faust_internals
+
+        changelog_and_inbound = {config.changelog_topic, *inbound_names}
+
+        @app.timer(settings.store_maintenance_s)
+        async def store_maintenance() -> None:
+            if app.rebalancing or app.in_recovery or not service.assigned_once:
+                return
+            # Erasures processed a while ago: their deletes are applied by now (agents/pending.py).
+            due = {partition for partition, at in erased_at.items() if time.monotonic() - at >= 2.0}
+            if due:
+                done = await asyncio.get_running_loop().run_in_executor(None, faust_internals.compact_partitions, table, due)
+                for partition in due:
+                    erased_at.pop(partition, None)
+                log.info("compacted the local store of partitions %s after erasures", done)
+            assignor = app.assignor
+            owned = {tp.partition for tp in (*assignor.assigned_actives(), *assignor.assigned_standbys()) if tp.topic in changelog_and_inbound}
+            for path in faust_internals.unowned_partition_paths(table, owned, p):
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("removed the local state of a partition this worker no longer serves: %s", path.name)
 
     @app.task
     async def model_learner() -> None:
@@ -1193,11 +1294,35 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     return service
 
 
+#: Loggers whose DEBUG records quote record keys and values (aiokafka's requests, responses
+#: and sends; Faust's sends): kept at INFO unless DEBTOR_SEGMENTS_DEBUG_IDS is on.
+PAYLOAD_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
+
+
+def quiet_payload_loggers(settings: Settings) -> list[str]:
+    """No record values (ids, IBANs) in the log at ``--loglevel debug`` unless ``debug_ids``:
+    raise the payload-quoting loggers to INFO; returns the ones raised (issue 14, item 8).
+
+    >>> quiet_payload_loggers(Settings(loglevel="debug", debug_ids=False))
+    ['aiokafka', 'faust', 'mode', 'kafka']
+    >>> quiet_payload_loggers(Settings(loglevel="debug", debug_ids=True)), quiet_payload_loggers(Settings(loglevel="info", debug_ids=False))
+    ([], [])
+    """
+    if settings.debug_ids or settings.loglevel != "debug":
+        return []
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    return list(PAYLOAD_LOGGERS)
+
+
 def run_worker(config: WorkerConfig) -> int:
     """Run a worker until SIGTERM/SIGINT; returns its exit code."""
     (config.settings.data_dir / config.id).mkdir(parents=True, exist_ok=True)
     service = build_service(config)
     worker = faust.Worker(service.app, loglevel=config.settings.loglevel, quiet=True)
+    quieted = quiet_payload_loggers(config.settings)
+    if quieted:
+        log.warning("--loglevel debug: %s log at INFO (their debug records quote record values); DEBTOR_SEGMENTS_DEBUG_IDS=1 lifts it", ", ".join(quieted))
     # No terminal spinner: at --loglevel warning/error Faust would set the root logger to DEBUG
     # to spin it on every record, and aiokafka/Faust then format debug records for every send
     # (~7% of a worker's CPU on a backlog; docs/performance.md).

@@ -3,10 +3,13 @@ dead letter with a reason and the raw value; valid records interleaved with them
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.replay import DEAD_LETTER_RAW_MAX
 from agents.worker import apply_state, handle_record
 from schemas import DEAD_LETTERS_TOPIC
 from streams.engine import EngineConfig
@@ -62,7 +65,11 @@ def test_every_bad_record_is_a_dead_letter_with_reason_and_raw(raw: bytes) -> No
     record = orjson.loads(value)
     assert topic == DEAD_LETTERS_TOPIC and record["reason"] == handled.dead_letter_reason
     assert record["offset"] == 42 and record["partition"] == 0 and record["topic"] == "debtor.payments"
-    assert record["raw"] == raw.decode("utf-8", "replace")
+    if len(raw) <= DEAD_LETTER_RAW_MAX:
+        assert record["raw"] == raw.decode("utf-8", "replace") and "raw_truncated" not in record
+    else:  # cut so that the dead letter fits the producer's limit; the original stays identifiable
+        assert record["raw"] == raw[:DEAD_LETTER_RAW_MAX].decode("utf-8", "replace") and record["raw_truncated"] is True
+        assert record["raw_bytes"] == len(raw) and record["raw_sha256"] == hashlib.sha256(raw).hexdigest()
 
 
 def test_keys_that_disagree_with_the_debtor_are_rejected() -> None:
@@ -89,3 +96,20 @@ def test_valid_events_interleaved_with_garbage_are_all_processed(garbage: list[b
     # Every valid event was applied or recognised as a re-send: none lost, none dead-lettered.
     assert set(outcomes) <= {"processed", "duplicate"}
     assert outcomes.count("processed") == len({orjson.loads(line)["event_id"] for line in lines})
+
+
+def test_dead_letter_of_a_170_kb_garbage_record_fits_the_producer_limit() -> None:
+    """Issue 14.1: a 170 KB garbage record made a 1,020,255-byte dead letter, above the
+    producer's 1,000,000-byte limit: the send failed and the record vanished."""
+    garbage = b"\x00" * 170_000  # NUL is 6 bytes as JSON: a 1,020,255-byte dead letter before
+    handled = _handle({}, garbage)
+    [(topic, key, value)] = handled.sends
+    letter = orjson.loads(value)
+    assert topic == DEAD_LETTERS_TOPIC and key == b"d1" and handled.dead_letter_reason == "invalid_json"
+    assert len(value) < 1_000_000 // 2, len(value)
+    assert letter["raw_truncated"] is True and letter["raw_bytes"] == 170_000
+    assert letter["raw_sha256"] == hashlib.sha256(garbage).hexdigest()
+    assert len(letter["detail"]) <= 1000
+    # A key as large as a value is replaced by its digest.
+    [(_, big_key, _)] = _handle({}, garbage, key=garbage).sends
+    assert big_key == b"sha256:" + hashlib.sha256(garbage).hexdigest().encode()

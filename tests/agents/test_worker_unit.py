@@ -61,7 +61,15 @@ def test_topic_plan_prefixes_every_topic_and_sizes_them() -> None:
     for name in (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC):
         assert plan[f"it-{name}"].partitions == 6 and not plan[f"it-{name}"].strict
     changelog = plan["it-debtor-segments-debtor-state-changelog"]
-    assert changelog.partitions == 6 and changelog.config == {"cleanup.policy": "compact"}
+    # Compacted within a bound (issue 14.8): the old states of an erased debtor and then its
+    # tombstone leave the changelog within segment.ms + max.compaction.lag.ms (+ delete.retention.ms).
+    assert changelog.partitions == 6 and changelog.config == {
+        "cleanup.policy": "compact", "segment.ms": "21600000", "min.compaction.lag.ms": "0",
+        "max.compaction.lag.ms": "86400000", "delete.retention.ms": "86400000",
+    }  # fmt: skip
+    for name in (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC):
+        assert plan[f"it-{name}"].config == {"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000), "segment.ms": "86400000"}
+    assert plan[f"it-{DEAD_LETTERS_TOPIC}"].config == {"cleanup.policy": "delete", "retention.ms": str(14 * 86_400_000), "segment.ms": "86400000"}
     assert plan[f"it-{MODEL_UPDATES_TOPIC}"].partitions == 1
     assert plan[f"it-{MODEL_TOPIC}"].partitions == 1
     assert plan[f"it-{MODEL_TOPIC}"].config == {"cleanup.policy": "compact"}

@@ -1,0 +1,186 @@
+"""The one place where the worker changes private behaviour of aiokafka (and so of Faust).
+
+**Static members leave the group on a graceful stop.** With static membership
+(``group_instance_id``, agents/settings.py) a restarted worker takes its partitions back at once
+instead of waiting for the group to notice its predecessor is gone; aiokafka then never sends a
+LeaveGroup request, on a graceful stop neither (the Java client's default too). For a rolling
+restart of several workers that means the stopped worker's partitions wait for its whole stop
+and start (11-12 s measured, bench/failover.py scenario c) although another worker holds warm
+standby copies of them. :func:`install` makes a static member leave the group when its consumer
+closes (SIGTERM, a crash the worker handles), naming itself by member id *and* instance id
+(LeaveGroup v3, KIP-345): the group rebalances at once, a survivor takes over, and the restarted
+worker joins again. A process killed with SIGKILL sends nothing and keeps the static-membership
+benefit: its restart within the session timeout is the same member.
+
+:func:`install` checks at start-up that the installed aiokafka is one this was verified
+against and still has the private pieces it relies on; if not it raises (the worker does not
+start), rather than silently running without the behaviour the figures in docs/reliability.md
+were measured with. Set ``DEBTOR_SEGMENTS_LEAVE_GROUP_ON_STOP=0`` to run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from typing import Any
+
+__all__ = ["VERIFIED", "InternalsMismatch", "install", "installed"]
+
+log = logging.getLogger("debtor_segments.faust_internals")
+
+#: Package versions this module was verified against (tests/integration/test_failover.py).
+VERIFIED = {"aiokafka": {"0.14.0"}, "faust-streaming": {"0.15.3"}}
+
+_installed = False
+
+
+class InternalsMismatch(RuntimeError):
+    """The installed aiokafka/Faust differ from what this module was verified against."""
+
+
+def installed() -> bool:
+    """Whether :func:`install` patched the client in this process."""
+    return _installed
+
+
+def _check() -> Any:
+    found = {name: version(name) for name in VERIFIED}
+    wrong = {name: v for name, v in found.items() if v not in VERIFIED[name]}
+    if wrong:
+        raise InternalsMismatch(
+            f"agents/faust_internals.py was verified with {VERIFIED}, found {found}: re-verify it "
+            "(tests/integration/test_failover.py, bench/failover.py) and extend VERIFIED, "
+            "or set DEBTOR_SEGMENTS_LEAVE_GROUP_ON_STOP=0"
+        )
+    from aiokafka.consumer import group_coordinator
+
+    coordinator = group_coordinator.GroupCoordinator
+    missing = [name for name in ("_maybe_leave_group", "_send_req", "reset_generation") if not callable(getattr(coordinator, name, None))]
+    if missing:
+        raise InternalsMismatch(f"aiokafka's GroupCoordinator lacks {missing}")
+    return coordinator
+
+
+def _leave_request() -> Any:
+    """aiokafka's LeaveGroup request knows v0/v1 only (no instance id): v3 built here."""
+    from aiokafka.protocol.api import Request, RequestStruct, Response
+    from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
+
+    class LeaveGroupResponse_v3(Response):  # noqa: N801 - Kafka protocol naming
+        API_KEY = 13
+        API_VERSION = 3
+        SCHEMA = Schema(
+            ("throttle_time_ms", Int32),
+            ("error_code", Int16),
+            ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")), ("error_code", Int16))),
+        )
+
+    class LeaveGroupRequest_v3(RequestStruct):  # noqa: N801
+        API_KEY = 13
+        API_VERSION = 3
+        RESPONSE_TYPE = LeaveGroupResponse_v3
+        SCHEMA = Schema(("group", String("utf-8")), ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))))
+
+    class StaticLeaveGroupRequest(Request[LeaveGroupRequest_v3]):
+        API_KEY = 13
+
+        def __init__(self, group: str, member_id: str, instance_id: str) -> None:
+            self._group, self._member_id, self._instance_id = group, member_id, instance_id
+
+        def build(self, request_struct_class: type[LeaveGroupRequest_v3]) -> LeaveGroupRequest_v3:
+            return request_struct_class(self._group, [(self._member_id, self._instance_id)])
+
+    return StaticLeaveGroupRequest
+
+
+def install() -> None:
+    """Make static members leave their group when the consumer closes (idempotent).
+
+    Raises
+    ------
+    InternalsMismatch
+        If aiokafka/Faust are not the versions verified, or the private API is gone.
+    """
+    global _installed
+    if _installed:
+        return
+    coordinator = _check()
+    request_class = _leave_request()
+    original = coordinator._maybe_leave_group
+
+    async def _maybe_leave_group(self: Any) -> None:
+        instance_id = getattr(self, "_group_instance_id", None)
+        if instance_id is None or self.generation <= 0:
+            await original(self)
+            return
+        try:
+            response = await self._send_req(request_class(self.group_id, self.member_id, instance_id))
+        except Exception as error:  # noqa: BLE001 - best effort, as aiokafka's own leave
+            log.warning("static member %s could not leave group %s: %s", instance_id, self.group_id, error)
+        else:
+            codes = [response.error_code, *(member[2] for member in response.members)]
+            if any(codes):
+                log.warning("static member %s leaving group %s: error codes %s", instance_id, self.group_id, codes)
+            else:
+                log.info("static member %s left group %s", instance_id, self.group_id)
+        self.reset_generation()
+
+    coordinator._maybe_leave_group = _maybe_leave_group
+    _installed = True
+
+
+# --- local RocksDB store: compaction after erasure, files of partitions no longer owned ---------
+
+
+def _rocksdb_store(table: Any) -> Any | None:
+    """The table's Faust RocksDB store, or None for another store (memory: nothing on disk).
+
+    Raises :class:`InternalsMismatch` if it is a RocksDB store without the private pieces used
+    here (``_dbs``: partition -> open DB; ``partition_path``)."""
+    from faust.stores.rocksdb import Store
+
+    store = getattr(table, "data", None)
+    if not isinstance(store, Store):
+        return None
+    if not isinstance(getattr(store, "_dbs", None), dict) or not callable(getattr(store, "partition_path", None)):
+        raise InternalsMismatch("faust.stores.rocksdb.Store lacks _dbs or partition_path")
+    return store
+
+
+def compact_partitions(table: Any, partitions: set[int]) -> list[int]:
+    """Flush and fully compact the open RocksDB partitions of ``table`` in ``partitions``.
+
+    After an erasure the deleted state is still in older SST files (and the memtable's WAL)
+    until a compaction rewrites them; a full-range compaction to the bottommost level drops
+    the deleted key and its tombstone. RocksDB's MANIFEST still names the key as a former
+    file boundary until the store is next opened (a restart writes a new MANIFEST and deletes
+    the old one): documented residue. Blocking: run it in a thread. Returns the partitions
+    compacted (those open here; a store other than RocksDB compacts nothing).
+    """
+    from rocksdict import BottommostLevelCompaction, CompactOptions
+
+    store = _rocksdb_store(table)
+    if store is None:
+        return []
+    # Forced: a store whose data is in one file would otherwise be moved down a level as it
+    # is, tombstone and all, instead of rewritten (seen: the erased key stayed in the SST).
+    options = CompactOptions()
+    options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+    done = []
+    for partition in sorted(partitions):
+        db = store._dbs.get(partition)
+        if db is None:
+            continue
+        db.flush()
+        db.compact_range(None, None, options)
+        done.append(partition)
+    return done
+
+
+def unowned_partition_paths(table: Any, owned: set[int], partitions: int) -> list[Any]:
+    """Partition directories of ``table``'s RocksDB store on disk for partitions this worker
+    neither serves nor keeps a standby of (``owned``), and does not hold open."""
+    store = _rocksdb_store(table)
+    if store is None:
+        return []
+    return [path for p in range(partitions) if p not in owned and p not in store._dbs and (path := store.partition_path(p)).exists()]

@@ -1,0 +1,55 @@
+"""agents/faust_internals.py: the private aiokafka behaviour it changes, and its fail-closed check."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agents import faust_internals
+
+
+def test_install_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_internals, "VERIFIED", {"aiokafka": {"0.0.0"}, "faust-streaming": {"0.15.3"}})
+    monkeypatch.setattr(faust_internals, "_installed", False)
+    with pytest.raises(faust_internals.InternalsMismatch, match="verified with"):
+        faust_internals.install()
+
+
+def test_leave_group_v3_names_the_static_member() -> None:
+    request = faust_internals._leave_request()("group-a", "member-1", "instance-1")
+    struct = request.prepare({13: (0, 5)})
+    assert struct.API_VERSION == 3
+    assert struct.encode() == faust_internals._leave_request()("group-a", "member-1", "instance-1").prepare({13: (3, 3)}).encode()
+    assert b"instance-1" in struct.encode() and b"member-1" in struct.encode()
+
+
+def test_a_static_member_leaves_on_close_and_a_dynamic_one_as_before() -> None:
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    faust_internals.install()
+    assert faust_internals.installed()
+    sent: list[Any] = []
+
+    class Coordinator:
+        group_id, member_id, generation = "g", "m-1", 3
+
+        def __init__(self, instance_id: str | None) -> None:
+            self._group_instance_id = instance_id
+            self.reset = False
+
+        async def _send_req(self, request: Any) -> Any:
+            sent.append(request.prepare({13: (0, 5)}))
+            return SimpleNamespace(error_code=0, members=[("m-1", "i-1", 0)])
+
+        def reset_generation(self) -> None:
+            self.reset = True
+
+    static = Coordinator("i-1")
+    asyncio.run(GroupCoordinator._maybe_leave_group(static))  # type: ignore[arg-type]
+    assert static.reset and [s.API_VERSION for s in sent] == [3]
+    dynamic = Coordinator(None)
+    asyncio.run(GroupCoordinator._maybe_leave_group(dynamic))  # type: ignore[arg-type]
+    assert dynamic.reset and [s.API_VERSION for s in sent] == [3, 1]
