@@ -366,7 +366,7 @@ def test_dockerfile() -> None:
         for source in arguments.split()[:-1]
         if not source.startswith("--")
     }
-    assert copied == {"pyproject.toml", "README.md", "streams/", "agents/", "schemas/"}
+    assert copied == {"pyproject.toml", "README.md", "LICENSE", "streams/", "agents/", "schemas/"}
 
 
 def test_dockerfile_port_is_the_worker_port(services: dict[str, dict[str, Any]]) -> None:
@@ -379,6 +379,7 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
     for path in (
         "pyproject.toml",
         "README.md",
+        "LICENSE",
         "streams/app.py",
         "agents/metrics.py",
         "schemas/event.json",
@@ -519,3 +520,16 @@ def test_dashboard_promql_parses(dashboard: dict[str, Any], tmp_path: Path) -> N
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- packaging metadata ----------------------------------------------------------
+
+
+def test_license_is_an_spdx_expression_with_its_file() -> None:
+    # setuptools stops building the deprecated ``license = {text = ...}`` table after 2027-02-18.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    for name in project["license-files"]:
+        assert (ROOT / name).is_file(), name
