@@ -119,7 +119,14 @@ class BadRequest(ValueError):
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None and math.isfinite(ts) and ts > 0 else None
+    # A time from event data (a summary, a state written before the decoder bounded event
+    # times) must never make an endpoint fail: out of datetime's range it is shown as null.
+    if ts is None or not math.isfinite(ts) or ts <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def key_partition(key: bytes, partitions: int) -> int:

@@ -16,7 +16,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from agents.inputs import open_input
+from agents.inputs import bounded_lines, open_input
 from agents.replay import ReplayStats, replay_lines
 from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
@@ -48,10 +48,10 @@ def _open_output(path: Path) -> IO[bytes]:
         raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
 
 
-def _lines_with_progress(stream: IO[bytes], total_bytes: int | None) -> Iterator[bytes]:
-    """Lines of ``stream``; a progress bar on stderr when it is a terminal."""
+def _lines_with_progress(stream: IO[bytes], total_bytes: int | None, limit: int) -> Iterator[bytes]:
+    """Lines of ``stream`` (at most ``limit + 1`` bytes of each); a progress bar on stderr when it is a terminal."""
     with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
-        for line in stream:
+        for line in bounded_lines(stream, limit):
             bar.update(len(line))
             yield line
 
@@ -83,6 +83,7 @@ def _run_replay(
             write_dead_letter,
             max_amount_cents=settings.max_amount_cents,
             emitted_at=_now,
+            limits=settings.limits,
             **kwargs,
         )
 
@@ -116,7 +117,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
     try:
-        stats = _run_replay(_lines_with_progress(stream, size), output, dead_letters, engine, settings)
+        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, now=time.time)
     except OSError as error:
         raise click.ClickException(f"reading {input_path} failed: {error}") from None
     finally:
@@ -185,7 +186,8 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
 
     output, dead_letters = out_dir / "changes.jsonl", out_dir / "dead-letters.jsonl"
     replay_started = time.perf_counter()
-    stats = _run_replay(lines(), output, dead_letters, engine, settings)
+    # The simulated portfolio's own clock: it may reach past today's date.
+    stats = _run_replay(lines(), output, dead_letters, engine, settings, now=lambda: portfolio.end_ts)
     click.echo("Replayed: " + _summary(stats, time.perf_counter() - replay_started))
     states = engine.states
     personas = distribution((s.persona for s in states.values()), ALL_PERSONAS)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.engine import Engine, Output
-from streams.events import DecodeError, decode_event
+from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 
 __all__ = ["ReplayStats", "dead_letter", "replay_lines"]
 
@@ -37,8 +37,13 @@ def replay_lines(
     max_amount_cents: int,
     emitted_at: Callable[[], str],
     stats: ReplayStats | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    now: Callable[[], float] | None = None,
 ) -> ReplayStats:
-    """Decode, process and route every line; bad and too-late lines become dead letters."""
+    """Decode, process and route every line; bad and too-late lines become dead letters.
+
+    ``now`` is the clock implausibly future events are judged by (none: only the fixed bounds).
+    """
     stats = stats if stats is not None else ReplayStats()
     for number, raw in enumerate(lines, start=stats.lines + 1):
         stats.lines = number
@@ -46,7 +51,7 @@ def replay_lines(
         if not line:
             continue
         try:
-            event = decode_event(line, max_amount_cents=max_amount_cents)
+            event = decode_event(line, max_amount_cents=max_amount_cents, limits=limits, now=None if now is None else now())
         except DecodeError as error:
             stats.dead_letters[error.reason] += 1
             on_dead_letter(dead_letter(error.reason, error.detail, line, line=number))

@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from streams.events import Limits
 
 __all__ = ["Settings"]
 
@@ -35,6 +38,14 @@ class Settings:
     store: str = field(default_factory=lambda: _env("STORE", "memory"))
     max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))
     lateness_days: float = field(default_factory=lambda: float(_env("LATENESS_DAYS", "7")))
+    # Plausible event times (streams.events.Limits): events that occurred before EARLIEST_EVENT
+    # (RFC 3339), or more than MAX_FUTURE_S seconds ahead of the worker's wall clock, are
+    # dead-lettered as implausible_timestamp.
+    earliest_event: str = field(default_factory=lambda: _env("EARLIEST_EVENT", "2000-01-01T00:00:00Z"))
+    max_future_s: float = field(default_factory=lambda: float(_env("MAX_FUTURE_S", "86400")))
+    # Largest inbound record (Kafka value or replay line) the decoder parses; larger ones are
+    # dead-lettered as record_too_large (a replay reads at most this much of a line).
+    max_record_bytes: int = field(default_factory=lambda: int(_env("MAX_RECORD_BYTES", "65536")))
     api_tokens: str = field(default_factory=lambda: _env("API_TOKENS", ""), repr=False)
     debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
@@ -53,6 +64,12 @@ class Settings:
     # event); the agent does not wait for deliveries (agents/pending.py), so it costs latency only
     # on the change events themselves (docs/performance.md, section 2, step 7).
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
+
+    @property
+    def limits(self) -> Limits:
+        """The decoder's plausibility limits (``earliest_event``, ``max_future_s``)."""
+        earliest = datetime.fromisoformat(self.earliest_event.replace("Z", "+00:00")).timestamp()
+        return Limits(earliest_ts=earliest, max_future_s=self.max_future_s, max_record_bytes=self.max_record_bytes)
 
     @property
     def advertised_web_host(self) -> str:

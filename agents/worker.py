@@ -68,7 +68,7 @@ from schemas import (
     QUADRANT_CHANGES_TOPIC,
 )
 from streams.engine import EngineConfig, advance
-from streams.events import DecodeError, decode_event
+from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
 from streams.personas import PERSONAS, PROTOTYPES
@@ -225,6 +225,8 @@ def handle_record(
     config: EngineConfig,
     max_amount_cents: int,
     emitted_at: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    now: float | None = None,
 ) -> Handled:
     """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
     bytes; the worker passes its :class:`PendingWrites`, whose states may not be written yet).
@@ -243,7 +245,7 @@ def handle_record(
     if value is None:
         return rejected("invalid_json", "record has no value (tombstone)")
     try:
-        event = decode_event(raw, max_amount_cents=max_amount_cents)
+        event = decode_event(raw, max_amount_cents=max_amount_cents, limits=limits, now=now)
     except DecodeError as error:
         return rejected(error.reason, error.detail)
     ids = {"event_id": event.event_id, "debtor_id": event.debtor_id}
@@ -1042,6 +1044,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=settings.pending_writes)
     service = Service(app, config, metrics, holder, writer, reader, table)
     prefix_len = len(settings.topic_prefix)
+    limits = settings.limits
 
     @app.agent(inbound, name="segment")
     async def segment(stream: Any) -> None:
@@ -1063,6 +1066,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 model=holder.model,
                 config=engine_config,
                 max_amount_cents=settings.max_amount_cents,
+                limits=limits,
+                now=time.time(),
             )
             sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
             if handled.learn is not None:

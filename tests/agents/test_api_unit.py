@@ -474,3 +474,29 @@ def test_population_gauges_come_from_the_publishers_scans(service: Service, stat
     assert personas == Counter(s.persona for s in owned) and quadrants == Counter(s.quadrant for s in owned)
     publisher.forget({2})
     assert publisher.population() is None  # partition 2 came back: not scanned since
+
+
+# --- event data never makes an endpoint fail (issue 14, item 4) ----------------------------------
+
+
+def test_a_state_dated_9999_does_not_break_any_endpoint(service: Service) -> None:
+    """States and summaries written before the decoder bounded event times: a debtor whose
+    watermark is UTC year 10000 (``9999-12-31T23:59:59-01:00``) made /personas answer 500."""
+    api = service.api  # type: ignore[attr-defined]
+    frozen = DebtorState.new("d-9999")
+    frozen.applied, frozen.first_ts, frozen.watermark, frozen.persona_since = 1, 1.7e9, 253_402_304_399.0, 253_402_304_399.0
+    ancient = DebtorState.new("d-0001")
+    ancient.applied, ancient.first_ts, ancient.watermark = 1, -62_135_596_800.0, -62_135_596_800.0
+    put(service, frozen)
+    put(service, ancient)
+    api.board.loaded.set()
+    for partition, group in split([frozen, ancient], 4).items():
+        api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
+    body = run(api.personas(FakeView(), request("/personas", "ops-t")))
+    assert body.status == 200 and body.body["debtors"] == 2 and body.body["latest_event"] is None
+    for days in WINDOWS_DAYS:
+        matrix = run(api.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t")))
+        assert matrix.status == 200, matrix
+    for state in (frozen, ancient):
+        reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t"), state.debtor_id))
+        assert reply.status == 200 and reply.body["debtor_id"] == state.debtor_id

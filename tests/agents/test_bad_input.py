@@ -89,3 +89,25 @@ def test_valid_events_interleaved_with_garbage_are_all_processed(garbage: list[b
     # Every valid event was applied or recognised as a re-send: none lost, none dead-lettered.
     assert set(outcomes) <= {"processed", "duplicate"}
     assert outcomes.count("processed") == len({orjson.loads(line)["event_id"] for line in lines})
+
+
+def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor() -> None:
+    """Issue 14, item 4: one event dated 9999 made every later real event of its debtor too late."""
+    table: dict = {}
+    now = 1_796_000_000.0  # 2026-11-29
+    for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z", "2026-12-05T00:00:00Z"]):
+        handled = handle_record(
+            table, key=b"d1", value=orjson.dumps({**VALID, "event_id": f"bad-{n}", "occurred_at": stamp}),
+            topic="debtor.payments", partition=0, offset=n, model=MODEL, config=CONFIG, max_amount_cents=CEILING,
+            emitted_at="t", now=now,
+        )
+        assert handled.outcome == "dead_lettered" and handled.dead_letter_reason == "implausible_timestamp", (stamp, handled)
+        [(topic, _, value)] = handled.sends
+        assert topic == DEAD_LETTERS_TOPIC and orjson.loads(value)["reason"] == "implausible_timestamp"
+        apply_state(table, handled)
+    assert table == {}
+    real = handle_record(
+        table, key=b"d1", value=orjson.dumps(VALID), topic="debtor.payments", partition=0, offset=9,
+        model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t", now=now,
+    )
+    assert real.outcome == "processed"

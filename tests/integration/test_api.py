@@ -19,7 +19,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from schemas import PERSONA_CHANGES_TOPIC
+from schemas import DEAD_LETTERS_TOPIC, PERSONA_CHANGES_TOPIC
 from streams.personas import UNKNOWN
 from streams.report import ALL_PERSONAS
 from streams.simulation import simulate
@@ -277,3 +277,42 @@ def test_two_workers_route_profiles_and_aggregate_all_partitions(kafka_bootstrap
     finally:
         for worker in workers:
             worker.stop()
+
+
+# --- hostile event data (issue 14) -----------------------------------------------------------------
+
+
+def test_an_event_dated_9999_never_makes_the_api_fail(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Item 4: ``9999-12-31T23:59:59-01:00`` (UTC year 10000) was accepted, and once its debtor
+    was in a population summary /personas and /personas/transitions answered 500."""
+    lines = simulate(debtors=8, months=3, seed=43).lines
+    debtor = orjson.loads(next(line for line in lines if line.startswith(b"{"))).get("debtor_id", "d43-000000")
+    hostile = [
+        orjson.dumps({"event_id": f"hostile-{n}", "debtor_id": debtor, "type": "contact_initiated", "occurred_at": stamp,
+                      "channel": "portal", "direction": "inbound"})
+        for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
+    ]
+    prefix = new_prefix("api9999")
+    MINE.append(prefix)
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "w")
+    try:
+        start_with_tokens([worker])
+        produce(kafka_bootstrap, prefix, [*lines[:40], *hostile, *lines[40:]])
+        wait_caught_up(kafka_bootstrap, worker.group, prefix, workers=[worker])
+        deadline = time.monotonic() + 40
+        while True:
+            status, body = get_json(worker.port, "/personas", OPS)
+            assert status in (200, 503), (status, body)
+            if status == 200 and body["partitions"]["complete"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        for days in (30, 90, 365):
+            assert get_json(worker.port, f"/personas/transitions?days={days}", OPS)[0] == 200
+        status, profile_body = get_json(worker.port, f"/debtors/{urllib.parse.quote(debtor)}", AGENT)
+        assert status == 200 and profile_body["last_update"] < "2100", profile_body
+        letters = [r.value for r in read_all(kafka_bootstrap, [prefix + DEAD_LETTERS_TOPIC])]
+        implausible = [d for d in letters if d["reason"] == "implausible_timestamp"]
+        assert sorted(orjson.loads(d["raw"])["event_id"] for d in implausible) == ["hostile-0", "hostile-1"], letters
+    finally:
+        worker.stop()
