@@ -112,7 +112,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     """Run INPUT.jsonl (all inbound event types mixed; - for stdin) through the engine, no broker."""
     settings = Settings()
     dead_letters = dead_letters or output.with_suffix(".dead-letters.jsonl")
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days), _load_model(model_path))
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), _load_model(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
@@ -174,7 +174,7 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
     truth_path = _write_portfolio(portfolio, input_path)
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days))
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key))
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
 

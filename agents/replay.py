@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.engine import Engine, Output
+from streams.engine import REJECTED_OUTCOMES, Engine, Output
 from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 
 __all__ = ["ReplayStats", "dead_letter", "replay_lines"]
@@ -62,6 +62,10 @@ def replay_lines(
             stats.dead_letters["too_late"] += 1
             detail = f"older than the {engine.config.lateness_days:g}-day lateness window"
             on_dead_letter(dead_letter("too_late", detail, line, line=number, event_id=event.event_id))
+        elif step.outcome in REJECTED_OUTCOMES:
+            reason, detail = REJECTED_OUTCOMES[step.outcome]
+            stats.dead_letters[reason] += 1
+            on_dead_letter(dead_letter(reason, detail, line, line=number, event_id=event.event_id))
         for output in step.outputs:
             stats.changes += 1
             on_output(output)

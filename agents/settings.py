@@ -5,6 +5,7 @@ Every setting has a default that works on a laptop; CLI options override the env
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class Settings:
     # dead-lettered as record_too_large (a replay reads at most this much of a line).
     max_record_bytes: int = field(default_factory=lambda: int(_env("MAX_RECORD_BYTES", "65536")))
     api_tokens: str = field(default_factory=lambda: _env("API_TOKENS", ""), repr=False)
+    # Key of the idempotency digests (streams.state.event_token): secret per deployment, the same
+    # on every worker, so a sender cannot craft colliding event ids. Changing it forgets which
+    # events of the lateness window were applied (their copies would apply again).
+    id_secret: str = field(default_factory=lambda: _env("ID_SECRET", ""), repr=False)
     debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
     app_id: str = field(default_factory=lambda: _env("APP_ID", ""))
@@ -64,6 +69,11 @@ class Settings:
     # event); the agent does not wait for deliveries (agents/pending.py), so it costs latency only
     # on the change events themselves (docs/performance.md, section 2, step 7).
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
+
+    @property
+    def id_secret_key(self) -> bytes:
+        """``id_secret`` as a BLAKE2b key (at most 64 bytes, so hashed); empty: unkeyed."""
+        return hashlib.blake2b(self.id_secret.encode(), digest_size=32).digest() if self.id_secret else b""
 
     @property
     def limits(self) -> Limits:

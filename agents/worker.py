@@ -67,7 +67,7 @@ from schemas import (
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import EngineConfig, advance
+from streams.engine import REJECTED_OUTCOMES, EngineConfig, advance
 from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
@@ -267,6 +267,9 @@ def handle_record(
         handled = rejected("too_late", detail, event.type, "late", **ids)
         handled.event_ts = event.ts
         return handled
+    if step.outcome in REJECTED_OUTCOMES:
+        reason, detail = REJECTED_OUTCOMES[step.outcome]
+        return rejected(reason, detail, event.type, **ids)
     handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts, debtor_id=event.debtor_id)
     if step.state is None:
         handled.erase = True
@@ -973,7 +976,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     """Create the Faust app with its topics, table, agents, timers and web pages."""
     settings = config.settings
     metrics = metrics if metrics is not None else ServiceMetrics()
-    engine_config = EngineConfig(lateness_days=settings.lateness_days)
+    engine_config = EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key)
     inbound_names = tuple(config.topic(name) for name in INBOUND_TOPICS)
     scheduler = type(
         "InboundScheduler",
