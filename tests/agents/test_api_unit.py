@@ -231,7 +231,7 @@ def request(path: str = "/", token: str | None = None, **headers: str) -> Any:
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    service = build_service(WorkerConfig(Settings(api_tokens="agent-t=agent,ops-t=ops", partitions=4, topic_prefix="unit-")))
+    service = build_service(WorkerConfig(Settings(api_tokens="agent-t-0123456789=agent,ops-t-0123456789ab=ops", partitions=4, topic_prefix="unit-")))
     service.assigned_once = True
     api = service.api  # type: ignore[attr-defined]
     monkeypatch.setattr(api.publisher, "owned", lambda: {0, 1, 2, 3})
@@ -251,15 +251,15 @@ def test_debtor_profile_and_access(service: Service, states: list[DebtorState]) 
     state = states[0]
     put(service, state)
     path = f"/debtors/{state.debtor_id}"
-    ok = run(api.debtor(FakeView(), request(path, "agent-t"), state.debtor_id))
+    ok = run(api.debtor(FakeView(), request(path, "agent-t-0123456789"), state.debtor_id))
     assert ok.status == 200 and ok.body == orjson.loads(orjson.dumps(profile(state, service.holder.model)))
     assert ok.body["persona"] == state.persona and ok.body["debtor_id"] == state.debtor_id
-    forbidden = run(api.debtor(FakeView(), request(path, "ops-t"), state.debtor_id))
+    forbidden = run(api.debtor(FakeView(), request(path, "ops-t-0123456789ab"), state.debtor_id))
     assert forbidden.status == 403 and forbidden.body["error"] == "forbidden"
-    for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t")):
+    for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t-0123456789")):
         denied = run(api.debtor(FakeView(), req, state.debtor_id))
         assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
-    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t"), "nobody"))
+    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t-0123456789"), "nobody"))
     assert missing.status == 404 and missing.body == {"error": "not_found", "detail": "no debtor with this id"}
 
 
@@ -267,15 +267,15 @@ def test_debtor_is_503_while_rebalancing_or_not_owned(service: Service, monkeypa
     api = service.api  # type: ignore[attr-defined]
     put(service, DebtorState.new("d1"))
     monkeypatch.setattr(type(service.app), "rebalancing", property(lambda self: True))
-    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert busy.status == 503 and busy.headers["Retry-After"] == "1"
     monkeypatch.undo()
     monkeypatch.setattr(api.publisher, "owned", lambda: set())
     # Forwarded here, but this worker does not own the partition (any more): no second hop.
-    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t", **{FORWARDED_HEADER: "1"}), "d1"))
+    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789", **{FORWARDED_HEADER: "1"}), "d1"))
     assert moved.status == 503 and moved.body["error"] == "unavailable"
     # Not owned here and nobody known to own it (no assignment metadata yet).
-    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert nobody.status == 503
 
 
@@ -298,9 +298,9 @@ def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         try:
             monkeypatch.setattr(api, "_owner", lambda partition: f"http://127.0.0.1:{port}")
-            relayed = await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t"), "dé")
+            relayed = await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t-0123456789"), "dé")
             await runner.cleanup()
-            down = await api.debtor(FakeView(), request("/debtors/d2", "agent-t"), "d2")
+            down = await api.debtor(FakeView(), request("/debtors/d2", "agent-t-0123456789"), "d2")
             return relayed, down
         finally:
             await runner.cleanup()
@@ -309,7 +309,7 @@ def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.
     relayed, down = run(scenario())
     assert relayed.status == 404 and relayed.body["error"] == "not_found"
     [headers] = seen
-    assert headers[FORWARDED_HEADER] == "1" and headers["Authorization"] == "Bearer agent-t"
+    assert headers[FORWARDED_HEADER] == "1" and headers["Authorization"] == "Bearer agent-t-0123456789"
     assert headers["path"] == "/debtors/d%C3%A9?x=1"
     assert down.status == 503 and down.body["error"] == "unavailable"
     assert api.forwarded == 2
@@ -317,19 +317,19 @@ def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.
 
 def test_aggregates(service: Service, states: list[DebtorState]) -> None:
     api = service.api  # type: ignore[attr-defined]
-    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t")))
+    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
     assert not_loaded.status == 503
     api.board.loaded.set()
     for partition, group in split(states, 4).items():
         api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
-    for token in ("ops-t", "agent-t"):
+    for token in ("ops-t-0123456789ab", "agent-t-0123456789"):
         body = run(api.personas(FakeView(), request("/personas", token)))
         assert body.status == 200 and body.body["debtors"] == len(states)
         matrix = run(api.transitions(FakeView(), request("/personas/transitions?days=90", token)))
         assert matrix.status == 200 and matrix.body["days"] == 90 and set(matrix.body["counts"]) == set(ALL_PERSONAS)
-    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t")))
+    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t-0123456789ab")))
     assert default.body["days"] == 365
-    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t")))
+    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t-0123456789ab")))
     assert bad.status == 400 and "30, 90, 365" in bad.body["detail"]
     for handler in (api.personas, api.transitions):
         assert run(handler(FakeView(), request("/personas"))).status == 401
@@ -337,10 +337,10 @@ def test_aggregates(service: Service, states: list[DebtorState]) -> None:
 
 def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
     with pytest.raises(ApiConfigError) as caught:
-        build_service(WorkerConfig(Settings(api_tokens="secret-1=agent,secret-2=root", topic_prefix="unit-")))
+        build_service(WorkerConfig(Settings(api_tokens="secret-1-0123456789=agent,secret-2-0123456789=root", topic_prefix="unit-")))
     error = caught.value
     assert isinstance(error, click.ClickException) and error.exit_code == 2
-    assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has the unknown role 'root' (roles: agent, ops)"
+    assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has an unknown role (roles: agent, ops; expected token=role)"
     assert "secret" not in error.format_message()
 
 
@@ -492,11 +492,11 @@ def test_a_state_dated_9999_does_not_break_any_endpoint(service: Service) -> Non
     api.board.loaded.set()
     for partition, group in split([frozen, ancient], 4).items():
         api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
-    body = run(api.personas(FakeView(), request("/personas", "ops-t")))
+    body = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
     assert body.status == 200 and body.body["debtors"] == 2 and body.body["latest_event"] is None
     for days in WINDOWS_DAYS:
-        matrix = run(api.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t")))
+        matrix = run(api.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t-0123456789ab")))
         assert matrix.status == 200, matrix
     for state in (frozen, ancient):
-        reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t"), state.debtor_id))
+        reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t-0123456789"), state.debtor_id))
         assert reply.status == 200 and reply.body["debtor_id"] == state.debtor_id

@@ -38,7 +38,7 @@ from tests.integration.test_service import (
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
-AGENT, OPS = "agent-tok-3f2a", "ops-tok-91bc"
+AGENT, OPS = "agent-tok-3f2a-5d1e", "ops-tok-91bc-77a0"
 TOKENS = f"{AGENT}=agent,{OPS}=ops"
 MINE: list[str] = []
 
@@ -190,7 +190,7 @@ def test_transitions(worker: Worker, portfolio: Portfolio, personas: dict[str, s
 def test_malformed_tokens_stop_the_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = new_prefix("badtok")
     MINE.append(prefix)
-    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS="s3cr3t-value=agent,s3cr3t-value=ops")
+    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS="s3cr3t-value-0123456=agent,s3cr3t-value-0123456=ops")
     result = subprocess.run(
         [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", prefix,
          "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
@@ -199,6 +199,26 @@ def test_malformed_tokens_stop_the_worker(kafka_bootstrap: str, tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "Error: DEBTOR_SEGMENTS_API_TOKENS: entry 2 repeats the token of entry 1"
     assert "s3cr3t" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("agent=Swapped-Secret-7f3a9c", "entry 1 has an unknown role (roles: agent, ops; expected token=role, and it reads role=token)"),
+        ("Swapped-Secret=agent", "entry 1 has a token shorter than 16 characters"),
+    ],
+)
+def test_a_token_config_error_never_prints_the_token(kafka_bootstrap: str, tmp_path: Path, spec: str, message: str) -> None:
+    """Issue 14, item 11: role and token swapped printed the token as the unknown role."""
+    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS=spec)
+    result = subprocess.run(
+        [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", new_prefix("swap"),
+         "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=90, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"Error: DEBTOR_SEGMENTS_API_TOKENS: {message}"
+    assert "Swapped-Secret" not in result.stderr + result.stdout
 
 
 # --- OpenAPI conformance -------------------------------------------------------------------------------
