@@ -33,8 +33,14 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", "./data")))
     web_port: int = field(default_factory=lambda: int(_env("WEB_PORT", "6066")))
     # How other workers reach this one's HTTP API (forwarded /debtors requests): this host's
-    # name or address as they see it, or "auto" for the host name. It listens on every interface.
+    # name or address as they see it, or "auto" for the host name.
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    # The address the HTTP API listens on: loopback unless other workers (or a proxy) must
+    # reach it (docker-compose sets 0.0.0.0 inside the container network).
+    web_bind: str = field(default_factory=lambda: _env("WEB_BIND", "127.0.0.1"))
+    # Secret shared by the workers of one deployment: a forwarded /debtors request is signed
+    # with it (HMAC, never the client's token). Empty: profiles are not forwarded (503).
+    peer_secret: str = field(default_factory=lambda: _env("PEER_SECRET", ""), repr=False)
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     store: str = field(default_factory=lambda: _env("STORE", "memory"))
     max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))

@@ -1001,7 +1001,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         processing_guarantee=settings.guarantee,
         producer_linger=settings.producer_linger_ms / 1000.0,
         web_port=settings.web_port,
-        web_bind="0.0.0.0",
+        web_bind=settings.web_bind,
         web_host=settings.advertised_web_host,
         ConsumerScheduler=scheduler,
         **FAUST_TUNING,

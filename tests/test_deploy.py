@@ -519,3 +519,13 @@ def test_dashboard_promql_parses(dashboard: dict[str, Any], tmp_path: Path) -> N
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nothing_unauthenticated_is_published_on_every_interface(services: dict[str, dict[str, Any]]) -> None:
+    """Issue 14, item 9: Kafka's PLAINTEXT listener was published on 0.0.0.0:29092."""
+    for spec in services["kafka"].get("ports", []):
+        assert str(spec).startswith("127.0.0.1:"), spec
+    environment = env(services["worker"])
+    assert environment["DEBTOR_SEGMENTS_WEB_BIND"] == "0.0.0.0"  # inside the container network
+    for name in ("DEBTOR_SEGMENTS_PEER_SECRET", "DEBTOR_SEGMENTS_ID_SECRET"):
+        assert environment[name] == "${" + name + ":-}"  # placeholders, never committed secrets

@@ -61,6 +61,7 @@ def get_json(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
 def start_with_tokens(workers: list[Worker]) -> None:
     with pytest.MonkeyPatch.context() as patch:  # the worker subprocesses inherit it
         patch.setenv("DEBTOR_SEGMENTS_API_TOKENS", TOKENS)
+        patch.setenv("DEBTOR_SEGMENTS_PEER_SECRET", "peer-secret-of-the-integration-tests")
         start_workers(workers)
 
 
@@ -158,6 +159,21 @@ def test_access_control(worker: Worker, portfolio: Portfolio) -> None:
     # Faust's own table and router pages would bypass all of this: they are not served.
     for hidden in ("/table/", f"/table/debtor-state/{min(portfolio.debtors)}/", "/router/"):
         assert call(worker.port, hidden)[0] == 404, hidden
+
+
+def test_profile_responses_are_not_cached_and_name_no_server_version(worker: Worker, portfolio: Portfolio) -> None:
+    """Issue 14, item 9."""
+    debtor = min(portfolio.debtors)
+    for path, token in ((f"/debtors/{debtor}", AGENT), ("/debtors/no-such-debtor", AGENT), (f"/debtors/{debtor}", None), ("/personas", OPS), ("/health", None)):
+        status, headers, _ = call(worker.port, path, token)
+        assert "aiohttp" not in headers.get("Server", "") and "Python" not in headers.get("Server", ""), (path, headers)
+        if path.startswith("/debtors"):
+            assert headers.get("Cache-Control") == "no-store" and headers.get("Vary") == "Authorization", (path, status, headers)
+    status, _, _ = call(worker.port, "/debtors/" + urllib.parse.quote("d\x00x"), AGENT)
+    assert status == 400
+    # The peer page takes signed requests only: a client's token is not enough.
+    status, _, _ = call(worker.port, f"/internal/debtor-profile?debtor_id={debtor}", AGENT)
+    assert status == 403
 
 
 def test_unknown_debtor_is_404(worker: Worker) -> None:
