@@ -55,10 +55,11 @@ from agents.auth import (
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
 from agents.metrics import population_stability_index
 from schemas import load_schema
+from streams.signing import sign, unsigned, verify
 from streams.profile import profile
 from streams.personas import UNKNOWN
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
-from streams.state import DebtorState
+from streams.state import DebtorState, is_marker_key
 
 if TYPE_CHECKING:
     from agents.worker import Service
@@ -508,7 +509,7 @@ class PopulationPublisher:
             # The memory store is a dict, which must not change while the scan yields below.
             items = list(items)
         for number, (key, value) in enumerate(items, start=1):
-            if isinstance(key, bytes) and value is not None:
+            if isinstance(key, bytes) and value is not None and not is_marker_key(key):
                 tally = tallies.get(key_partition(key, self.partitions))
                 if tally is not None:
                     tally.add(DebtorState.from_bytes(value))
@@ -526,7 +527,8 @@ class PopulationPublisher:
             last = self.published.get(partition)
             if not force and last is not None and last[1] == content and time.monotonic() - last[0] < REPUBLISH_SECONDS:
                 continue
-            await self.send(str(partition).encode(), orjson.dumps(summary))
+            key = self.service.config.settings.signing_key
+            await self.send(str(partition).encode(), orjson.dumps(sign(summary, key, "population") if key else summary))
             self.published[partition] = (time.monotonic(), content)
             sent += 1
         self.published_count += sent
@@ -564,9 +566,19 @@ class _SummaryProducer:
 class PopulationBoard(TopicFollower):
     """The newest summary of every partition, read from the whole population topic."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        client_id: str,
+        signing_key: bytes = b"",
+        on_bad_signature: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(bootstrap, topic, client_id, "population reader")
         self.partitions = partitions
+        self.signing_key = signing_key
+        self.on_bad_signature = on_bad_signature
         self.summaries: dict[int, dict[str, Any]] = {}
         self.topic_ready = asyncio.Event()
         self.loaded = asyncio.Event()
@@ -586,6 +598,12 @@ class PopulationBoard(TopicFollower):
         if summary is None or summary["partition"] != partition:
             self.ignored += 1
             return
+        if self.signing_key:
+            if not verify(summary, self.signing_key, "population"):
+                self.ignored += 1
+                self.on_bad_signature()
+                return
+            summary = unsigned(summary)
         self.summaries[partition] = summary
 
     async def ensure_topic(self) -> None:
@@ -886,7 +904,14 @@ def register_api(service: Service) -> Api:
     except TokenConfigError as error:
         raise ApiConfigError(str(error)) from None
     topic_name = config.topic(POPULATION_TOPIC)
-    board = PopulationBoard(config.settings.bootstrap_servers, topic_name, config.settings.partitions, f"{config.id}-population-reader")
+    board = PopulationBoard(
+        config.settings.bootstrap_servers,
+        topic_name,
+        config.settings.partitions,
+        f"{config.id}-population-reader",
+        config.settings.signing_key,
+        lambda: service.metrics.count_signature_failure("population"),
+    )
     producer = _SummaryProducer(config.settings.bootstrap_servers, topic_name, f"{config.id}-population-writer")
     publisher = PopulationPublisher(service, board, producer.send)
     api = Api(service, tokens, board, publisher)

@@ -58,6 +58,10 @@ class Settings:
     # on every worker, so a sender cannot craft colliding event ids. Changing it forgets which
     # events of the lateness window were applied (their copies would apply again).
     id_secret: str = field(default_factory=lambda: _env("ID_SECRET", ""), repr=False)
+    # Key of the HMAC signatures of model snapshots and population summaries (streams/signing.py),
+    # the same on every worker: set, records without a valid signature are refused and counted
+    # (debtor_segments_signature_failures_total). Empty: nothing is signed or checked.
+    signing_secret: str = field(default_factory=lambda: _env("SIGNING_SECRET", ""), repr=False)
     debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
     app_id: str = field(default_factory=lambda: _env("APP_ID", ""))
@@ -80,6 +84,11 @@ class Settings:
     def id_secret_key(self) -> bytes:
         """``id_secret`` as a BLAKE2b key (at most 64 bytes, so hashed); empty: unkeyed."""
         return hashlib.blake2b(self.id_secret.encode(), digest_size=32).digest() if self.id_secret else b""
+
+    @property
+    def signing_key(self) -> bytes:
+        """``signing_secret`` as HMAC key bytes (empty: signing off)."""
+        return self.signing_secret.encode()
 
     @property
     def limits(self) -> Limits:

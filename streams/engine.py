@@ -37,7 +37,7 @@ from streams.features import (
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN, separation
 from streams.quadrants import quadrant_of
-from streams.state import DebtorState, event_token
+from streams.state import DebtorState, event_token, marker_key, needs_marker
 
 __all__ = ["REJECTED_OUTCOMES", "Engine", "EngineConfig", "Output", "Step", "advance", "explain", "process"]
 
@@ -45,6 +45,7 @@ _DAY = 86_400.0
 #: Outcomes of events that are not applied and go to the dead letters: (reason, detail).
 REJECTED_OUTCOMES: dict[str, tuple[str, str]] = {
     "conflict": ("conflicting_duplicate", "this event_id was applied before with another body"),
+    "before_erasure": ("erased", "occurred before this debtor's erasure: its data is not kept"),
     "undecidable": (
         "undecidable_duplicate",
         "inside the lateness window, but older than every event id still remembered for this debtor: "
@@ -130,13 +131,16 @@ class Step(NamedTuple):
     ``state`` is ``None`` when the debtor's state must be deleted (erasure); ``learn`` holds
     the feature vector the model should learn, if any; ``outcome`` is one of processed,
     duplicate, conflict (the event id was applied with another body), late, undecidable
-    (inside the lateness window, but older than the ids still remembered), erased.
+    (inside the lateness window, but older than the ids still remembered), before_erasure
+    (occurred before the debtor's erasure), erased. ``marker`` is the erasure time the
+    debtor's erasure marker must hold from now on (:func:`streams.state.erasure_marker`).
     """
 
     state: DebtorState | None
     outputs: tuple[Output, ...]
     outcome: str
     learn: dict[str, float] | None = None
+    marker: float | None = None
 
 
 def process(
@@ -158,15 +162,25 @@ def advance(
     config: EngineConfig = EngineConfig(),
     *,
     emitted_at: str,
+    erased_at: float | None = None,
 ) -> Step:
     """Like :func:`process`, but updates ``state`` in place: for callers that own the state
     (the embedded :class:`Engine`; a worker that decoded it from its table for this event),
     which saves a copy per event. Duplicates and late events leave it untouched.
+
+    ``erased_at`` is the time in the debtor's erasure marker, if it has one; callers read it
+    when :func:`streams.state.needs_marker` says so.
     """
     if event.type == "erasure_requested":
-        return _erase(state, event, emitted_at)
+        step = _erase(state, event, emitted_at)
+        return step._replace(marker=event.ts if erased_at is None else max(erased_at, event.ts))
+    if erased_at is not None and event.ts <= erased_at:
+        return Step(state, (), "before_erasure")
     if state is None:
         state = DebtorState.new(event.debtor_id)
+        if erased_at is not None:
+            # Later events at or before the erasure must come back here (needs_marker).
+            state.dedup_floor = erased_at
     # The body as received, keys sorted: a re-sent copy gives the same digest whatever its
     # key order or spacing.
     key = event_token(event.event_id, orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS), config.id_secret)
@@ -334,16 +348,25 @@ class Engine:
         self.config = config
         self.model = model if model is not None else SegmentModel()
         self.states: dict[str, DebtorState] = {}
+        #: Erasure markers: keyed digest of the debtor id -> erasure time.
+        self.markers: dict[bytes, float] = {}
 
     def handle(self, event: Event, *, emitted_at: str = "") -> Step:
         """Process one event, keep the new state, learn if asked to."""
+        state = self.states.get(event.debtor_id)
+        key = marker_key(event.debtor_id, self.config.id_secret) if needs_marker(state, event.ts) or event.type == "erasure_requested" else None
         step = advance(
-            self.states.get(event.debtor_id),
+            state,
             event,
             self.model,
             self.config,
             emitted_at=emitted_at or event.occurred_at,
+            erased_at=None if key is None else self.markers.get(key),
         )
+        if step.marker is not None and key is not None:
+            self.markers[key] = step.marker
+        if step.outcome == "before_erasure":
+            return step
         if step.state is None:
             self.states.pop(event.debtor_id, None)
         else:

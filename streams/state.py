@@ -31,7 +31,18 @@ import orjson
 
 from streams.events import Event
 
-__all__ = ["CHANNELS", "DECAYED", "DebtorState", "event_key", "event_token"]
+__all__ = [
+    "CHANNELS",
+    "DECAYED",
+    "DebtorState",
+    "erasure_marker",
+    "is_marker_key",
+    "event_key",
+    "event_token",
+    "marker_key",
+    "needs_marker",
+    "read_marker",
+]
 
 #: Outbound channels, in the order of the per-channel counters.
 CHANNELS: tuple[str, ...] = ("letter", "email", "sms", "call", "whatsapp", "visit")
@@ -96,6 +107,58 @@ def event_token(event_id: str, body: bytes, secret: bytes = b"") -> str:
     key = blake2b(event_id.encode(), digest_size=9, key=secret, person=b"event-id").digest()
     digest = blake2b(body, digest_size=3, key=secret, person=b"event-body").digest()
     return urlsafe_b64encode(key + digest).decode()
+
+
+# --- erasure markers ------------------------------------------------------------------------------
+# An erased debtor's state is deleted; what stays is a marker, under a key of its own: a keyed
+# digest of the id (never the id), holding the erasure's event time (nothing else). Events that
+# occurred before it are refused (dead letter "erased"), so a late or re-sent event cannot
+# rebuild the profile; newer ones start a new one.
+
+#: Marker keys start with NUL, which no debtor id may contain (schemas: no control characters).
+_MARKER_PREFIX = b"\x00erased:"
+
+
+def marker_key(debtor_id: str, secret: bytes = b"") -> bytes:
+    """Table key of a debtor's erasure marker.
+
+    >>> key = marker_key("d42", b"k")
+    >>> key.startswith(b"\\x00erased:"), b"d42" in key, len(key)
+    (True, False, 40)
+    """
+    return _MARKER_PREFIX + blake2b(debtor_id.encode(), digest_size=16, key=secret, person=b"erasure").hexdigest().encode()
+
+
+def is_marker_key(key: bytes) -> bool:
+    """Whether a table key is an erasure marker's, not a debtor's."""
+    return key.startswith(_MARKER_PREFIX)
+
+
+def erasure_marker(erased_at: float) -> bytes:
+    """The marker's value: the erasure's event time only.
+
+    >>> read_marker(erasure_marker(1.5e9))
+    1500000000.0
+    """
+    return orjson.dumps({"erased_at": erased_at})
+
+
+def read_marker(value: bytes | None) -> float | None:
+    """The erasure time in a marker value (None: no marker, or not one)."""
+    if value is None:
+        return None
+    try:
+        erased_at = orjson.loads(value)["erased_at"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return float(erased_at) if isinstance(erased_at, int | float) else None
+
+
+def needs_marker(state: DebtorState | None, ts: float) -> bool:
+    """Whether the marker must be read to decide on an event at ``ts``: the debtor has no
+    state, or the event would be refused anyway (a state begun after an erasure starts its
+    duplicate floor at the erasure, so older events land here) and the reason matters."""
+    return state is None or ts <= state.dedup_floor
 
 
 @dataclass(slots=True)

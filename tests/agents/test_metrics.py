@@ -41,6 +41,7 @@ SERVICE_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "debtor_segments_model_version": ("gauge", frozenset()),
     "debtor_segments_model_drift_psi": ("gauge", frozenset()),
     "debtor_segments_info": ("gauge", frozenset({"version"})),
+    "debtor_segments_signature_failures": ("counter", frozenset({"topic"})),
 }
 
 # The Faust families the dashboard relies on for lag, commits and rebalances.
