@@ -25,8 +25,11 @@ Debtor ids never go into logs (unless ``DEBTOR_SEGMENTS_DEBUG_IDS``), tokens nev
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import math
+import re
 import time
 from array import array
 from collections import Counter
@@ -51,10 +54,12 @@ from agents.auth import (
 )
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
 from agents.metrics import population_stability_index
+from schemas import load_schema
+from streams.signing import sign, unsigned, verify
 from streams.profile import profile
 from streams.personas import UNKNOWN
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
-from streams.state import DebtorState
+from streams.state import DebtorState, is_marker_key
 
 if TYPE_CHECKING:
     from agents.worker import Service
@@ -62,6 +67,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_WINDOW_DAYS",
     "FORWARDED_HEADER",
+    "PEER_HEADER",
+    "PEER_PATH",
+    "PROFILE_HEADERS",
     "POPULATION_TOPIC",
     "WINDOWS_DAYS",
     "Api",
@@ -74,6 +82,10 @@ __all__ = [
     "merge_transitions",
     "parse_days",
     "parse_summary",
+    "peer_base_url",
+    "sign_peer",
+    "valid_debtor_id",
+    "verify_peer",
     "register_api",
     "summarize",
 ]
@@ -101,6 +113,16 @@ REPUBLISH_SECONDS = 60.0
 #: scan took, so aggregates never take more than about 1/20 of the event loop.
 SCAN_BACKOFF = 20.0
 FORWARD_TIMEOUT_S = 10.0
+#: The owner's page for forwarded profile requests (signed with DEBTOR_SEGMENTS_PEER_SECRET).
+PEER_PATH = "/internal/debtor-profile"
+#: Header of a forwarded request: ``<unix seconds>:<hex HMAC-SHA256 of "<seconds>\n<debtor id>">``.
+PEER_HEADER = "X-Debtor-Segments-Peer"
+#: A signed request older (or newer) than this is refused: a captured one cannot be replayed later.
+PEER_MAX_AGE_S = 30.0
+#: Every response carrying (or about) a profile: never cached, by a proxy or a browser.
+PROFILE_HEADERS = {"Cache-Control": "no-store", "Vary": "Authorization"}
+_DEBTOR_ID = load_schema("payment_received")["properties"]["debtor_id"]
+_FORBIDDEN_IN_IDS = re.compile(_DEBTOR_ID["not"]["pattern"])
 _DAY = 86_400.0
 _JSON = "application/json"
 #: Faust's built-in pages that serve table data (``/table/<table>/<key>/``, unauthenticated) or
@@ -119,7 +141,14 @@ class BadRequest(ValueError):
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None and math.isfinite(ts) and ts > 0 else None
+    # A time from event data (a summary, a state written before the decoder bounded event
+    # times) must never make an endpoint fail: out of datetime's range it is shown as null.
+    if ts is None or not math.isfinite(ts) or ts <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -480,7 +509,7 @@ class PopulationPublisher:
             # The memory store is a dict, which must not change while the scan yields below.
             items = list(items)
         for number, (key, value) in enumerate(items, start=1):
-            if isinstance(key, bytes) and value is not None:
+            if isinstance(key, bytes) and value is not None and not is_marker_key(key):
                 tally = tallies.get(key_partition(key, self.partitions))
                 if tally is not None:
                     tally.add(DebtorState.from_bytes(value))
@@ -498,7 +527,8 @@ class PopulationPublisher:
             last = self.published.get(partition)
             if not force and last is not None and last[1] == content and time.monotonic() - last[0] < REPUBLISH_SECONDS:
                 continue
-            await self.send(str(partition).encode(), orjson.dumps(summary))
+            key = self.service.config.settings.signing_key
+            await self.send(str(partition).encode(), orjson.dumps(sign(summary, key, "population") if key else summary))
             self.published[partition] = (time.monotonic(), content)
             sent += 1
         self.published_count += sent
@@ -536,9 +566,19 @@ class _SummaryProducer:
 class PopulationBoard(TopicFollower):
     """The newest summary of every partition, read from the whole population topic."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        client_id: str,
+        signing_key: bytes = b"",
+        on_bad_signature: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(bootstrap, topic, client_id, "population reader")
         self.partitions = partitions
+        self.signing_key = signing_key
+        self.on_bad_signature = on_bad_signature
         self.summaries: dict[int, dict[str, Any]] = {}
         self.topic_ready = asyncio.Event()
         self.loaded = asyncio.Event()
@@ -558,6 +598,12 @@ class PopulationBoard(TopicFollower):
         if summary is None or summary["partition"] != partition:
             self.ignored += 1
             return
+        if self.signing_key:
+            if not verify(summary, self.signing_key, "population"):
+                self.ignored += 1
+                self.on_bad_signature()
+                return
+            summary = unsigned(summary)
         self.summaries[partition] = summary
 
     async def ensure_topic(self) -> None:
@@ -605,6 +651,7 @@ class Api:
         self.publisher = publisher
         self.partitions = service.config.settings.partitions
         self.debug_ids = service.config.settings.debug_ids
+        self.peer_secret = service.config.settings.peer_secret
         self.forwarded = 0  # requests this worker forwarded to the owner of the debtor
 
     # helpers
@@ -620,7 +667,7 @@ class Api:
         return decision, self._error(view, decision.status, decision.error, decision.detail, decision.headers)
 
     def _unavailable(self, view: Any, detail: str) -> Any:
-        return self._error(view, 503, "unavailable", detail, {"Retry-After": "1"})
+        return self._error(view, 503, "unavailable", detail, {"Retry-After": "1", **PROFILE_HEADERS})
 
     def _failed(self, view: Any, what: str, error: BaseException) -> Any:
         if self.debug_ids:
@@ -634,13 +681,26 @@ class Api:
     async def debtor(self, view: Any, request: Any, debtor_id: str) -> Any:
         _, denied = self._check(view, request, DEBTORS)
         if denied is not None:
-            return denied
+            return _with_profile_headers(denied)
+        if not valid_debtor_id(debtor_id):
+            return self._error(view, 400, "bad_request", _ID_MESSAGE, PROFILE_HEADERS)
         try:
-            return await self._debtor(view, request, debtor_id)
+            return await self._debtor(view, debtor_id, forwarded=False)
         except Exception as error:  # noqa: BLE001 - answered 500, logged without the id
             return self._failed(view, "GET /debtors/{debtor_id}", error)
 
-    async def _debtor(self, view: Any, request: Any, debtor_id: str) -> Any:
+    async def peer_profile(self, view: Any, request: Any) -> Any:
+        """``GET /internal/debtor-profile?debtor_id=...``: a profile request another worker
+        forwarded, signed with the peer secret; answered from this worker's partitions only."""
+        debtor_id = request.query.get("debtor_id", "")
+        if not valid_debtor_id(debtor_id) or not verify_peer(self.peer_secret, request.headers.get(PEER_HEADER), debtor_id):
+            return self._error(view, 403, "forbidden", "not a signed request of a worker of this deployment", PROFILE_HEADERS)
+        try:
+            return await self._debtor(view, debtor_id, forwarded=True)
+        except Exception as error:  # noqa: BLE001 - answered 500, logged without the id
+            return self._failed(view, "GET " + PEER_PATH, error)
+
+    async def _debtor(self, view: Any, debtor_id: str, *, forwarded: bool) -> Any:
         app = self.service.app
         key = debtor_id.encode("utf-8")
         partition = key_partition(key, self.partitions)
@@ -648,23 +708,26 @@ class Api:
             return self._unavailable(view, "the workers are rebalancing; retry shortly")
         if partition in self.publisher.owned():
             return self._local_profile(view, key)
-        if request.headers.get(FORWARDED_HEADER):
+        if forwarded:
             return self._unavailable(view, "the owner of this debtor changed; retry shortly")
+        if not self.peer_secret:
+            return self._unavailable(view, "another worker owns this debtor, and forwarding needs DEBTOR_SEGMENTS_PEER_SECRET")
         owner = self._owner(partition)
         if owner is None:
             return self._unavailable(view, "no worker owns this debtor's partition right now; retry shortly")
-        return await self._forward(view, request, owner)
+        return await self._forward(view, debtor_id, owner)
 
     def _local_profile(self, view: Any, key: bytes) -> Any:
         data = self.service.table.get(key)
         if data is None:
-            return self._error(view, 404, "not_found", "no debtor with this id")
+            return self._error(view, 404, "not_found", "no debtor with this id", PROFILE_HEADERS)
         body = profile(DebtorState.from_bytes(data), self.service.holder.model)
-        return view.bytes(orjson.dumps(_finite(body)), content_type=_JSON)
+        return view.bytes(orjson.dumps(_finite(body)), content_type=_JSON, headers=PROFILE_HEADERS)
 
     def _owner(self, partition: int) -> str | None:
         """Base URL of the worker that actively owns ``partition`` of the state table (Faust's
-        assignment metadata, as ``@app.table_route`` uses it), or None."""
+        assignment metadata of the current group members, as ``@app.table_route`` uses it),
+        or None. A URL that is not a plain ``http(s)://host:port`` is never used."""
         try:
             metadata = self.service.app.router.table_metadata(self.service.table.name)
         except Exception:  # noqa: BLE001 - no assignment metadata yet
@@ -673,27 +736,42 @@ class Api:
         own = _url_ident(str(self.service.app.conf.canonical_url))
         for url, topics in metadata.items():
             if partition in (topics.get(changelog) or ()) and _url_ident(url) != own:
-                return url.rstrip("/")
+                base = peer_base_url(url)
+                if base is None:
+                    log.warning("a group member advertises an unusable URL; not forwarding to it")
+                return base
         return None
 
-    async def _forward(self, view: Any, request: Any, owner: str) -> Any:
+    async def _forward(self, view: Any, debtor_id: str, owner: str) -> Any:
         import aiohttp
+        from yarl import URL
 
-        headers = {FORWARDED_HEADER: "1", "Accept": _JSON}
-        if request.headers.get("Authorization"):
-            headers["Authorization"] = request.headers["Authorization"]
-        target = owner + str(request.rel_url)
+        # Only the profile request, rebuilt from the validated id (never the client's path),
+        # signed with the peer secret (never the client's token).
+        target = URL(owner).with_path(PEER_PATH).with_query({"debtor_id": debtor_id})
+        headers = {PEER_HEADER: sign_peer(self.peer_secret, debtor_id), "Accept": _JSON}
         self.forwarded += 1
         try:
             client = self.service.app.http_client
             timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
             async with client.get(target, headers=headers, timeout=timeout, allow_redirects=False) as response:
-                body = await response.read()
-                passed = {name: response.headers[name] for name in ("WWW-Authenticate", "Retry-After") if name in response.headers}
-                return view.bytes(body, content_type=response.content_type or _JSON, status=response.status, headers=passed)
+                status = response.status
+                body = await response.content.read(1 << 20) if status == 200 else b""
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("could not reach the worker %s owning a debtor: %s", owner, type(error).__name__)
             return self._unavailable(view, "the worker that owns this debtor did not answer; retry shortly")
+        if status == 404:
+            return self._error(view, 404, "not_found", "no debtor with this id", PROFILE_HEADERS)
+        if status == 200:
+            try:
+                value = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                value = None
+            if isinstance(value, dict) and value.get("debtor_id") == debtor_id:
+                return view.bytes(orjson.dumps(value), content_type=_JSON, headers=PROFILE_HEADERS)
+        if status != 503:
+            log.warning("the worker %s owning a debtor answered a forwarded request with %d", owner, status)
+        return self._unavailable(view, "the worker that owns this debtor could not answer; retry shortly")
 
     async def personas(self, view: Any, request: Any) -> Any:
         _, denied = self._check(view, request, AGGREGATES)
@@ -714,6 +792,70 @@ class Api:
         if not self.board.loaded.is_set():
             return self._unavailable(view, "population summaries not loaded yet")
         return view.json(merge_transitions(self.board.summaries, self.partitions, days))
+
+
+_ID_MESSAGE = f"debtor_id must be {_DEBTOR_ID['minLength']}-{_DEBTOR_ID['maxLength']} characters without control characters"
+
+
+def valid_debtor_id(debtor_id: str) -> bool:
+    """Whether ``debtor_id`` is one the wire contract allows (checked before any routing).
+
+    >>> valid_debtor_id("d42"), valid_debtor_id(""), valid_debtor_id("d\\x00"), valid_debtor_id("x" * 65)
+    (True, False, False, False)
+    """
+    return _DEBTOR_ID["minLength"] <= len(debtor_id) <= _DEBTOR_ID["maxLength"] and not _FORBIDDEN_IN_IDS.search(debtor_id)
+
+
+def sign_peer(secret: str, debtor_id: str, now: float | None = None) -> str:
+    """The :data:`PEER_HEADER` value of a forwarded request for ``debtor_id``."""
+    stamp = str(int(time.time() if now is None else now))
+    mac = hmac.new(secret.encode(), f"{stamp}\n{debtor_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{stamp}:{mac}"
+
+
+def verify_peer(secret: str, header: str | None, debtor_id: str, now: float | None = None) -> bool:
+    """Whether ``header`` signs a request for ``debtor_id`` with ``secret``, recently.
+
+    >>> header = sign_peer("s", "d1", now=100.0)
+    >>> verify_peer("s", header, "d1", now=110.0), verify_peer("s", header, "d2", now=110.0)
+    (True, False)
+    >>> verify_peer("s", header, "d1", now=200.0), verify_peer("", header, "d1", now=110.0)
+    (False, False)
+    """
+    if not secret or not header:
+        return False
+    stamp, _, mac = header.partition(":")
+    if not stamp.isdigit() or abs((time.time() if now is None else now) - int(stamp)) > PEER_MAX_AGE_S:
+        return False
+    expected = hmac.new(secret.encode(), f"{stamp}\n{debtor_id}".encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, mac)
+
+
+def peer_base_url(url: str) -> str | None:
+    """``url`` as ``scheme://host:port`` if it is a plain http(s) base URL, else None.
+
+    >>> peer_base_url("http://w2:6066/"), peer_base_url("http://u:p@w2:6066"), peer_base_url("file:///etc")
+    ('http://w2:6066', None, None)
+    """
+    from yarl import URL
+
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.user or parsed.password:
+        return None
+    if parsed.path not in ("", "/") or parsed.query_string or parsed.fragment:
+        return None
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+
+
+def _with_profile_headers(reply: Any) -> Any:
+    try:
+        reply.headers.update(PROFILE_HEADERS)
+    except AttributeError:  # a reply without headers to update
+        pass
+    return reply
 
 
 def _finite(value: Any) -> Any:
@@ -741,6 +883,15 @@ def _drop_exposing_blueprints(app: Any) -> None:
     manager._enabled = [(prefix, bp) for prefix, bp in manager._enabled if bp not in _EXPOSING_BLUEPRINTS]
 
 
+async def _plain_server_header(request: Any, response: Any) -> None:
+    response.headers["Server"] = "debtor-segments"
+
+
+def _hide_server_version(app: Any) -> None:
+    """No ``Server: Python/3.x aiohttp/3.x`` header: versions only help an attacker."""
+    app.web.web_app.on_response_prepare.append(_plain_server_header)
+
+
 def register_api(service: Service) -> Api:
     """Add the API's pages, the population publisher (a timer) and reader (a task) to the app.
 
@@ -753,13 +904,21 @@ def register_api(service: Service) -> Api:
     except TokenConfigError as error:
         raise ApiConfigError(str(error)) from None
     topic_name = config.topic(POPULATION_TOPIC)
-    board = PopulationBoard(config.settings.bootstrap_servers, topic_name, config.settings.partitions, f"{config.id}-population-reader")
+    board = PopulationBoard(
+        config.settings.bootstrap_servers,
+        topic_name,
+        config.settings.partitions,
+        f"{config.id}-population-reader",
+        config.settings.signing_key,
+        lambda: service.metrics.count_signature_failure("population"),
+    )
     producer = _SummaryProducer(config.settings.bootstrap_servers, topic_name, f"{config.id}-population-writer")
     publisher = PopulationPublisher(service, board, producer.send)
     api = Api(service, tokens, board, publisher)
     service.api = api  # type: ignore[attr-defined]
     app.sensors.add(_TableChanges(service.table, publisher.mark))
     _drop_exposing_blueprints(app)
+    _hide_server_version(app)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_population_producer(sender: Any, **kwargs: Any) -> None:
@@ -808,6 +967,11 @@ def register_api(service: Service) -> Api:
     class Debtor(faust_web.View):
         async def get(self, request: faust_web.Request, debtor_id: str) -> faust_web.Response:
             return await api.debtor(self, request, debtor_id)
+
+    @app.page(PEER_PATH)
+    class PeerProfile(faust_web.View):
+        async def get(self, request: faust_web.Request) -> faust_web.Response:
+            return await api.peer_profile(self, request)
 
     @app.page("/personas")
     class Personas(faust_web.View):

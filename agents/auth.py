@@ -16,16 +16,17 @@ is answered 401 (with ``WWW-Authenticate: Bearer``), a known token whose role la
 Tokens are kept only as SHA-256 digests and compared with :func:`hmac.compare_digest` against
 *every* configured token, without stopping at a match, so neither the position of a token in
 the list nor the length of a guess shows in the response time. Nothing here logs or repeats a
-token, not even in error messages.
+token, not even in error messages (an unknown role is not shown either: with role and token
+swapped, the "role" is the token). A token has at least :data:`MIN_TOKEN_LENGTH` characters.
 
->>> tokens = parse_tokens("s3cret=agent, dashboards=ops")
->>> tokens.role_for("s3cret"), tokens.role_for("nope"), tokens.role_for(None)
+>>> tokens = parse_tokens("s3cret-0123456789=agent, dashboards-0123456=ops")
+>>> tokens.role_for("s3cret-0123456789"), tokens.role_for("nope"), tokens.role_for(None)
 ('agent', None, None)
->>> authorize(tokens, "Bearer dashboards", DEBTORS).status
+>>> authorize(tokens, "Bearer dashboards-0123456", DEBTORS).status
 403
->>> authorize(tokens, "Bearer dashboards", AGGREGATES).status
+>>> authorize(tokens, "Bearer dashboards-0123456", AGGREGATES).status
 200
->>> authorize(parse_tokens(""), "Bearer s3cret", AGGREGATES).status
+>>> authorize(parse_tokens(""), "Bearer s3cret-0123456789", AGGREGATES).status
 401
 """
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "AGGREGATES",
     "DEBTORS",
+    "MIN_TOKEN_LENGTH",
     "REALM",
     "ROLES",
     "Decision",
@@ -60,6 +62,8 @@ ROLES: Mapping[str, frozenset[str]] = {
     "ops": frozenset({AGGREGATES}),
 }
 REALM = "debtor-segments"
+#: Shortest token accepted (``openssl rand -hex 24`` gives 48 characters).
+MIN_TOKEN_LENGTH = 16
 ENV_NAME = "DEBTOR_SEGMENTS_API_TOKENS"
 
 
@@ -112,12 +116,16 @@ def parse_tokens(spec: str) -> Tokens:
     Surrounding blanks are ignored; a token may itself contain ``=`` (the role is what follows
     the last one). An empty (or blank) ``spec`` means no tokens.
 
-    >>> parse_tokens(" a=agent ,b==ops").summary()
+    >>> parse_tokens(" a-token-of-16-chars=agent ,b-token-of-16-chars==ops").summary()
     '2 API tokens (agent: 1, ops: 1)'
-    >>> parse_tokens("a=admin")
+    >>> parse_tokens("a-token-of-16-chars=admin")
     Traceback (most recent call last):
     ...
-    agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has the unknown role 'admin' (roles: agent, ops)
+    agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role)
+    >>> parse_tokens("agent=a-token-of-16-chars")
+    Traceback (most recent call last):
+    ...
+    agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role, and it reads role=token)
     """
     if not spec.strip():
         return Tokens()
@@ -135,8 +143,11 @@ def parse_tokens(spec: str) -> Tokens:
         if not token:
             raise TokenConfigError(f"{where} has an empty token")
         if role not in ROLES:
-            shown = role if len(role) <= 20 and role.isprintable() else role[:17] + "..."
-            raise TokenConfigError(f"{where} has the unknown role {shown!r} (roles: {', '.join(sorted(ROLES))})")
+            # Never shown: with role and token swapped, it is the token.
+            swapped = ", and it reads role=token" if token in ROLES else ""
+            raise TokenConfigError(f"{where} has an unknown role (roles: {', '.join(sorted(ROLES))}; expected token=role{swapped})")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise TokenConfigError(f"{where} has a token shorter than {MIN_TOKEN_LENGTH} characters")
         digest = _digest(token)
         if digest in seen:
             raise TokenConfigError(f"{where} repeats the token of entry {seen[digest]}")

@@ -16,7 +16,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from agents.inputs import open_input
+from agents.inputs import bounded_lines, open_input
 from agents.replay import ReplayStats, replay_lines
 from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
@@ -48,10 +48,10 @@ def _open_output(path: Path) -> IO[bytes]:
         raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
 
 
-def _lines_with_progress(stream: IO[bytes], total_bytes: int | None) -> Iterator[bytes]:
-    """Lines of ``stream``; a progress bar on stderr when it is a terminal."""
+def _lines_with_progress(stream: IO[bytes], total_bytes: int | None, limit: int) -> Iterator[bytes]:
+    """Lines of ``stream`` (at most ``limit + 1`` bytes of each); a progress bar on stderr when it is a terminal."""
     with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
-        for line in stream:
+        for line in bounded_lines(stream, limit):
             bar.update(len(line))
             yield line
 
@@ -83,6 +83,7 @@ def _run_replay(
             write_dead_letter,
             max_amount_cents=settings.max_amount_cents,
             emitted_at=_now,
+            limits=settings.limits,
             **kwargs,
         )
 
@@ -111,12 +112,12 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     """Run INPUT.jsonl (all inbound event types mixed; - for stdin) through the engine, no broker."""
     settings = Settings()
     dead_letters = dead_letters or output.with_suffix(".dead-letters.jsonl")
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days), _load_model(model_path))
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), _load_model(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
     try:
-        stats = _run_replay(_lines_with_progress(stream, size), output, dead_letters, engine, settings)
+        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, now=time.time)
     except OSError as error:
         raise click.ClickException(f"reading {input_path} failed: {error}") from None
     finally:
@@ -173,7 +174,7 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
     truth_path = _write_portfolio(portfolio, input_path)
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days))
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key))
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
 
@@ -185,7 +186,8 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
 
     output, dead_letters = out_dir / "changes.jsonl", out_dir / "dead-letters.jsonl"
     replay_started = time.perf_counter()
-    stats = _run_replay(lines(), output, dead_letters, engine, settings)
+    # The simulated portfolio's own clock: it may reach past today's date.
+    stats = _run_replay(lines(), output, dead_letters, engine, settings, now=lambda: portfolio.end_ts)
     click.echo("Replayed: " + _summary(stats, time.perf_counter() - replay_started))
     states = engine.states
     personas = distribution((s.persona for s in states.values()), ALL_PERSONAS)

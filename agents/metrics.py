@@ -38,6 +38,9 @@ Service families (owned by :class:`ServiceMetrics`):
 ``debtor_segments_send_failures_total{topic}``
     Counter of sends (change events, dead letters, model updates) that failed; the first
     failure stops the partition's commits and the worker (agents/pending.py).
+``debtor_segments_signature_failures_total{topic}``
+    Model snapshots (``model``) and population summaries (``population``) refused for a
+    missing or invalid signature (``DEBTOR_SEGMENTS_SIGNING_SECRET``, streams/signing.py).
 
 Faust families (added by :func:`attach_faust_sensors`, prefix
 :data:`FAUST_PREFIX`, as defined by ``faust.sensors.prometheus.FaustMetrics``
@@ -260,6 +263,12 @@ class ServiceMetrics:
         reg.register(_IdleCollector(self))
         self._event_children = LabelChildren(self._events)
         self._dead_letter_children = LabelChildren(self._dead_letters)
+        self._signature_failures = Counter(
+            "debtor_segments_signature_failures_total",
+            "Model snapshots and population summaries refused: no valid signature (DEBTOR_SEGMENTS_SIGNING_SECRET).",
+            ("topic",),
+            registry=reg,
+        )
         self._persona_children = LabelChildren(self._persona_changes)
         self._quadrant_children = LabelChildren(self._quadrant_changes)
         Info(
@@ -373,6 +382,16 @@ class ServiceMetrics:
             an exception message, which would be unbounded.
         """
         self._dead_letter_children(reason).inc()
+
+    def count_signature_failure(self, topic: str) -> None:
+        """Count one record refused for its signature.
+
+        Parameters
+        ----------
+        topic : {"model", "population"}
+            Which kind of record it was.
+        """
+        self._signature_failures.labels(topic).inc()
 
     def count_model_update(self, version: int) -> None:
         """Count a model update and record the version now in use.

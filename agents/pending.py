@@ -51,6 +51,8 @@ def apply_state(table: MutableMapping[bytes, bytes], handled: Handled) -> None:
             del table[key]
     elif handled.state is not None:
         table[key] = handled.state
+    if handled.marker is not None:  # an erasure's marker (streams.state.marker_key)
+        table[handled.marker[0]] = handled.marker[1]
 
 
 @dataclass(slots=True, eq=False)
@@ -136,6 +138,8 @@ class PendingWrites:
         if write is None:
             return self._table.get(key, default)
         handled = write.handled
+        if handled.marker is not None and key == handled.marker[0]:
+            return handled.marker[1]
         return default if handled.erase else handled.state
 
     def submit(self, event: Any, handled: Handled, deliveries: Sequence[Awaitable[Any]]) -> None:
@@ -152,6 +156,8 @@ class PendingWrites:
         self._queue.append(write)
         if handled.erase or handled.state is not None:
             self._newest[write.key] = write
+        if handled.marker is not None:
+            self._newest[handled.marker[0]] = write
         for delivery in deliveries:
             asyncio.ensure_future(delivery).add_done_callback(functools.partial(self._delivered, write))
         self._release()
@@ -187,6 +193,9 @@ class PendingWrites:
             self._queue.popleft()
             if self._newest.get(write.key) is write:
                 del self._newest[write.key]
+            marker = write.handled.marker
+            if marker is not None and self._newest.get(marker[0]) is write:
+                del self._newest[marker[0]]
             if write.event.ack():
                 self._on_acked(write.event)
         if self._room is not None and not self._room.done() and (len(self._queue) < self.limit or self.failed is not None):

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.engine import Engine, Output
-from streams.events import DecodeError, decode_event
+from streams.engine import REJECTED_OUTCOMES, Engine, Output
+from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 
 __all__ = ["DEAD_LETTER_DETAIL_MAX", "DEAD_LETTER_RAW_MAX", "ReplayStats", "dead_letter", "replay_lines"]
 
@@ -62,8 +62,13 @@ def replay_lines(
     max_amount_cents: int,
     emitted_at: Callable[[], str],
     stats: ReplayStats | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    now: Callable[[], float] | None = None,
 ) -> ReplayStats:
-    """Decode, process and route every line; bad and too-late lines become dead letters."""
+    """Decode, process and route every line; bad and too-late lines become dead letters.
+
+    ``now`` is the clock implausibly future events are judged by (none: only the fixed bounds).
+    """
     stats = stats if stats is not None else ReplayStats()
     for number, raw in enumerate(lines, start=stats.lines + 1):
         stats.lines = number
@@ -71,7 +76,7 @@ def replay_lines(
         if not line:
             continue
         try:
-            event = decode_event(line, max_amount_cents=max_amount_cents)
+            event = decode_event(line, max_amount_cents=max_amount_cents, limits=limits, now=None if now is None else now())
         except DecodeError as error:
             stats.dead_letters[error.reason] += 1
             on_dead_letter(dead_letter(error.reason, error.detail, line, line=number))
@@ -82,6 +87,10 @@ def replay_lines(
             stats.dead_letters["too_late"] += 1
             detail = f"older than the {engine.config.lateness_days:g}-day lateness window"
             on_dead_letter(dead_letter("too_late", detail, line, line=number, event_id=event.event_id))
+        elif step.outcome in REJECTED_OUTCOMES:
+            reason, detail = REJECTED_OUTCOMES[step.outcome]
+            stats.dead_letters[reason] += 1
+            on_dead_letter(dead_letter(reason, detail, line, line=number, event_id=event.event_id))
         for output in step.outputs:
             stats.changes += 1
             on_output(output)

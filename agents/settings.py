@@ -9,7 +9,10 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from streams.events import Limits
 
 __all__ = ["Settings"]
 
@@ -30,13 +33,35 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", "./data")))
     web_port: int = field(default_factory=lambda: int(_env("WEB_PORT", "6066")))
     # How other workers reach this one's HTTP API (forwarded /debtors requests): this host's
-    # name or address as they see it, or "auto" for the host name. It listens on every interface.
+    # name or address as they see it, or "auto" for the host name.
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    # The address the HTTP API listens on: loopback unless other workers (or a proxy) must
+    # reach it (docker-compose sets 0.0.0.0 inside the container network).
+    web_bind: str = field(default_factory=lambda: _env("WEB_BIND", "127.0.0.1"))
+    # Secret shared by the workers of one deployment: a forwarded /debtors request is signed
+    # with it (HMAC, never the client's token). Empty: profiles are not forwarded (503).
+    peer_secret: str = field(default_factory=lambda: _env("PEER_SECRET", ""), repr=False)
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     store: str = field(default_factory=lambda: _env("STORE", "memory"))
     max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))
     lateness_days: float = field(default_factory=lambda: float(_env("LATENESS_DAYS", "7")))
+    # Plausible event times (streams.events.Limits): events that occurred before EARLIEST_EVENT
+    # (RFC 3339), or more than MAX_FUTURE_S seconds ahead of the worker's wall clock, are
+    # dead-lettered as implausible_timestamp.
+    earliest_event: str = field(default_factory=lambda: _env("EARLIEST_EVENT", "2000-01-01T00:00:00Z"))
+    max_future_s: float = field(default_factory=lambda: float(_env("MAX_FUTURE_S", "86400")))
+    # Largest inbound record (Kafka value or replay line) the decoder parses; larger ones are
+    # dead-lettered as record_too_large (a replay reads at most this much of a line).
+    max_record_bytes: int = field(default_factory=lambda: int(_env("MAX_RECORD_BYTES", "65536")))
     api_tokens: str = field(default_factory=lambda: _env("API_TOKENS", ""), repr=False)
+    # Key of the idempotency digests (streams.state.event_token): secret per deployment, the same
+    # on every worker, so a sender cannot craft colliding event ids. Changing it forgets which
+    # events of the lateness window were applied (their copies would apply again).
+    id_secret: str = field(default_factory=lambda: _env("ID_SECRET", ""), repr=False)
+    # Key of the HMAC signatures of model snapshots and population summaries (streams/signing.py),
+    # the same on every worker: set, records without a valid signature are refused and counted
+    # (debtor_segments_signature_failures_total). Empty: nothing is signed or checked.
+    signing_secret: str = field(default_factory=lambda: _env("SIGNING_SECRET", ""), repr=False)
     debug_ids: bool = field(default_factory=lambda: _env("DEBUG_IDS", "") in ("1", "true", "yes"))
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", ""))
     app_id: str = field(default_factory=lambda: _env("APP_ID", ""))
@@ -123,6 +148,22 @@ class Settings:
             return f"{self.group_instance_id}-{url}"
         where = f"{socket.gethostname()}\x00{self.data_dir.resolve()}".encode()
         return f"{app_id}-{hashlib.blake2b(where, digest_size=6).hexdigest()}-{url}"
+
+    @property
+    def id_secret_key(self) -> bytes:
+        """``id_secret`` as a BLAKE2b key (at most 64 bytes, so hashed); empty: unkeyed."""
+        return hashlib.blake2b(self.id_secret.encode(), digest_size=32).digest() if self.id_secret else b""
+
+    @property
+    def signing_key(self) -> bytes:
+        """``signing_secret`` as HMAC key bytes (empty: signing off)."""
+        return self.signing_secret.encode()
+
+    @property
+    def limits(self) -> Limits:
+        """The decoder's plausibility limits (``earliest_event``, ``max_future_s``)."""
+        earliest = datetime.fromisoformat(self.earliest_event.replace("Z", "+00:00")).timestamp()
+        return Limits(earliest_ts=earliest, max_future_s=self.max_future_s, max_record_bytes=self.max_record_bytes)
 
     @property
     def advertised_web_host(self) -> str:

@@ -70,12 +70,13 @@ from schemas import (
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import EngineConfig, advance
-from streams.events import DecodeError, decode_event
+from streams.engine import REJECTED_OUTCOMES, EngineConfig, advance
+from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
 from streams.features import FEATURES
 from streams.model import SegmentModel
 from streams.personas import PERSONAS, PROTOTYPES
-from streams.state import DebtorState
+from streams.signing import sign, unsigned, verify
+from streams.state import DebtorState, erasure_marker, marker_key, needs_marker, read_marker
 
 __all__ = [
     "MODEL_TOPIC",
@@ -241,6 +242,7 @@ class Handled:
     debtor_id: str = ""
     state: bytes | None = None  # the new state to store, if it changed
     erase: bool = False  # delete the debtor's state (a tombstone in the changelog)
+    marker: tuple[bytes, bytes] | None = None  # (key, value) of the erasure marker to store
 
 
 def _now() -> str:
@@ -260,6 +262,8 @@ def handle_record(
     max_amount_cents: int,
     emitted_at: str | None = None,
     raw_max: int = DEAD_LETTER_RAW_MAX,
+    limits: Limits = DEFAULT_LIMITS,
+    now: float | None = None,
 ) -> Handled:
     """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
     bytes; the worker passes its :class:`PendingWrites`, whose states may not be written yet).
@@ -280,7 +284,7 @@ def handle_record(
     if value is None:
         return rejected("invalid_json", "record has no value (tombstone)")
     try:
-        event = decode_event(raw, max_amount_cents=max_amount_cents)
+        event = decode_event(raw, max_amount_cents=max_amount_cents, limits=limits, now=now)
     except DecodeError as error:
         return rejected(error.reason, error.detail)
     ids = {"event_id": event.event_id, "debtor_id": event.debtor_id}
@@ -290,9 +294,16 @@ def handle_record(
     try:
         current = table.get(event.debtor_id.encode())
         state = DebtorState.from_bytes(current) if current is not None else None
+        # An erased debtor's marker (a digest of the id and the erasure time): read only when
+        # the debtor has no state, or the event is refused anyway and the reason matters.
+        marker = None
+        erased_at = None
+        if event.type == "erasure_requested" or needs_marker(state, event.ts):
+            marker = marker_key(event.debtor_id, config.id_secret)
+            erased_at = read_marker(table.get(marker))
         # The state was decoded for this event alone: advance it in place (no copy).
         # The wall clock is read below, only for the few records that emit.
-        step = advance(state, event, model, config, emitted_at="")
+        step = advance(state, event, model, config, emitted_at="", erased_at=erased_at)
     except Exception as error:  # a bug or a corrupt state must not stop the partition
         # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
         log.exception("processing %s failed", event.event_id if Settings().debug_ids else event.type)
@@ -302,7 +313,12 @@ def handle_record(
         handled = rejected("too_late", detail, event.type, "late", **ids)
         handled.event_ts = event.ts
         return handled
+    if step.outcome in REJECTED_OUTCOMES:
+        reason, detail = REJECTED_OUTCOMES[step.outcome]
+        return rejected(reason, detail, event.type, **ids)
     handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts, debtor_id=event.debtor_id)
+    if step.marker is not None and marker is not None:
+        handled.marker = (marker, erasure_marker(step.marker))
     if step.state is None:
         handled.erase = True
     elif step.outcome == "processed":
@@ -413,10 +429,11 @@ def parse_update(value: bytes | None) -> dict[str, float] | None:
 class ModelReader(TopicFollower):
     """Reads the whole model topic and offers the newest snapshot of each poll to the holder."""
 
-    def __init__(self, bootstrap: str, topic: str, holder: ModelHolder, metrics: ServiceMetrics, client_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, holder: ModelHolder, metrics: ServiceMetrics, client_id: str, signing_key: bytes = b"") -> None:
         super().__init__(bootstrap, topic, client_id, "model reader")
         self.holder = holder
         self.metrics = metrics
+        self.signing_key = signing_key
 
     def on_caught_up(self) -> None:
         if not self.holder.ready.is_set():
@@ -434,6 +451,13 @@ class ModelReader(TopicFollower):
             except (orjson.JSONDecodeError, TypeError, KeyError):
                 log.warning("ignoring unreadable model snapshot at offset %d", record.offset)
                 continue
+            if self.signing_key:
+                # A forged snapshot (any writer of the topic) must never become the model.
+                if not verify(snapshot, self.signing_key, "model"):
+                    self.metrics.count_signature_failure("model")
+                    log.warning("refusing a model snapshot without a valid signature at offset %d", record.offset)
+                    continue
+                snapshot = unsigned(snapshot)
             if isinstance(version, int) and (newest is None or version > newest["version"]):
                 newest = snapshot
         if newest is None:
@@ -1036,7 +1060,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     """Create the Faust app with its topics, table, agents, timers and web pages."""
     settings = config.settings
     metrics = metrics if metrics is not None else ServiceMetrics()
-    engine_config = EngineConfig(lateness_days=settings.lateness_days)
+    engine_config = EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key)
     inbound_names = tuple(config.topic(name) for name in INBOUND_TOPICS)
     scheduler = type(
         "InboundScheduler",
@@ -1071,7 +1095,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         processing_guarantee=settings.guarantee,
         producer_linger=settings.producer_linger_ms / 1000.0,
         web_port=settings.web_port,
-        web_bind="0.0.0.0",
+        web_bind=settings.web_bind,
         web_host=settings.advertised_web_host,
         ConsumerScheduler=scheduler,
         **FAUST_TUNING,
@@ -1093,9 +1117,10 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     )
     holder = ModelHolder()
     writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
-    reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader")
+    reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader", settings.signing_key)
     async def publish_snapshot(snapshot: dict[str, Any]) -> None:
-        delivered = await model_topic.send(key=MODEL_KEY, value=orjson.dumps(snapshot))
+        signed = sign(snapshot, settings.signing_key, "model") if settings.signing_key else snapshot
+        delivered = await model_topic.send(key=MODEL_KEY, value=orjson.dumps(signed))
         await delivered  # the offsets of the updates it covers are committed only after this
 
     learner = ModelLearner(
@@ -1124,6 +1149,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     service.progress = progress = PartitionProgress(lambda tp: tp.topic in scheduler.gated_topics)
     metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)
+    limits = settings.limits
 
     async def send_tracked(topic: Any, name: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
         """Send, retrying a send that raises at once; the delivery to wait for, or a failed
@@ -1177,6 +1203,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 config=engine_config,
                 max_amount_cents=settings.max_amount_cents,
                 raw_max=settings.dead_letter_raw_max_bytes,
+                limits=limits,
+                now=time.time(),
             )
             sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if handled.learn is not None:

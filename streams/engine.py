@@ -16,10 +16,12 @@ without changing it, and returns what the shell should send. Learning is the she
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from math import dist
 from typing import Any, NamedTuple
+
+import orjson
 
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.events import Event
@@ -35,11 +37,21 @@ from streams.features import (
 from streams.model import SegmentModel
 from streams.personas import UNKNOWN, separation
 from streams.quadrants import quadrant_of
-from streams.state import DebtorState, event_key
+from streams.state import DebtorState, event_token, marker_key, needs_marker
 
-__all__ = ["Engine", "EngineConfig", "Output", "Step", "advance", "explain", "process"]
+__all__ = ["REJECTED_OUTCOMES", "Engine", "EngineConfig", "Output", "Step", "advance", "explain", "process"]
 
 _DAY = 86_400.0
+#: Outcomes of events that are not applied and go to the dead letters: (reason, detail).
+REJECTED_OUTCOMES: dict[str, tuple[str, str]] = {
+    "conflict": ("conflicting_duplicate", "this event_id was applied before with another body"),
+    "before_erasure": ("erased", "occurred before this debtor's erasure: its data is not kept"),
+    "undecidable": (
+        "undecidable_duplicate",
+        "inside the lateness window, but older than every event id still remembered for this debtor: "
+        "whether it is a duplicate cannot be decided",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +95,9 @@ class EngineConfig:
     learn_interval_days
         A debtor's features are learned by the model at most this often (event time), so
         debtors with many events do not dominate the centres.
+    id_secret
+        Key of the idempotency digests (:func:`streams.state.event_token`), secret per
+        deployment, so a sender cannot craft event ids that collide.
     """
 
     half_life_days: float = 120.0
@@ -98,6 +113,7 @@ class EngineConfig:
     min_first_separation: float = 1.0
     min_margin: float = 0.15
     learn_interval_days: float = 60.0
+    id_secret: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +130,17 @@ class Step(NamedTuple):
 
     ``state`` is ``None`` when the debtor's state must be deleted (erasure); ``learn`` holds
     the feature vector the model should learn, if any; ``outcome`` is one of processed,
-    duplicate, late, erased.
+    duplicate, conflict (the event id was applied with another body), late, undecidable
+    (inside the lateness window, but older than the ids still remembered), before_erasure
+    (occurred before the debtor's erasure), erased. ``marker`` is the erasure time the
+    debtor's erasure marker must hold from now on (:func:`streams.state.erasure_marker`).
     """
 
     state: DebtorState | None
     outputs: tuple[Output, ...]
     outcome: str
     learn: dict[str, float] | None = None
+    marker: float | None = None
 
 
 def process(
@@ -142,19 +162,34 @@ def advance(
     config: EngineConfig = EngineConfig(),
     *,
     emitted_at: str,
+    erased_at: float | None = None,
 ) -> Step:
     """Like :func:`process`, but updates ``state`` in place: for callers that own the state
     (the embedded :class:`Engine`; a worker that decoded it from its table for this event),
     which saves a copy per event. Duplicates and late events leave it untouched.
+
+    ``erased_at`` is the time in the debtor's erasure marker, if it has one; callers read it
+    when :func:`streams.state.needs_marker` says so.
     """
     if event.type == "erasure_requested":
-        return _erase(state, event, emitted_at)
+        step = _erase(state, event, emitted_at)
+        return step._replace(marker=event.ts if erased_at is None else max(erased_at, event.ts))
+    if erased_at is not None and event.ts <= erased_at:
+        return Step(state, (), "before_erasure")
     if state is None:
         state = DebtorState.new(event.debtor_id)
-    key = event_key(event.event_id)
-    if state.seen(key):
-        return Step(state, (), "duplicate")
+        if erased_at is not None:
+            # Later events at or before the erasure must come back here (needs_marker).
+            state.dedup_floor = erased_at
+    # The body as received, keys sorted: a re-sent copy gives the same digest whatever its
+    # key order or spacing.
+    key = event_token(event.event_id, orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS), config.id_secret)
+    found = state.seen(key, event.event_id)
+    if found:
+        return Step(state, (), found)
     lateness_s = config.lateness_days * _DAY
+    if state.undecidable(event.ts, lateness_s):
+        return Step(state, (), "undecidable")
     if state.too_late(event.ts, lateness_s):
         return Step(state, (), "late")
     state.apply(event, half_life_days=config.half_life_days)
@@ -276,8 +311,10 @@ def _envelope(
     *,
     stateless: bool = False,
 ) -> dict[str, Any]:
-    seed = f"{kind}\x00{state.debtor_id}\x00{cause.event_id}" + ("\x00stateless" if stateless else "")
-    digest = blake2b(seed.encode(), digest_size=12)
+    # A JSON array: unambiguous whatever the ids contain (fields joined with NUL let debtor
+    # "a\x00b" + event "c" and debtor "a" + event "b\x00c" share an id).
+    seed = orjson.dumps([kind, state.debtor_id, cause.event_id, *(["stateless"] if stateless else [])])
+    digest = blake2b(seed, digest_size=12)
     return {
         "event_id": f"{kind}-{digest.hexdigest()}",
         "debtor_id": state.debtor_id,
@@ -311,16 +348,25 @@ class Engine:
         self.config = config
         self.model = model if model is not None else SegmentModel()
         self.states: dict[str, DebtorState] = {}
+        #: Erasure markers: keyed digest of the debtor id -> erasure time.
+        self.markers: dict[bytes, float] = {}
 
     def handle(self, event: Event, *, emitted_at: str = "") -> Step:
         """Process one event, keep the new state, learn if asked to."""
+        state = self.states.get(event.debtor_id)
+        key = marker_key(event.debtor_id, self.config.id_secret) if needs_marker(state, event.ts) or event.type == "erasure_requested" else None
         step = advance(
-            self.states.get(event.debtor_id),
+            state,
             event,
             self.model,
             self.config,
             emitted_at=emitted_at or event.occurred_at,
+            erased_at=None if key is None else self.markers.get(key),
         )
+        if step.marker is not None and key is not None:
+            self.markers[key] = step.marker
+        if step.outcome == "before_erasure":
+            return step
         if step.state is None:
             self.states.pop(event.debtor_id, None)
         else:

@@ -30,7 +30,13 @@ __all__ = ["population", "profile", "transitions"]
 
 
 def _iso(ts: float) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+    # Out of datetime's range (a state written before event times were bounded): null.
+    if not ts or not math.isfinite(ts):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:

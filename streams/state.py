@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field, fields
 from hashlib import blake2b
 from operator import attrgetter
@@ -30,7 +31,18 @@ import orjson
 
 from streams.events import Event
 
-__all__ = ["CHANNELS", "DECAYED", "DebtorState", "event_key"]
+__all__ = [
+    "CHANNELS",
+    "DECAYED",
+    "DebtorState",
+    "erasure_marker",
+    "is_marker_key",
+    "event_key",
+    "event_token",
+    "marker_key",
+    "needs_marker",
+    "read_marker",
+]
 
 #: Outbound channels, in the order of the per-channel counters.
 CHANNELS: tuple[str, ...] = ("letter", "email", "sms", "call", "whatsapp", "visit")
@@ -59,17 +71,94 @@ _D = {name: i for i, name in enumerate(DECAYED)}
  _STARS_SUM, _STARS_N, _ABILITY_SUM, _ABILITY_N, _HARDSHIP) = range(len(DECAYED))
 _DAY = 86_400.0
 _ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
-_STATE_FORMAT = 1
+# Format 2: idempotency entries are [seconds before the watermark, event_token]; format 1 held
+# [second, 48-bit event_key], read as such until those entries leave the lateness window.
+_STATE_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
+#: Characters of an event_token that stand for the event id (9 bytes, 72 bits); the rest (3
+#: bytes) is the digest of the body.
+_ID_CHARS = 12
 _MAX_UNCOUNTED_PAYMENTS = 8
 
 
 def event_key(event_id: str) -> int:
-    """Stable 48-bit key of an event id (Python's ``hash`` is salted per process).
+    """Stable 48-bit unkeyed digest of a string (Python's ``hash`` is salted per process).
 
-    48 bits keep the state small; two of a debtor's at most ``max_remembered_ids`` recent
-    events collide with odds of about 1 in 10^12.
+    Used for the creditor bits, and to read idempotency entries of state format 1. Not an
+    idempotency key any more: a sender found a colliding pair of event ids in 35 s.
     """
     return int.from_bytes(blake2b(event_id.encode(), digest_size=6).digest(), "big")
+
+
+def event_token(event_id: str, body: bytes, secret: bytes = b"") -> str:
+    """The idempotency entry of an event: a keyed 72-bit digest of its id, then a 24-bit
+    digest of its body, as 16 URL-safe base64 characters.
+
+    Keyed with the deployment's secret (``DEBTOR_SEGMENTS_ID_SECRET``), a sender who does not
+    know it cannot search for ids that collide; 72 bits make an accidental collision among a
+    debtor's remembered ids about 1 in 10^19. The body digest tells a re-sent copy (same
+    token) from a re-used id with another body (same first :data:`_ID_CHARS` characters).
+
+    >>> a = event_token("e1", b'{"amount_cents":1}', b"k")
+    >>> b = event_token("e1", b'{"amount_cents":2}', b"k")
+    >>> len(a), a[:12] == b[:12], a == b, a == event_token("e1", b'{"amount_cents":1}', b"other")
+    (16, True, False, False)
+    """
+    key = blake2b(event_id.encode(), digest_size=9, key=secret, person=b"event-id").digest()
+    digest = blake2b(body, digest_size=3, key=secret, person=b"event-body").digest()
+    return urlsafe_b64encode(key + digest).decode()
+
+
+# --- erasure markers ------------------------------------------------------------------------------
+# An erased debtor's state is deleted; what stays is a marker, under a key of its own: a keyed
+# digest of the id (never the id), holding the erasure's event time (nothing else). Events that
+# occurred before it are refused (dead letter "erased"), so a late or re-sent event cannot
+# rebuild the profile; newer ones start a new one.
+
+#: Marker keys start with NUL, which no debtor id may contain (schemas: no control characters).
+_MARKER_PREFIX = b"\x00erased:"
+
+
+def marker_key(debtor_id: str, secret: bytes = b"") -> bytes:
+    """Table key of a debtor's erasure marker.
+
+    >>> key = marker_key("d42", b"k")
+    >>> key.startswith(b"\\x00erased:"), b"d42" in key, len(key)
+    (True, False, 40)
+    """
+    return _MARKER_PREFIX + blake2b(debtor_id.encode(), digest_size=16, key=secret, person=b"erasure").hexdigest().encode()
+
+
+def is_marker_key(key: bytes) -> bool:
+    """Whether a table key is an erasure marker's, not a debtor's."""
+    return key.startswith(_MARKER_PREFIX)
+
+
+def erasure_marker(erased_at: float) -> bytes:
+    """The marker's value: the erasure's event time only.
+
+    >>> read_marker(erasure_marker(1.5e9))
+    1500000000.0
+    """
+    return orjson.dumps({"erased_at": erased_at})
+
+
+def read_marker(value: bytes | None) -> float | None:
+    """The erasure time in a marker value (None: no marker, or not one)."""
+    if value is None:
+        return None
+    try:
+        erased_at = orjson.loads(value)["erased_at"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return float(erased_at) if isinstance(erased_at, int | float) else None
+
+
+def needs_marker(state: DebtorState | None, ts: float) -> bool:
+    """Whether the marker must be read to decide on an event at ``ts``: the debtor has no
+    state, or the event would be refused anyway (a state begun after an erasure starts its
+    duplicate floor at the erasure, so older events land here) and the reason matters."""
+    return state is None or ts <= state.dedup_floor
 
 
 @dataclass(slots=True)
@@ -83,9 +172,9 @@ class DebtorState:
     first_ts: float = 0.0
     watermark: float = 0.0
     applied: int = 0
-    # (whole seconds of event time, event key) of events inside the lateness window: the
-    # idempotency memory.
-    recent: list[list[int]] = field(default_factory=list)
+    # (whole seconds of event time, event_token) of events inside the lateness window: the
+    # idempotency memory. (States of format 1 hold 48-bit int keys instead, for a while.)
+    recent: list[list[Any]] = field(default_factory=list)
     # Events at or before this time can no longer be checked for duplicates.
     dedup_floor: float = 0.0
     open_claims: int = 0
@@ -147,18 +236,39 @@ class DebtorState:
 
     # --- idempotency and lateness -------------------------------------------------------
 
-    def seen(self, key: int) -> bool:
-        """Whether an event with this key was applied (within the lateness window)."""
+    def seen(self, token: str | int, event_id: str | None = None) -> str:
+        """Whether an event with this token was applied (within the lateness window):
+        ``"duplicate"`` (same id and body), ``"conflict"`` (same id, another body) or ``""``.
+
+        ``event_id`` lets entries of state format 1 (48-bit keys of the id) be matched too.
+        """
+        prefix = token[:_ID_CHARS] if isinstance(token, str) else None
+        legacy: int | None = None
         for pair in self.recent:
-            if pair[1] == key:
-                return True
-        return False
+            entry = pair[1]
+            if entry == token:
+                return "duplicate"
+            if type(entry) is int:
+                if legacy is None:
+                    legacy = event_key(event_id) if event_id is not None else -1
+                if entry == legacy:
+                    return "duplicate"  # no body digest in format 1: taken as a re-sent copy
+            elif prefix is not None and entry.startswith(prefix):
+                return "conflict"
+        return ""
 
     def too_late(self, ts: float, lateness_s: float) -> bool:
-        """Whether an event at ``ts`` is older than the window in which duplicates are known."""
+        """Whether an event at ``ts`` is older than the lateness window (or, see
+        :meth:`undecidable`, than the oldest remembered id)."""
         return self.applied > 0 and (ts < self.watermark - lateness_s or ts <= self.dedup_floor)
 
-    def remember(self, ts: float, key: int, lateness_s: float, max_ids: int) -> None:
+    def undecidable(self, ts: float, lateness_s: float) -> bool:
+        """Whether an event at ``ts`` is inside the lateness window but no older than an id
+        already forgotten (more than ``max_remembered_ids`` events in the window): whether it
+        is a duplicate cannot be decided."""
+        return self.applied > 0 and ts >= self.watermark - lateness_s and ts <= self.dedup_floor
+
+    def remember(self, ts: float, key: str | int, lateness_s: float, max_ids: int) -> None:
         """Record an applied event; forget keys that fell out of the lateness window."""
         # Stored times are whole seconds (floored): keep a second's slack on both ends.
         horizon = self.watermark - lateness_s - 1
@@ -231,15 +341,21 @@ class DebtorState:
             # round(v, 4) rounds a tie to even) at half the cost of round, which formats
             # each float.
             values[index] = [int(v * 10_000.0 + 0.5) / 10_000.0 for v in values[index]]
+        # Idempotency entries are stored as seconds before the watermark: 6 digits, not 10.
+        base = int(self.watermark)
+        values[_RECENT] = [[base - pair[0], pair[1]] for pair in self.recent]
         return orjson.dumps([_STATE_FORMAT, *values])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DebtorState:
         """Inverse of :meth:`to_bytes`; reads states written before fields were added."""
         values: list[Any] = orjson.loads(data)
-        if values[0] != _STATE_FORMAT:
+        if values[0] not in _READABLE_FORMATS:
             raise ValueError(f"unsupported debtor state format {values[0]!r}")
         state = cls(*values[1:])
+        if values[0] >= 2:
+            base = int(state.watermark)
+            state.recent = [[base - pair[0], pair[1]] for pair in state.recent]
         if len(values) - 1 <= _FIELDS_BEFORE_KEPT_RULE and (state.open_arrangements or state.decayed[_ARRANGEMENTS] > 0):
             # Written before payments were tied to the first arrangement's time: the debtor
             # had arrangements, so payments from now on count as kept, as they did then.
@@ -254,6 +370,7 @@ class DebtorState:
 # attrgetter reads all fields in C: a per-event copy via getattr in Python cost 3x more.
 _all_fields = attrgetter(*(f.name for f in fields(DebtorState)))
 _FIELDS_BEFORE_KEPT_RULE = [f.name for f in fields(DebtorState)].index("first_arrangement_ts")
+_RECENT = [f.name for f in fields(DebtorState)].index("recent")
 _ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
 
 

@@ -533,3 +533,13 @@ def test_license_is_an_spdx_expression_with_its_file() -> None:
     assert project["license"] == "Apache-2.0"
     for name in project["license-files"]:
         assert (ROOT / name).is_file(), name
+
+
+def test_nothing_unauthenticated_is_published_on_every_interface(services: dict[str, dict[str, Any]]) -> None:
+    """Issue 14, item 9: Kafka's PLAINTEXT listener was published on 0.0.0.0:29092."""
+    for spec in services["kafka"].get("ports", []):
+        assert str(spec).startswith("127.0.0.1:"), spec
+    environment = env(services["worker"])
+    assert environment["DEBTOR_SEGMENTS_WEB_BIND"] == "0.0.0.0"  # inside the container network
+    for name in ("DEBTOR_SEGMENTS_PEER_SECRET", "DEBTOR_SEGMENTS_ID_SECRET"):
+        assert environment[name] == "${" + name + ":-}"  # placeholders, never committed secrets

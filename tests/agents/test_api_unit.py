@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from agents.api import (
     DEFAULT_WINDOW_DAYS,
     FORWARDED_HEADER,
+    PEER_HEADER,
+    PEER_PATH,
     WINDOWS_DAYS,
     ApiConfigError,
     BadRequest,
@@ -34,7 +37,10 @@ from agents.api import (
     merge_transitions,
     parse_days,
     parse_summary,
+    peer_base_url,
+    sign_peer,
     summarize,
+    verify_peer,
 )
 from agents.settings import Settings
 from agents.worker import Service, WorkerConfig, build_service
@@ -49,6 +55,7 @@ from streams.state import DebtorState
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 DAY = 86_400.0
+PEER_SECRET = "peer-secret-for-the-unit-tests"
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +238,7 @@ def request(path: str = "/", token: str | None = None, **headers: str) -> Any:
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    service = build_service(WorkerConfig(Settings(api_tokens="agent-t=agent,ops-t=ops", partitions=4, topic_prefix="unit-")))
+    service = build_service(WorkerConfig(Settings(api_tokens="agent-t-0123456789=agent,ops-t-0123456789ab=ops", partitions=4, topic_prefix="unit-", peer_secret=PEER_SECRET)))
     service.assigned_once = True
     api = service.api  # type: ignore[attr-defined]
     monkeypatch.setattr(api.publisher, "owned", lambda: {0, 1, 2, 3})
@@ -251,15 +258,15 @@ def test_debtor_profile_and_access(service: Service, states: list[DebtorState]) 
     state = states[0]
     put(service, state)
     path = f"/debtors/{state.debtor_id}"
-    ok = run(api.debtor(FakeView(), request(path, "agent-t"), state.debtor_id))
+    ok = run(api.debtor(FakeView(), request(path, "agent-t-0123456789"), state.debtor_id))
     assert ok.status == 200 and ok.body == orjson.loads(orjson.dumps(profile(state, service.holder.model)))
     assert ok.body["persona"] == state.persona and ok.body["debtor_id"] == state.debtor_id
-    forbidden = run(api.debtor(FakeView(), request(path, "ops-t"), state.debtor_id))
+    forbidden = run(api.debtor(FakeView(), request(path, "ops-t-0123456789ab"), state.debtor_id))
     assert forbidden.status == 403 and forbidden.body["error"] == "forbidden"
-    for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t")):
+    for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t-0123456789")):
         denied = run(api.debtor(FakeView(), req, state.debtor_id))
         assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
-    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t"), "nobody"))
+    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t-0123456789"), "nobody"))
     assert missing.status == 404 and missing.body == {"error": "not_found", "detail": "no debtor with this id"}
 
 
@@ -267,69 +274,135 @@ def test_debtor_is_503_while_rebalancing_or_not_owned(service: Service, monkeypa
     api = service.api  # type: ignore[attr-defined]
     put(service, DebtorState.new("d1"))
     monkeypatch.setattr(type(service.app), "rebalancing", property(lambda self: True))
-    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert busy.status == 503 and busy.headers["Retry-After"] == "1"
     monkeypatch.undo()
     monkeypatch.setattr(api.publisher, "owned", lambda: set())
     # Forwarded here, but this worker does not own the partition (any more): no second hop.
-    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t", **{FORWARDED_HEADER: "1"}), "d1"))
+    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789", **{FORWARDED_HEADER: "1"}), "d1"))
     assert moved.status == 503 and moved.body["error"] == "unavailable"
     # Not owned here and nobody known to own it (no assignment metadata yet).
-    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t"), "d1"))
+    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert nobody.status == 503
 
 
 def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14, item 9: only the profile request, rebuilt from the validated id, signed with the
+    peer secret (never the client's token); only the expected JSON comes back."""
     api = service.api  # type: ignore[attr-defined]
     monkeypatch.setattr(api.publisher, "owned", lambda: set())
     seen: list[dict[str, str]] = []
+    answers: list[aioweb.Response] = []
 
     async def owner_page(req: aioweb.Request) -> aioweb.Response:
-        seen.append(dict(req.headers) | {"path": req.path_qs})
-        return aioweb.json_response({"error": "not_found", "detail": "no debtor with this id"}, status=404)
+        seen.append(dict(req.headers) | {"path": req.path, "debtor_id": req.query.get("debtor_id", "")})
+        return answers.pop(0)
 
-    async def scenario() -> tuple[Reply, Reply]:
+    async def scenario() -> list[Reply]:
         owner = aioweb.Application()
-        owner.router.add_get("/debtors/{debtor_id}", owner_page)
+        owner.router.add_get(PEER_PATH, owner_page)
         runner = aioweb.AppRunner(owner)
         await runner.setup()
         site = aioweb.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        replies = []
         try:
             monkeypatch.setattr(api, "_owner", lambda partition: f"http://127.0.0.1:{port}")
-            relayed = await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t"), "dé")
+            answers.append(aioweb.json_response({"error": "not_found", "detail": "no debtor with this id"}, status=404))
+            replies.append(await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t-0123456789"), "dé"))
+            answers.append(aioweb.json_response({"debtor_id": "..", "persona": "job"}, headers={"Set-Cookie": "x=1", "WWW-Authenticate": "Peer"}))
+            replies.append(await api.debtor(FakeView(), request("/debtors/..", "agent-t-0123456789"), ".."))
+            answers.append(aioweb.json_response({"debtor_id": "someone-else"}))
+            replies.append(await api.debtor(FakeView(), request("/debtors/d3", "agent-t-0123456789"), "d3"))
+            answers.append(aioweb.Response(text="<html>owner's root</html>", content_type="text/html"))
+            replies.append(await api.debtor(FakeView(), request("/debtors/d4", "agent-t-0123456789"), "d4"))
             await runner.cleanup()
-            down = await api.debtor(FakeView(), request("/debtors/d2", "agent-t"), "d2")
-            return relayed, down
+            replies.append(await api.debtor(FakeView(), request("/debtors/d2", "agent-t-0123456789"), "d2"))
+            return replies
         finally:
             await runner.cleanup()
             await service.app.http_client.close()
 
-    relayed, down = run(scenario())
-    assert relayed.status == 404 and relayed.body["error"] == "not_found"
-    [headers] = seen
-    assert headers[FORWARDED_HEADER] == "1" and headers["Authorization"] == "Bearer agent-t"
-    assert headers["path"] == "/debtors/d%C3%A9?x=1"
+    missing, dots, wrong, html, down = run(scenario())
+    assert missing.status == 404 and missing.body["error"] == "not_found"
+    assert dots.status == 200 and dots.body == {"debtor_id": "..", "persona": "job"}
+    assert set(dots.headers) == {"Cache-Control", "Vary"} and dots.headers["Cache-Control"] == "no-store"
+    assert wrong.status == 503 and html.status == 503  # not the profile asked for: never passed on
     assert down.status == 503 and down.body["error"] == "unavailable"
-    assert api.forwarded == 2
+    assert [h["path"] for h in seen] == [PEER_PATH] * 4
+    assert [h["debtor_id"] for h in seen] == ["dé", "..", "d3", "d4"]
+    for headers in seen:
+        assert "Authorization" not in headers and "agent-t-0123456789" not in str(headers)
+        assert verify_peer(PEER_SECRET, headers[PEER_HEADER], headers["debtor_id"])
+    assert api.forwarded == 5
+
+
+def test_ids_outside_the_contract_are_400_before_routing(service: Service) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    for debtor_id in ("d\x00", "x" * 65, "a\nb", "d\x85"):
+        reply = run(api.debtor(FakeView(), request("/debtors/x", "agent-t-0123456789"), debtor_id))
+        assert reply.status == 400 and reply.body["error"] == "bad_request" and "control characters" in reply.body["detail"]
+    assert api.forwarded == 0
+
+
+def test_without_a_peer_secret_nothing_is_forwarded(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    monkeypatch.setattr(api.publisher, "owned", lambda: set())
+    monkeypatch.setattr(api, "_owner", lambda partition: "http://127.0.0.1:9")
+    monkeypatch.setattr(api, "peer_secret", "")
+    reply = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
+    assert reply.status == 503 and "PEER_SECRET" in reply.body["detail"] and api.forwarded == 0
+
+
+def test_the_peer_page_answers_signed_requests_only(service: Service, states: list[DebtorState]) -> None:
+    api = service.api  # type: ignore[attr-defined]
+    state = states[0]
+    put(service, state)
+
+    def peer(headers: dict[str, str], debtor_id: str = state.debtor_id) -> Reply:
+        req = SimpleNamespace(headers=headers, query={"debtor_id": debtor_id}, rel_url=PEER_PATH)
+        return run(api.peer_profile(FakeView(), req))
+
+    ok = peer({PEER_HEADER: sign_peer(PEER_SECRET, state.debtor_id)})
+    assert ok.status == 200 and ok.body["debtor_id"] == state.debtor_id and ok.headers["Cache-Control"] == "no-store"
+    for headers in (
+        {},
+        {"Authorization": "Bearer agent-t-0123456789"},  # a client token is no peer signature
+        {PEER_HEADER: sign_peer("another-secret", state.debtor_id)},
+        {PEER_HEADER: sign_peer(PEER_SECRET, "someone-else")},
+        {PEER_HEADER: sign_peer(PEER_SECRET, state.debtor_id, now=time.time() - 120)},  # replayed later
+        {PEER_HEADER: "garbage"},
+    ):
+        assert peer(headers).status == 403, headers
+
+
+def test_owner_urls_must_be_plain_base_urls() -> None:
+    assert peer_base_url("http://w2:6066") == "http://w2:6066"
+    assert peer_base_url("https://w2.internal:8443/") == "https://w2.internal:8443"
+    for url in ("http://169.254.169.254/latest/meta-data", "http://w2:6066/?x=1", "http://u:p@w2:6066", "gopher://w2:70", "w2:6066", ""):
+        assert peer_base_url(url) is None, url
+
+
+def test_the_api_listens_on_loopback_by_default(service: Service) -> None:
+    assert service.app.conf.web_bind == "127.0.0.1"
 
 
 def test_aggregates(service: Service, states: list[DebtorState]) -> None:
     api = service.api  # type: ignore[attr-defined]
-    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t")))
+    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
     assert not_loaded.status == 503
     api.board.loaded.set()
     for partition, group in split(states, 4).items():
         api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
-    for token in ("ops-t", "agent-t"):
+    for token in ("ops-t-0123456789ab", "agent-t-0123456789"):
         body = run(api.personas(FakeView(), request("/personas", token)))
         assert body.status == 200 and body.body["debtors"] == len(states)
         matrix = run(api.transitions(FakeView(), request("/personas/transitions?days=90", token)))
         assert matrix.status == 200 and matrix.body["days"] == 90 and set(matrix.body["counts"]) == set(ALL_PERSONAS)
-    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t")))
+    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t-0123456789ab")))
     assert default.body["days"] == 365
-    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t")))
+    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t-0123456789ab")))
     assert bad.status == 400 and "30, 90, 365" in bad.body["detail"]
     for handler in (api.personas, api.transitions):
         assert run(handler(FakeView(), request("/personas"))).status == 401
@@ -337,10 +410,10 @@ def test_aggregates(service: Service, states: list[DebtorState]) -> None:
 
 def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
     with pytest.raises(ApiConfigError) as caught:
-        build_service(WorkerConfig(Settings(api_tokens="secret-1=agent,secret-2=root", topic_prefix="unit-")))
+        build_service(WorkerConfig(Settings(api_tokens="secret-1-0123456789=agent,secret-2-0123456789=root", topic_prefix="unit-")))
     error = caught.value
     assert isinstance(error, click.ClickException) and error.exit_code == 2
-    assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has the unknown role 'root' (roles: agent, ops)"
+    assert error.format_message() == "DEBTOR_SEGMENTS_API_TOKENS: entry 2 has an unknown role (roles: agent, ops; expected token=role)"
     assert "secret" not in error.format_message()
 
 
@@ -474,3 +547,29 @@ def test_population_gauges_come_from_the_publishers_scans(service: Service, stat
     assert personas == Counter(s.persona for s in owned) and quadrants == Counter(s.quadrant for s in owned)
     publisher.forget({2})
     assert publisher.population() is None  # partition 2 came back: not scanned since
+
+
+# --- event data never makes an endpoint fail (issue 14, item 4) ----------------------------------
+
+
+def test_a_state_dated_9999_does_not_break_any_endpoint(service: Service) -> None:
+    """States and summaries written before the decoder bounded event times: a debtor whose
+    watermark is UTC year 10000 (``9999-12-31T23:59:59-01:00``) made /personas answer 500."""
+    api = service.api  # type: ignore[attr-defined]
+    frozen = DebtorState.new("d-9999")
+    frozen.applied, frozen.first_ts, frozen.watermark, frozen.persona_since = 1, 1.7e9, 253_402_304_399.0, 253_402_304_399.0
+    ancient = DebtorState.new("d-0001")
+    ancient.applied, ancient.first_ts, ancient.watermark = 1, -62_135_596_800.0, -62_135_596_800.0
+    put(service, frozen)
+    put(service, ancient)
+    api.board.loaded.set()
+    for partition, group in split([frozen, ancient], 4).items():
+        api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
+    body = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
+    assert body.status == 200 and body.body["debtors"] == 2 and body.body["latest_event"] is None
+    for days in WINDOWS_DAYS:
+        matrix = run(api.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t-0123456789ab")))
+        assert matrix.status == 200, matrix
+    for state in (frozen, ancient):
+        reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t-0123456789"), state.debtor_id))
+        assert reply.status == 200 and reply.body["debtor_id"] == state.debtor_id

@@ -105,7 +105,8 @@ def test_dead_letter_of_a_170_kb_garbage_record_fits_the_producer_limit() -> Non
     handled = _handle({}, garbage)
     [(topic, key, value)] = handled.sends
     letter = orjson.loads(value)
-    assert topic == DEAD_LETTERS_TOPIC and key == b"d1" and handled.dead_letter_reason == "invalid_json"
+    # Above the record size limit (DEBTOR_SEGMENTS_MAX_RECORD_BYTES) since issue 14.5.
+    assert topic == DEAD_LETTERS_TOPIC and key == b"d1" and handled.dead_letter_reason == "record_too_large"
     assert len(value) < 1_000_000 // 2, len(value)
     assert letter["raw_truncated"] is True and letter["raw_bytes"] == 170_000
     assert letter["raw_sha256"] == hashlib.sha256(garbage).hexdigest()
@@ -113,3 +114,25 @@ def test_dead_letter_of_a_170_kb_garbage_record_fits_the_producer_limit() -> Non
     # A key as large as a value is replaced by its digest.
     [(_, big_key, _)] = _handle({}, garbage, key=garbage).sends
     assert big_key == b"sha256:" + hashlib.sha256(garbage).hexdigest().encode()
+
+
+def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor() -> None:
+    """Issue 14, item 4: one event dated 9999 made every later real event of its debtor too late."""
+    table: dict = {}
+    now = 1_796_000_000.0  # 2026-11-29
+    for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z", "2026-12-05T00:00:00Z"]):
+        handled = handle_record(
+            table, key=b"d1", value=orjson.dumps({**VALID, "event_id": f"bad-{n}", "occurred_at": stamp}),
+            topic="debtor.payments", partition=0, offset=n, model=MODEL, config=CONFIG, max_amount_cents=CEILING,
+            emitted_at="t", now=now,
+        )
+        assert handled.outcome == "dead_lettered" and handled.dead_letter_reason == "implausible_timestamp", (stamp, handled)
+        [(topic, _, value)] = handled.sends
+        assert topic == DEAD_LETTERS_TOPIC and orjson.loads(value)["reason"] == "implausible_timestamp"
+        apply_state(table, handled)
+    assert table == {}
+    real = handle_record(
+        table, key=b"d1", value=orjson.dumps(VALID), topic="debtor.payments", partition=0, offset=9,
+        model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t", now=now,
+    )
+    assert real.outcome == "processed"

@@ -99,3 +99,24 @@ def test_a_bad_worker_setting_in_the_environment_is_a_usage_error() -> None:
     done = subprocess.run([sys.executable, "-m", "agents", "worker"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert "guarantee must be one of at_least_once, exactly_once, not 'at_most_once'" in done.stderr
+
+
+def test_an_overlong_line_is_rejected_without_reading_it_into_memory(tmp_path: Path) -> None:
+    """Issue 14, item 5: a 200 MB line took 810 MB; now at most DEBTOR_SEGMENTS_MAX_RECORD_BYTES of it is read."""
+    import resource
+
+    source = tmp_path / "in.jsonl"
+    with source.open("wb") as out:
+        out.write(GOOD + b"\n" + b'{"event_id": "' + b"x" * (1 << 20))
+        for _ in range(150):
+            out.write(b"y" * (1 << 20))
+        out.write(b'"}\n' + GOOD.replace(b'"e1"', b'"e2"') + b"\n")
+    out_path, dlq = tmp_path / "changes.jsonl", tmp_path / "dlq.jsonl"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = _cli("replay", str(source), "--output", str(out_path), "--dead-letters", str(dlq))
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert result.returncode == 0, result.stderr
+    [dead] = _jsonl(dlq)
+    assert dead["reason"] == "record_too_large" and dead["line"] == 2 and len(dead["raw"]) <= 65_537
+    assert b"2 processed" in result.stderr, result.stderr
+    assert peak_mb < 140 or peak_mb <= before / 1024, f"peak RSS {peak_mb:.0f} MB for a 151 MB line"

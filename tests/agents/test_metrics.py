@@ -43,6 +43,7 @@ SERVICE_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "debtor_segments_info": ("gauge", frozenset({"version"})),
     "debtor_segments_partition_idle_seconds": ("gauge", frozenset({"topic", "partition"})),
     "debtor_segments_send_failures": ("counter", frozenset({"topic"})),
+    "debtor_segments_signature_failures": ("counter", frozenset({"topic"})),
 }
 
 # The Faust families the dashboard relies on for lag, commits and rebalances.

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from schemas import PERSONA_CHANGES_TOPIC
+from schemas import DEAD_LETTERS_TOPIC, PERSONA_CHANGES_TOPIC
 from streams.personas import UNKNOWN
 from streams.report import ALL_PERSONAS
 from streams.simulation import simulate
@@ -38,7 +38,7 @@ from tests.integration.test_service import (
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
-AGENT, OPS = "agent-tok-3f2a", "ops-tok-91bc"
+AGENT, OPS = "agent-tok-3f2a-5d1e", "ops-tok-91bc-77a0"
 TOKENS = f"{AGENT}=agent,{OPS}=ops"
 MINE: list[str] = []
 
@@ -61,6 +61,7 @@ def get_json(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
 def start_with_tokens(workers: list[Worker]) -> None:
     with pytest.MonkeyPatch.context() as patch:  # the worker subprocesses inherit it
         patch.setenv("DEBTOR_SEGMENTS_API_TOKENS", TOKENS)
+        patch.setenv("DEBTOR_SEGMENTS_PEER_SECRET", "peer-secret-of-the-integration-tests")
         start_workers(workers)
 
 
@@ -160,6 +161,21 @@ def test_access_control(worker: Worker, portfolio: Portfolio) -> None:
         assert call(worker.port, hidden)[0] == 404, hidden
 
 
+def test_profile_responses_are_not_cached_and_name_no_server_version(worker: Worker, portfolio: Portfolio) -> None:
+    """Issue 14, item 9."""
+    debtor = min(portfolio.debtors)
+    for path, token in ((f"/debtors/{debtor}", AGENT), ("/debtors/no-such-debtor", AGENT), (f"/debtors/{debtor}", None), ("/personas", OPS), ("/health", None)):
+        status, headers, _ = call(worker.port, path, token)
+        assert "aiohttp" not in headers.get("Server", "") and "Python" not in headers.get("Server", ""), (path, headers)
+        if path.startswith("/debtors"):
+            assert headers.get("Cache-Control") == "no-store" and headers.get("Vary") == "Authorization", (path, status, headers)
+    status, _, _ = call(worker.port, "/debtors/" + urllib.parse.quote("d\x00x"), AGENT)
+    assert status == 400
+    # The peer page takes signed requests only: a client's token is not enough.
+    status, _, _ = call(worker.port, f"/internal/debtor-profile?debtor_id={debtor}", AGENT)
+    assert status == 403
+
+
 def test_unknown_debtor_is_404(worker: Worker) -> None:
     status, body = get_json(worker.port, "/debtors/no-such-debtor", AGENT)
     assert status == 404 and body == {"error": "not_found", "detail": "no debtor with this id"}
@@ -190,7 +206,7 @@ def test_transitions(worker: Worker, portfolio: Portfolio, personas: dict[str, s
 def test_malformed_tokens_stop_the_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = new_prefix("badtok")
     MINE.append(prefix)
-    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS="s3cr3t-value=agent,s3cr3t-value=ops")
+    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS="s3cr3t-value-0123456=agent,s3cr3t-value-0123456=ops")
     result = subprocess.run(
         [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", prefix,
          "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
@@ -199,6 +215,26 @@ def test_malformed_tokens_stop_the_worker(kafka_bootstrap: str, tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "Error: DEBTOR_SEGMENTS_API_TOKENS: entry 2 repeats the token of entry 1"
     assert "s3cr3t" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("agent=Swapped-Secret-7f3a9c", "entry 1 has an unknown role (roles: agent, ops; expected token=role, and it reads role=token)"),
+        ("Swapped-Secret=agent", "entry 1 has a token shorter than 16 characters"),
+    ],
+)
+def test_a_token_config_error_never_prints_the_token(kafka_bootstrap: str, tmp_path: Path, spec: str, message: str) -> None:
+    """Issue 14, item 11: role and token swapped printed the token as the unknown role."""
+    env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS=spec)
+    result = subprocess.run(
+        [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", new_prefix("swap"),
+         "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=90, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"Error: DEBTOR_SEGMENTS_API_TOKENS: {message}"
+    assert "Swapped-Secret" not in result.stderr + result.stdout
 
 
 # --- OpenAPI conformance -------------------------------------------------------------------------------
@@ -277,3 +313,42 @@ def test_two_workers_route_profiles_and_aggregate_all_partitions(kafka_bootstrap
     finally:
         for worker in workers:
             worker.stop()
+
+
+# --- hostile event data (issue 14) -----------------------------------------------------------------
+
+
+def test_an_event_dated_9999_never_makes_the_api_fail(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Item 4: ``9999-12-31T23:59:59-01:00`` (UTC year 10000) was accepted, and once its debtor
+    was in a population summary /personas and /personas/transitions answered 500."""
+    lines = simulate(debtors=8, months=3, seed=43).lines
+    debtor = orjson.loads(next(line for line in lines if line.startswith(b"{"))).get("debtor_id", "d43-000000")
+    hostile = [
+        orjson.dumps({"event_id": f"hostile-{n}", "debtor_id": debtor, "type": "contact_initiated", "occurred_at": stamp,
+                      "channel": "portal", "direction": "inbound"})
+        for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
+    ]
+    prefix = new_prefix("api9999")
+    MINE.append(prefix)
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "w")
+    try:
+        start_with_tokens([worker])
+        produce(kafka_bootstrap, prefix, [*lines[:40], *hostile, *lines[40:]])
+        wait_caught_up(kafka_bootstrap, worker.group, prefix, workers=[worker])
+        deadline = time.monotonic() + 40
+        while True:
+            status, body = get_json(worker.port, "/personas", OPS)
+            assert status in (200, 503), (status, body)
+            if status == 200 and body["partitions"]["complete"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        for days in (30, 90, 365):
+            assert get_json(worker.port, f"/personas/transitions?days={days}", OPS)[0] == 200
+        status, profile_body = get_json(worker.port, f"/debtors/{urllib.parse.quote(debtor)}", AGENT)
+        assert status == 200 and profile_body["last_update"] < "2100", profile_body
+        letters = [r.value for r in read_all(kafka_bootstrap, [prefix + DEAD_LETTERS_TOPIC])]
+        implausible = [d for d in letters if d["reason"] == "implausible_timestamp"]
+        assert sorted(orjson.loads(d["raw"])["event_id"] for d in implausible) == ["hostile-0", "hostile-1"], letters
+    finally:
+        worker.stop()

@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from agents.worker import MODEL_UPDATES_TOPIC, STATE_TABLE
-from schemas import ERASURE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from schemas import DEAD_LETTERS_TOPIC, ERASURE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.personas import UNKNOWN
 from streams.simulation import simulate
 from tests.integration.test_service import (
@@ -75,7 +75,7 @@ def test_erasure_deletes_the_debtor_everywhere(kafka_bootstrap: str, kafka_admin
         produce(kafka_bootstrap, prefix, lines)
         debtors = sorted({orjson.loads(line)["debtor_id"] for line in lines if line.startswith(b'{"event_id"') and b'"debtor_id"' in line})
         erased, kept = debtors[0], debtors[1]
-        request = orjson.dumps({"event_id": "erase-1", "debtor_id": erased, "type": "erasure_requested", "occurred_at": "2027-01-01T00:00:00Z"})
+        request = orjson.dumps({"event_id": "erase-1", "debtor_id": erased, "type": "erasure_requested", "occurred_at": "2026-11-01T00:00:00Z"})
         produce(kafka_bootstrap, prefix, [request])  # keyed by debtor_id, like every inbound record
         wait_caught_up(kafka_bootstrap, worker.group, prefix, workers=[worker])
 
@@ -107,5 +107,46 @@ def test_erasure_deletes_the_debtor_everywhere(kafka_bootstrap: str, kafka_admin
         finally:
             producer.close()
         assert any(k == kept.encode() and v is not None for _, k, v in records(kafka_bootstrap, changelog)), "other debtors keep their state"
+    finally:
+        worker.stop()
+
+
+def test_erasure_sticks_against_late_and_resent_events(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Issue 14, item 7: the first event after an erasure created a fresh state that never
+    checked lateness, so a re-sent older event rebuilt the profile. Now a marker (keyed digest
+    of the id, erasure time only) refuses events that occurred before the erasure."""
+    prefix = new_prefix("erase7")
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "data")
+    lines = simulate(debtors=10, months=3, seed=9).lines
+    valid = [orjson.loads(line) for line in lines if line.startswith(b'{"event_id"') and b'"debtor_id"' in line]
+    erased = sorted({event["debtor_id"] for event in valid})[0]
+    old = next(event for event in valid if event["debtor_id"] == erased)
+
+    def contact(event_id: str, at: str) -> bytes:
+        return orjson.dumps({"event_id": event_id, "debtor_id": erased, "type": "contact_initiated", "occurred_at": at,
+                             "channel": "portal", "direction": "inbound"})
+
+    after = [
+        orjson.dumps({"event_id": "erase-7", "debtor_id": erased, "type": "erasure_requested", "occurred_at": "2026-06-01T00:00:00Z"}),
+        orjson.dumps({**old, "event_id": "resent-old"}),  # a re-sent event from before the erasure
+        contact("new-1", "2026-07-01T00:00:00Z"),  # a new profile starts
+        contact("new-2", "2026-06-30T00:00:00Z"),  # after the erasure, inside the window: applied
+        contact("before-1", "2026-05-31T23:59:59Z"),  # before the erasure: refused, state or not
+        orjson.dumps({**old}),  # the original again
+    ]
+    start_workers([worker])
+    try:
+        produce(kafka_bootstrap, prefix, [*lines, *after])
+        wait_caught_up(kafka_bootstrap, worker.group, prefix, workers=[worker])
+        letters = [orjson.loads(v) for _, _, v in records(kafka_bootstrap, prefix + DEAD_LETTERS_TOPIC)]
+        refused = sorted(d.get("event_id", "") for d in letters if d["reason"] == "erased")
+        assert refused == sorted(["resent-old", "before-1", old["event_id"]]), letters
+        assert not [d for d in letters if d.get("event_id") in ("new-1", "new-2")], letters
+        changelog = records(kafka_bootstrap, f"{worker.group}-{STATE_TABLE}-changelog")
+        markers = [(k, v) for _, k, v in changelog if k is not None and k.startswith(b"\x00erased:")]
+        assert markers and all(erased.encode() not in k and orjson.loads(v) == {"erased_at": 1780272000.0} for k, v in markers), markers
+        [state] = [v for _, k, v in changelog if k == erased.encode()][-1:]
+        restored = __import__("streams.state", fromlist=["DebtorState"]).DebtorState.from_bytes(state)
+        assert restored.applied == 2 and restored.first_ts == 1782777600.0  # new-1 and new-2 only
     finally:
         worker.stop()
