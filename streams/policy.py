@@ -140,8 +140,10 @@ class Policy:
 
         ``None`` when none matches: the debtor gets no treatment.
         """
-        for label in (f"{persona}/{quadrant}", persona, quadrant):
-            if label in self.segments and label != "unknown/unknown":
+        labels = (f"{persona}/{quadrant}", persona) if persona != "unknown" else ()
+        for label in (*labels, quadrant):
+            # "unknown" is the fallback, not a persona or quadrant label of its own.
+            if label != "unknown" and label in self.segments:
                 return label
         return "unknown" if "unknown" in self.segments else None
 
