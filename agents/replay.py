@@ -9,6 +9,7 @@ from typing import Any
 
 from streams.engine import Engine, Output
 from streams.events import DecodeError, decode_event
+from streams.treatment_runner import TreatmentRunner
 
 __all__ = ["ReplayStats", "dead_letter", "replay_lines"]
 
@@ -21,6 +22,7 @@ class ReplayStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     changes: int = 0
+    treatments: int = 0  # treatment_assigned, contact_due and experiment_concluded sent
 
 
 def dead_letter(reason: str, detail: str, raw: bytes, **where: Any) -> dict[str, Any]:
@@ -37,8 +39,13 @@ def replay_lines(
     max_amount_cents: int,
     emitted_at: Callable[[], str],
     stats: ReplayStats | None = None,
+    treatments: TreatmentRunner | None = None,
 ) -> ReplayStats:
-    """Decode, process and route every line; bad and too-late lines become dead letters."""
+    """Decode, process and route every line; bad and too-late lines become dead letters.
+
+    With ``treatments`` (a policy), what the treatment step sends after each event follows
+    the engine's outputs, in emission order.
+    """
     stats = stats if stats is not None else ReplayStats()
     for number, raw in enumerate(lines, start=stats.lines + 1):
         stats.lines = number
@@ -51,7 +58,8 @@ def replay_lines(
             stats.dead_letters[error.reason] += 1
             on_dead_letter(dead_letter(error.reason, error.detail, line, line=number))
             continue
-        step = engine.handle(event, emitted_at=emitted_at())
+        stamp = emitted_at()
+        step = engine.handle(event, emitted_at=stamp)
         stats.outcomes[step.outcome] += 1
         if step.outcome == "late":
             stats.dead_letters["too_late"] += 1
@@ -60,4 +68,8 @@ def replay_lines(
         for output in step.outputs:
             stats.changes += 1
             on_output(output)
+        if treatments is not None:
+            for output in treatments.after(event, step, engine.states.get(event.debtor_id), emitted_at=stamp):
+                stats.treatments += 1
+                on_output(output)
     return stats

@@ -48,6 +48,9 @@ HORIZONS: tuple[int, ...] = (30, 60, 90)
 _DAY = 86_400.0
 _Z95 = 1.959963984540054
 _BANDIT_HORIZON = 30
+#: Matured debtors per arm before the test's p-value is updated: the mSPRT uses the sample
+#: variance in place of the true one, which is unreliable on a handful of debtors.
+BURN_IN = 30
 
 
 def wilson(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
@@ -249,7 +252,8 @@ class ExperimentBook:
         alpha = experiment.alpha / (len(experiment.arms) - 1)
         base, base_var = self._estimate(experiment, arms[champion])
         better, worse = [], []
-        for arm in experiment.arms[1:]:
+        burnt_in = all(s.n >= BURN_IN for s in arms.values())
+        for arm in experiment.arms[1:] if burnt_in else ():
             value, var = self._estimate(experiment, arms[arm.plan_id])
             diff, variance = value - base, var + base_var
             lam = msprt_lambda(diff, variance, experiment.tau) if math.isfinite(variance) else 1.0

@@ -43,8 +43,9 @@ _CHANGE_TOPICS = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
 class TreatmentRunner:
     """All debtors' treatment states in a dict, the due heap, and one :class:`ExperimentBook`."""
 
-    def __init__(self, policy: Policy, book: ExperimentBook | None = None) -> None:
+    def __init__(self, policy: Policy, book: ExperimentBook | None = None, *, payments_from_events: bool = True) -> None:
         self.policy = policy
+        self.payments_from_events = payments_from_events
         self.book = book if book is not None else ExperimentBook(policy)
         self.states: dict[str, TreatmentState] = {}
         self._heap: list[tuple[float, str]] = []
@@ -61,7 +62,7 @@ class TreatmentRunner:
     def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "") -> list[Output]:
         """What the treatments send after the engine processed ``event`` into ``step``."""
         outputs: list[Output] = []
-        if step.outcome == "processed" and event.type == "payment_received":
+        if self.payments_from_events and step.outcome == "processed" and event.type == "payment_received":
             self.book.paid(event.debtor_id, event.ts, event.data["amount_cents"])
         changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS]
         if changes:
