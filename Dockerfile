@@ -12,7 +12,6 @@ COPY pyproject.toml README.md ./
 COPY streams/ streams/
 COPY agents/ agents/
 COPY schemas/ schemas/
-COPY policies/ policies/
 RUN pip install --no-cache-dir .
 
 # /data holds the RocksDB table state; created here and owned by the service
