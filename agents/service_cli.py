@@ -54,6 +54,7 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--loglevel", type=click.Choice(_LOGLEVELS), help="[env DEBTOR_SEGMENTS_LOGLEVEL; default info]")
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
 @click.option("--guarantee", type=click.Choice(_GUARANTEES), help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default at_least_once].")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env DEBTOR_SEGMENTS_POLICY].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -68,6 +69,7 @@ def worker(
     loglevel: str | None,
     broker_wait: float,
     guarantee: str | None,
+    policy_path: Path | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
@@ -85,7 +87,12 @@ def worker(
         model_snapshot_seconds=model_snapshot_seconds,
         loglevel=loglevel,
         guarantee=guarantee,
+        policy=str(policy_path) if policy_path is not None else None,
     )
+    if settings.policy:
+        from agents.treatment_io import load_policy_for_cli
+
+        load_policy_for_cli(Path(settings.policy))  # refused at start with every problem listed
     # The environment is not checked by click: say which value is wrong, not a traceback.
     for name, value, allowed in (
         ("store", settings.store, _STORES),

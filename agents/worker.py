@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from pathlib import Path
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,12 +61,15 @@ from agents.metrics import ServiceMetrics, attach_faust_sensors
 from agents.pending import PendingWrites, apply_state
 from agents.replay import dead_letter
 from agents.settings import Settings
+from agents.treatment_service import TreatmentService
 from schemas import (
+    CONTACT_DUE_TOPIC,
     DEAD_LETTERS_TOPIC,
     ERASURE_TOPIC,
     INBOUND_TOPICS,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
+    TREATMENTS_TOPIC,
 )
 from streams.engine import EngineConfig, advance
 from streams.events import DecodeError, decode_event
@@ -104,6 +108,8 @@ MODEL_UPDATES_RETENTION_MS = 24 * 3600 * 1000
 #: Name of the per-debtor state table (its changelog is ``<app id>-debtor-state-changelog``).
 STATE_TABLE = "debtor-state"
 _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
+#: Sent only with a treatment policy (agents/treatment_service.py).
+_TREATMENT_OUTBOUND = (TREATMENTS_TOPIC, CONTACT_DUE_TOPIC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +166,7 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     return [
         *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
         *(TopicSpec(config.topic(name), p, strict=False, role="outbound") for name in _OUTBOUND),
+        *(TopicSpec(config.topic(name), p, strict=False, role="outbound, treatments") for name in _TREATMENT_OUTBOUND if config.settings.policy),
         TopicSpec(config.changelog_topic, p, compact, role="state changelog, co-partitioned with the inbound topics"),
         TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, {"retention.ms": str(MODEL_UPDATES_RETENTION_MS)}, role="model updates, one writer, no key"),
         TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
@@ -1005,6 +1012,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
+    # Treatments (issue 15) only with a policy: one call site in the agent, the rest in
+    # agents/treatment_service.py.
+    treatments = TreatmentService(Path(settings.policy)) if settings.policy else None
     updates = app.topic(config.topic(MODEL_UPDATES_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     model_topic = app.topic(config.topic(MODEL_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     table = app.Table(
@@ -1065,6 +1075,11 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 max_amount_cents=settings.max_amount_cents,
             )
             sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
+            if treatments is not None:
+                for name, key, value in treatments.after_record(handled, message.value, _now()):
+                    if name not in outbound:
+                        outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
+                    await outbound[name].send(key=key, value=value)
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
                 await updates.send(key=None, value=orjson.dumps(handled.learn))
@@ -1104,6 +1119,13 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         await commit_acknowledged(app)
         await learner.stop()
+
+    if treatments is not None:
+        treatments.install_pages(app, settings.api_tokens)
+
+        @app.timer(interval=5.0)
+        async def treatment_policy() -> None:
+            treatments.reload_if_changed()
 
     @app.task
     async def model_learner() -> None:

@@ -1,0 +1,124 @@
+"""Treatments in the Kafka worker: one call per handled record, a reload timer, two pages.
+
+Kept apart from ``agents/worker.py`` so the worker changes in one call site: after the
+engine's record is handled, :meth:`TreatmentService.after_record` runs the treatment step on
+its outputs (the same :class:`~streams.treatment_runner.TreatmentRunner` as ``replay``) and
+returns what to send on ``debtor.treatments``, ``debtor.contact-due`` and, with the policy's
+``channel_topics``, ``debtor.channel.<channel>``.
+
+The treatment states and the experiment book live in the worker's memory: a restarted or
+rebalanced worker starts them afresh (see the note of issue 15 for what is left: a table).
+Steps fall due in event time, as in ``replay``: as records advance the stream's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.auth import AGGREGATES, authorize, parse_tokens
+from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from streams.engine import Output, Step
+from streams.events import Event
+from streams.policy import PolicyError, load_policy
+from streams.state import DebtorState
+from streams.treatment_runner import TreatmentRunner
+
+__all__ = ["TreatmentService"]
+
+log = logging.getLogger(__name__)
+_CHANGES = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
+
+
+class TreatmentService:
+    """The policy file in force, its runner, and the glue to the worker's handled records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        policy = load_policy(path)  # PolicyError at start: the worker refuses to run
+        self.runner = TreatmentRunner(policy)
+        self._mtime = self._stat()
+        log.info("treatment policy %s in force (%s)", policy.version, path)
+
+    @property
+    def version(self) -> str:
+        return self.runner.policy.version
+
+    def _stat(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def reload_if_changed(self) -> bool:
+        """Load the policy again if its file changed; a bad file keeps the one in force."""
+        mtime = self._stat()
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            policy = load_policy(self.path)
+        except PolicyError as error:
+            log.error("treatment policy %s refused, %s stays in force: %s", self.path, self.version, error)
+            return False
+        if policy.version != self.version:
+            self.runner.set_policy(policy)
+            log.info("treatment policy %s in force (%s)", policy.version, self.path)
+        return True
+
+    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str) -> list[tuple[str, bytes, bytes]]:
+        """(unprefixed topic, key, value) to send after one handled inbound record."""
+        if handled.event_ts is None or not handled.debtor_id:
+            return []
+        changes = [
+            Output(topic, handled.debtor_id, orjson.loads(value)) for topic, _, value in handled.sends if topic in _CHANGES
+        ]
+        data: dict[str, Any] = {}
+        if handled.event_type == "payment_received" and handled.outcome == "processed" and raw:
+            data = orjson.loads(raw)
+        event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
+        state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
+        outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at)
+        return [(o.topic, o.key.encode(), orjson.dumps(o.value)) for o in outputs]
+
+    def experiments(self) -> dict[str, Any]:
+        """The body of ``GET /experiments``."""
+        report = self.runner.book.report()
+        return {
+            "policy_version": report["policy_version"],
+            "experiments": [
+                {"experiment_id": eid, "segment": body["segment"], "mode": body["mode"], "decision": body["decision"]["decision"], "days": body["days"]}
+                for eid, body in report["experiments"].items()
+            ],
+        }
+
+    def experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        """The body of ``GET /experiments/{id}`` (None: no such experiment)."""
+        return self.runner.book.report()["experiments"].get(experiment_id)
+
+    def install_pages(self, app: Any, api_tokens: str) -> None:
+        """``GET /experiments`` and ``GET /experiments/{id}``, for the roles ops and agent."""
+        tokens = parse_tokens(api_tokens)
+
+        def check(web: Any, request: Any) -> Any:
+            decision = authorize(tokens, request.headers.get("Authorization"), AGGREGATES)
+            if decision.allowed:
+                return None
+            return web.json(decision.body(), status=decision.status, headers=dict(decision.headers))
+
+        @app.page("/experiments")
+        async def experiments(web: Any, request: Any) -> Any:
+            return check(web, request) or web.json(self.experiments())
+
+        @app.page("/experiments/{experiment_id}")
+        async def experiment(web: Any, request: Any, experiment_id: str) -> Any:
+            refused = check(web, request)
+            if refused is not None:
+                return refused
+            body = self.experiment(experiment_id)
+            if body is None:
+                return web.json({"error": "not_found", "detail": "no such experiment"}, status=404)
+            return web.json(body)
