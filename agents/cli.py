@@ -23,6 +23,7 @@ from agents.settings import Settings
 from agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
 from streams.engine import Engine, EngineConfig, Output
 from streams.model import SegmentModel
+from streams.page import render_page
 from streams.personas import UNKNOWN
 from streams.report import (
     ALL_PERSONAS,
@@ -193,11 +194,25 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     treatments = ReactingRunner(policy, {d: t.persona for d, t in portfolio.truth.items()}, seed) if policy is not None else None
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
+    # Monthly snapshots of the mix for the portfolio page (every 30 days of event time).
+    persona_mix: list[tuple[str, dict[str, int]]] = []
+    quadrant_mix: list[tuple[str, dict[str, int]]] = []
+    next_snapshot = [portfolio.start_ts + 30 * 86_400]
+
+    def snapshot(ts: float) -> None:
+        label = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+        persona_mix.append((label, distribution((s.persona for s in engine.states.values()), ALL_PERSONAS)))
+        quadrant_mix.append((label, distribution((s.quadrant for s in engine.states.values()), ALL_QUADRANTS)))
 
     def lines() -> Iterator[bytes]:
         for line in portfolio.lines:
-            if not mid_personas and b'"occurred_at":"' in line and _line_ts(line) >= halfway:
-                mid_personas.update({d: s.persona for d, s in engine.states.items()})
+            if b'"occurred_at":"' in line:
+                ts = _line_ts(line)
+                if not mid_personas and ts >= halfway:
+                    mid_personas.update({d: s.persona for d, s in engine.states.items()})
+                if ts >= next_snapshot[0]:
+                    snapshot(next_snapshot[0])
+                    next_snapshot[0] += 30 * 86_400
             yield line
 
     output, dead_letters = out_dir / "changes.jsonl", out_dir / "dead-letters.jsonl"
@@ -220,6 +235,12 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     known = [d for d, s in states.items() if s.persona != UNKNOWN]
     named = sum(states[d].persona == portfolio.truth[d].persona for d in known)
     click.echo(f"\nNamed persona equals the simulated one for {named / max(1, len(known)):.1%} of {len(known)} known debtors.")
+    snapshot(portfolio.end_ts)
+    page = out_dir / "portfolio.html"
+    page.write_text(
+        render_page(f"Portfolio: {debtors} simulated debtors ({mix} mix)", persona_mix, quadrant_mix, shares, treatments.book.report() if treatments is not None else None),
+        encoding="utf-8",
+    )
     if treatments is not None:
         click.echo("\nCollected share at 60 days by true persona and plan (simulated reaction, calibrated on the published comparison):")
         click.echo(treatments.persona_plan_table(ALL_PERSONAS))
@@ -228,6 +249,7 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
         report_path = out_dir / "experiments.json"
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         click.echo(f"Experiments report: {report_path}")
+    click.echo(f"Portfolio page: {page}")
     click.echo(f"Change events: {output}\nDead letters:  {dead_letters}\nInput:         {input_path} (truth: {truth_path})")
     click.echo(f"Done in {time.perf_counter() - started:.1f}s.")
 
