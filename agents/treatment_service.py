@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.auth import AGGREGATES, authorize, parse_tokens
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
@@ -36,12 +37,36 @@ _CHANGES = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
 class TreatmentService:
     """The policy file in force, its runner, and the glue to the worker's handled records."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, registry: CollectorRegistry | None = None) -> None:
         self.path = path
         policy = load_policy(path)  # PolicyError at start: the worker refuses to run
         self.runner = TreatmentRunner(policy)
         self._mtime = self._stat()
         log.info("treatment policy %s in force (%s)", policy.version, path)
+        reg = self.registry = CollectorRegistry() if registry is None else registry
+        self.sent = Counter(
+            "debtor_segments_treatment_events", "Treatment events sent, by type, plan and experiment arm ('' outside experiments).",
+            ["type", "plan", "arm"], registry=reg,
+        )
+        self.arm_debtors = Gauge(
+            "debtor_segments_experiment_debtors", "Debtors of an experiment arm past the horizon (days).",
+            ["experiment", "arm", "horizon"], registry=reg,
+        )
+        self.arm_share = Gauge(
+            "debtor_segments_experiment_collected_share", "Collected share of an experiment arm at the horizon (days).",
+            ["experiment", "arm", "horizon"], registry=reg,
+        )
+        self.policy_info = Gauge("debtor_segments_policy_info", "The treatment policy in force (value 1).", ["version"], registry=reg)
+        self.policy_info.labels(policy.version).set(1)
+
+    def refresh_metrics(self) -> None:
+        """Per-arm gauges from the experiment book (called by the worker's timer)."""
+        for experiment_id, body in self.runner.book.report()["experiments"].items():
+            for arm, figures in body["segments"]["all"].items():
+                for horizon in ("d30", "d60", "d90"):
+                    labels = (experiment_id, arm, horizon[1:])
+                    self.arm_debtors.labels(*labels).set(figures[horizon]["debtors"])
+                    self.arm_share.labels(*labels).set(figures[horizon]["collected_share"])
 
     @property
     def version(self) -> str:
@@ -65,6 +90,8 @@ class TreatmentService:
             log.error("treatment policy %s refused, %s stays in force: %s", self.path, self.version, error)
             return False
         if policy.version != self.version:
+            self.policy_info.clear()
+            self.policy_info.labels(policy.version).set(1)
             self.runner.set_policy(policy)
             log.info("treatment policy %s in force (%s)", policy.version, self.path)
         return True
@@ -82,6 +109,9 @@ class TreatmentService:
         event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at)
+        for o in outputs:
+            if o.value["type"] != "experiment_concluded":
+                self.sent.labels(o.value["type"], o.value["plan_id"], o.value["arm"] or "").inc()
         return [(o.topic, o.key.encode(), orjson.dumps(o.value)) for o in outputs]
 
     def experiments(self) -> dict[str, Any]:

@@ -1014,7 +1014,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
     # Treatments (issue 15) only with a policy: one call site in the agent, the rest in
     # agents/treatment_service.py.
-    treatments = TreatmentService(Path(settings.policy)) if settings.policy else None
+    treatments = TreatmentService(Path(settings.policy), metrics.registry) if settings.policy else None
     updates = app.topic(config.topic(MODEL_UPDATES_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     model_topic = app.topic(config.topic(MODEL_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     table = app.Table(
@@ -1126,6 +1126,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         @app.timer(interval=5.0)
         async def treatment_policy() -> None:
             treatments.reload_if_changed()
+            treatments.refresh_metrics()
 
     @app.task
     async def model_learner() -> None:

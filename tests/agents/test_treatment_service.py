@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import orjson
+from prometheus_client import generate_latest
 
 from agents.treatment_service import TreatmentService
 from agents.worker import handle_record
@@ -51,6 +52,11 @@ def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path) -> N
     assert [v["event_id"] for v in sent if v["type"] != "experiment_concluded"] == treatment_ids
     assert service.experiments()["experiments"][0]["experiment_id"] == "strict-vs-fair"
     assert service.experiment("strict-vs-fair")["segment"] == "unwilling_able" and service.experiment("nope") is None
+    service.refresh_metrics()
+    text = generate_latest(service.registry).decode()
+    assert 'debtor_segments_treatment_events_total{arm="",plan="' in text
+    assert 'debtor_segments_experiment_debtors{arm="strict",experiment="strict-vs-fair",horizon="60"}' in text
+    assert f'debtor_segments_policy_info{{version="{service.version}"}} 1.0' in text
 
 
 def test_a_changed_policy_file_is_reloaded_and_a_bad_one_refused(tmp_path: Path) -> None:
