@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agents.auth import AGGREGATES, authorize, parse_tokens
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.engine import Output, Step
+from streams.page import render_page
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.events import Event
 from streams.policy import PolicyError, load_policy
 from streams.state import DebtorState
@@ -58,6 +60,29 @@ class TreatmentService:
         )
         self.policy_info = Gauge("debtor_segments_policy_info", "The treatment policy in force (value 1).", ["version"], registry=reg)
         self.policy_info.labels(policy.version).set(1)
+        # For the portfolio page: the mix of this worker's debtors every 30 days of event time,
+        # and the persona changes it saw (previous -> new).
+        self.persona_mix: list[tuple[str, dict[str, int]]] = []
+        self.quadrant_mix: list[tuple[str, dict[str, int]]] = []
+        self.transitions: dict[str, dict[str, int]] = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
+        self._next_snapshot = 0.0
+
+    def _snapshot(self, ts: float) -> None:
+        import time
+
+        label = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        states = self.runner.states.values()
+        self.persona_mix.append((label, distribution((s.persona for s in states), ALL_PERSONAS)))
+        self.quadrant_mix.append((label, distribution((s.quadrant for s in states), ALL_QUADRANTS)))
+        del self.persona_mix[:-36], self.quadrant_mix[:-36]  # three years of months at most
+
+    def page(self) -> str:
+        """The read-only portfolio page (this worker's debtors), as ``demo`` writes it."""
+        shares = {
+            row: {col: (n / total if (total := sum(cells.values())) else 0.0) for col, n in cells.items()}
+            for row, cells in self.transitions.items()
+        }
+        return render_page(f"Portfolio (policy {self.version})", self.persona_mix, self.quadrant_mix, shares, self.runner.book.report())
 
     def refresh_metrics(self) -> None:
         """Per-arm gauges from the experiment book (called by the worker's timer)."""
@@ -107,6 +132,13 @@ class TreatmentService:
         if handled.event_type == "payment_received" and handled.outcome == "processed" and raw:
             data = orjson.loads(raw)
         event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
+        for change in changes:
+            if change.value["type"] == "persona_changed" and change.value.get("reason") != "erased":
+                self.transitions[change.value["previous"]][change.value["persona"]] += 1
+        if handled.event_ts >= self._next_snapshot:
+            if self._next_snapshot:
+                self._snapshot(handled.event_ts)
+            self._next_snapshot = handled.event_ts + 30 * 86_400.0
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at)
         for o in outputs:
@@ -130,7 +162,7 @@ class TreatmentService:
         return self.runner.book.report()["experiments"].get(experiment_id)
 
     def install_pages(self, app: Any, api_tokens: str) -> None:
-        """``GET /experiments`` and ``GET /experiments/{id}``, for the roles ops and agent."""
+        """``GET /experiments``, ``GET /experiments/{id}`` and ``GET /portfolio`` (HTML), for ops and agent."""
         tokens = parse_tokens(api_tokens)
 
         def check(web: Any, request: Any) -> Any:
@@ -142,6 +174,10 @@ class TreatmentService:
         @app.page("/experiments")
         async def experiments(web: Any, request: Any) -> Any:
             return check(web, request) or web.json(self.experiments())
+
+        @app.page("/portfolio")
+        async def portfolio(web: Any, request: Any) -> Any:
+            return check(web, request) or web.html(self.page())
 
         @app.page("/experiments/{experiment_id}")
         async def experiment(web: Any, request: Any, experiment_id: str) -> Any:

@@ -64,7 +64,8 @@ class TreatmentRunner:
         outputs: list[Output] = []
         if self.payments_from_events and step.outcome == "processed" and event.type == "payment_received":
             self.book.paid(event.debtor_id, event.ts, event.data["amount_cents"])
-        changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS]
+        # Most events change nothing: no list, no call.
+        changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS] if step.outputs else None
         if changes:
             stamp = emitted_at or event.occurred_at
             result = on_changes(self.states.get(event.debtor_id), event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
@@ -88,13 +89,15 @@ class TreatmentRunner:
         """Send the steps due by ``now_ts``; mature outcomes and run the daily experiment checks."""
         outputs: list[Output] = []
         heap = self._heap
+        if heap and heap[0][0] <= now_ts:
+            emitted_at = emitted_at or _iso(now_ts)
         while heap and heap[0][0] <= now_ts:
             _, debtor_id = heapq.heappop(heap)
             state = self.states.get(debtor_id)
             if state is None or state.next_due_ts > now_ts and state.policy_version == self.policy.version:
                 continue  # a stale entry: the debtor was reassigned or erased since
             placed_before = state.assignment_id
-            result = due(state, now_ts, self.policy, self.book.allocations, emitted_at=emitted_at or _iso(now_ts))
+            result = due(state, now_ts, self.policy, self.book.allocations, emitted_at=emitted_at)
             if state.assignment_id != placed_before:
                 placed = self.book.debtors[debtor_id].placed if debtor_id in self.book.debtors else 0
                 self._record(result.outputs, now_ts, placed)

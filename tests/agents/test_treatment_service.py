@@ -52,6 +52,8 @@ def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path) -> N
     assert [v["event_id"] for v in sent if v["type"] != "experiment_concluded"] == treatment_ids
     assert service.experiments()["experiments"][0]["experiment_id"] == "strict-vs-fair"
     assert service.experiment("strict-vs-fair")["segment"] == "unwilling_able" and service.experiment("nope") is None
+    html = service.page()
+    assert 'id="mix"' in html and 'id="transitions"' in html and "strict-vs-fair" in html and len(service.persona_mix) >= 2
     service.refresh_metrics()
     text = generate_latest(service.registry).decode()
     assert 'debtor_segments_treatment_events_total{arm="",plan="' in text
