@@ -20,8 +20,10 @@ from agents.inputs import bounded_lines, open_input
 from agents.replay import ReplayStats, replay_lines
 from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
+from agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
 from streams.engine import Engine, EngineConfig, Output
 from streams.model import SegmentModel
+from streams.page import render_page
 from streams.personas import UNKNOWN
 from streams.report import (
     ALL_PERSONAS,
@@ -32,6 +34,7 @@ from streams.report import (
     transition_matrix,
 )
 from streams.simulation import MIXES, Portfolio, simulate
+from streams.treatment_runner import TreatmentRunner
 
 __all__ = ["main"]
 
@@ -93,7 +96,9 @@ def _summary(stats: ReplayStats, seconds: float) -> str:
     bad = sum(stats.dead_letters.values())
     return (
         f"{stats.lines} lines in {seconds:.1f}s ({stats.lines / max(seconds, 1e-9):,.0f}/s): {outcomes or 'no events'}; "
-        f"{stats.changes} change events; {bad} dead letters"
+        f"{stats.changes} change events; "
+        + (f"{stats.treatments} treatment events; " if stats.treatments else "")
+        + f"{bad} dead letters"
         + (f" ({', '.join(f'{n} {r}' for r, n in sorted(stats.dead_letters.items()))})" if bad else "")
     )
 
@@ -108,16 +113,22 @@ def main() -> None:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where change events go (JSON lines, emission order).")
 @click.option("--dead-letters", type=click.Path(dir_okay=False, path_type=Path), help="Where bad lines go [default: OUTPUT with .dead-letters.jsonl].")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot: restored if it exists, saved after the run.")
-def replay(input_path: str, output: Path, dead_letters: Path | None, model_path: Path | None) -> None:
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (YAML or JSON, schemas/policy.json): treatment_assigned, contact_due and experiment_concluded join the output. None: no treatment events.")
+@click.option("--experiments-report", type=click.Path(dir_okay=False, path_type=Path), help="With --policy: write the experiments' figures and decisions here (JSON).")
+def replay(input_path: str, output: Path, dead_letters: Path | None, model_path: Path | None, policy_path: Path | None, experiments_report: Path | None) -> None:
     """Run INPUT.jsonl (all inbound event types mixed; - for stdin) through the engine, no broker."""
     settings = Settings()
     dead_letters = dead_letters or output.with_suffix(".dead-letters.jsonl")
+    if experiments_report is not None and policy_path is None:
+        raise click.UsageError("--experiments-report needs --policy")
+    policy = load_policy_for_cli(policy_path)
+    treatments = TreatmentRunner(policy) if policy is not None else None
     engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), _load_model(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
     try:
-        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, now=time.time)
+        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, now=time.time, treatments=treatments)
     except OSError as error:
         raise click.ClickException(f"reading {input_path} failed: {error}") from None
     finally:
@@ -127,6 +138,10 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
         model_path.write_bytes(orjson.dumps(engine.model.snapshot()))
     click.echo(_summary(stats, time.perf_counter() - started), err=True)
     click.echo(f"changes: {output}\ndead letters: {dead_letters}", err=True)
+    if treatments is not None and experiments_report is not None:
+        with _open_output(experiments_report) as out:
+            out.write(orjson.dumps(treatments.book.report(), option=orjson.OPT_INDENT_2))
+        click.echo(f"experiments report: {experiments_report}", err=True)
 
 
 @main.command(name="simulate")
@@ -165,9 +180,11 @@ def _write_portfolio(portfolio: Portfolio, output: Path) -> Path:
 @click.option("--seed", default=7, show_default=True)
 @click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True)
 @click.option("--out-dir", default=Path("out/demo"), show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy: assign plans, run its experiments on the simulated reaction, show the persona x plan table.")
+def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_path: Path | None) -> None:
     """Simulate a portfolio, segment it live, and show what came out."""
     started = time.perf_counter()
+    policy = load_policy_for_cli(policy_path)
     click.echo(f"Simulating {debtors} debtors over {months} months ({mix} persona mix, seed {seed})...")
     portfolio = simulate(debtors, months, seed, mix=mix)
     input_path = out_dir / "portfolio.jsonl"
@@ -175,19 +192,34 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
     engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key))
+    treatments = ReactingRunner(policy, {d: t.persona for d, t in portfolio.truth.items()}, seed) if policy is not None else None
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
+    # Monthly snapshots of the mix for the portfolio page (every 30 days of event time).
+    persona_mix: list[tuple[str, dict[str, int]]] = []
+    quadrant_mix: list[tuple[str, dict[str, int]]] = []
+    next_snapshot = [portfolio.start_ts + 30 * 86_400]
+
+    def snapshot(ts: float) -> None:
+        label = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+        persona_mix.append((label, distribution((s.persona for s in engine.states.values()), ALL_PERSONAS)))
+        quadrant_mix.append((label, distribution((s.quadrant for s in engine.states.values()), ALL_QUADRANTS)))
 
     def lines() -> Iterator[bytes]:
         for line in portfolio.lines:
-            if not mid_personas and b'"occurred_at":"' in line and _line_ts(line) >= halfway:
-                mid_personas.update({d: s.persona for d, s in engine.states.items()})
+            if b'"occurred_at":"' in line:
+                ts = _line_ts(line)
+                if not mid_personas and ts >= halfway:
+                    mid_personas.update({d: s.persona for d, s in engine.states.items()})
+                if ts >= next_snapshot[0]:
+                    snapshot(next_snapshot[0])
+                    next_snapshot[0] += 30 * 86_400
             yield line
 
     output, dead_letters = out_dir / "changes.jsonl", out_dir / "dead-letters.jsonl"
     replay_started = time.perf_counter()
     # The simulated portfolio's own clock: it may reach past today's date.
-    stats = _run_replay(lines(), output, dead_letters, engine, settings, now=lambda: portfolio.end_ts)
+    stats = _run_replay(lines(), output, dead_letters, engine, settings, now=lambda: portfolio.end_ts, treatments=treatments)
     click.echo("Replayed: " + _summary(stats, time.perf_counter() - replay_started))
     states = engine.states
     personas = distribution((s.persona for s in states.values()), ALL_PERSONAS)
@@ -205,6 +237,21 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path) -> None:
     known = [d for d, s in states.items() if s.persona != UNKNOWN]
     named = sum(states[d].persona == portfolio.truth[d].persona for d in known)
     click.echo(f"\nNamed persona equals the simulated one for {named / max(1, len(known)):.1%} of {len(known)} known debtors.")
+    snapshot(portfolio.end_ts)
+    page = out_dir / "portfolio.html"
+    page.write_text(
+        render_page(f"Portfolio: {debtors} simulated debtors ({mix} mix)", persona_mix, quadrant_mix, shares, treatments.book.report() if treatments is not None else None),
+        encoding="utf-8",
+    )
+    if treatments is not None:
+        click.echo("\nCollected share at 60 days by true persona and plan (simulated reaction, calibrated on the published comparison):")
+        click.echo(treatments.persona_plan_table(ALL_PERSONAS))
+        report = treatments.book.report()
+        click.echo("\n" + experiment_tables(report))
+        report_path = out_dir / "experiments.json"
+        report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        click.echo(f"Experiments report: {report_path}")
+    click.echo(f"Portfolio page: {page}")
     click.echo(f"Change events: {output}\nDead letters:  {dead_letters}\nInput:         {input_path} (truth: {truth_path})")
     click.echo(f"Done in {time.perf_counter() - started:.1f}s.")
 

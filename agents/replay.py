@@ -10,6 +10,7 @@ from typing import Any
 
 from streams.engine import REJECTED_OUTCOMES, Engine, Output
 from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
+from streams.treatment_runner import TreatmentRunner
 
 __all__ = ["DEAD_LETTER_DETAIL_MAX", "DEAD_LETTER_RAW_MAX", "ReplayStats", "dead_letter", "replay_lines"]
 
@@ -22,6 +23,7 @@ class ReplayStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     changes: int = 0
+    treatments: int = 0  # treatment_assigned, contact_due and experiment_concluded sent
 
 
 #: Raw bytes a dead letter keeps at most: with JSON escaping (at most 6 bytes a byte) the record
@@ -64,10 +66,13 @@ def replay_lines(
     stats: ReplayStats | None = None,
     limits: Limits = DEFAULT_LIMITS,
     now: Callable[[], float] | None = None,
+    treatments: TreatmentRunner | None = None,
 ) -> ReplayStats:
     """Decode, process and route every line; bad and too-late lines become dead letters.
 
     ``now`` is the clock implausibly future events are judged by (none: only the fixed bounds).
+    With ``treatments`` (a policy), what the treatment step sends after each event follows
+    the engine's outputs, in emission order.
     """
     stats = stats if stats is not None else ReplayStats()
     for number, raw in enumerate(lines, start=stats.lines + 1):
@@ -81,7 +86,8 @@ def replay_lines(
             stats.dead_letters[error.reason] += 1
             on_dead_letter(dead_letter(error.reason, error.detail, line, line=number))
             continue
-        step = engine.handle(event, emitted_at=emitted_at())
+        stamp = emitted_at()
+        step = engine.handle(event, emitted_at=stamp)
         stats.outcomes[step.outcome] += 1
         if step.outcome == "late":
             stats.dead_letters["too_late"] += 1
@@ -94,4 +100,8 @@ def replay_lines(
         for output in step.outputs:
             stats.changes += 1
             on_output(output)
+        if treatments is not None:
+            for output in treatments.after(event, step, engine.states.get(event.debtor_id), emitted_at=stamp):
+                stats.treatments += 1
+                on_output(output)
     return stats

@@ -58,6 +58,7 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--session-timeout", "session_timeout_s", type=click.FloatRange(min=1), help="Seconds without heartbeat before the group gives a worker's partitions to others [env DEBTOR_SEGMENTS_SESSION_TIMEOUT_S; default 8].")
 @click.option("--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1), help="Seconds between group heartbeats [env DEBTOR_SEGMENTS_HEARTBEAT_INTERVAL_S; default 1].")
 @click.option("--standby-replicas", type=click.IntRange(min=0), help="Warm standby copies of each table partition on other workers [env DEBTOR_SEGMENTS_STANDBY_REPLICAS; default 1].")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env DEBTOR_SEGMENTS_POLICY].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -76,6 +77,7 @@ def worker(
     session_timeout_s: float | None,
     heartbeat_interval_s: float | None,
     standby_replicas: int | None,
+    policy_path: Path | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
@@ -97,9 +99,14 @@ def worker(
         session_timeout_s=session_timeout_s,
         heartbeat_interval_s=heartbeat_interval_s,
         standby_replicas=standby_replicas,
+        policy=str(policy_path) if policy_path is not None else None,
     )
     if settings.heartbeat_interval_s * 3 > settings.session_timeout_s:
         raise click.UsageError("heartbeat interval must be at most a third of the session timeout")
+    if settings.policy:
+        from agents.treatment_io import load_policy_for_cli
+
+        load_policy_for_cli(Path(settings.policy))  # refused at start with every problem listed
     # The environment is not checked by click: say which value is wrong, not a traceback.
     for name, value, allowed in (
         ("store", settings.store, _STORES),

@@ -79,6 +79,8 @@ class Settings:
     # event); the agent does not wait for deliveries (agents/pending.py), so it costs latency only
     # on the change events themselves (docs/performance.md, section 2, step 7).
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
+    # Treatment policy file (policies/*.yaml; issue 15); empty: no treatment events.
+    policy: str = field(default_factory=lambda: _env("POLICY", ""))
     # --- failover (issue 18; docs/reliability.md, "Failover") ---
     # Static group membership: the consumer-group instance id of this worker. "" derives a
     # stable one from the host name and the absolute data directory (never random: a restart

@@ -44,6 +44,7 @@ import hashlib
 import logging
 import shutil
 import time
+from pathlib import Path
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,12 +64,15 @@ from agents.pending import PendingWrites, apply_state
 from agents.progress import PartitionProgress
 from agents.replay import DEAD_LETTER_RAW_MAX, dead_letter
 from agents.settings import Settings
+from agents.treatment_service import TreatmentService
 from schemas import (
+    CONTACT_DUE_TOPIC,
     DEAD_LETTERS_TOPIC,
     ERASURE_TOPIC,
     INBOUND_TOPICS,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
+    TREATMENTS_TOPIC,
 )
 from streams.engine import REJECTED_OUTCOMES, EngineConfig, advance
 from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
@@ -112,6 +116,8 @@ _OUTBOUND = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, DEAD_LETTERS_TOPIC)
 MAX_KEY_BYTES = 1024
 #: Attempts of a send that raises at once (the client's own retries are inside each attempt).
 SEND_ATTEMPTS = 3
+#: Sent only with a treatment policy (agents/treatment_service.py).
+_TREATMENT_OUTBOUND = (TREATMENTS_TOPIC, CONTACT_DUE_TOPIC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,7 @@ def topic_plan(config: WorkerConfig) -> list[TopicSpec]:
     return [
         *(TopicSpec(config.topic(name), p, role="inbound, keyed by debtor_id") for name in INBOUND_TOPICS),
         *(TopicSpec(config.topic(name), p, outbound_config(settings, name), strict=False, role="outbound") for name in _OUTBOUND),
+        *(TopicSpec(config.topic(name), p, outbound_config(settings, name), strict=False, role="outbound, treatments") for name in _TREATMENT_OUTBOUND if config.settings.policy),
         TopicSpec(config.changelog_topic, p, changelog_config(settings), role="state changelog, co-partitioned with the inbound topics"),
         TopicSpec(config.topic(MODEL_UPDATES_TOPIC), 1, {"retention.ms": str(MODEL_UPDATES_RETENTION_MS)}, role="model updates, one writer, no key"),
         TopicSpec(config.topic(MODEL_TOPIC), 1, compact, role="model snapshots"),
@@ -1104,6 +1111,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
+    # Treatments (issue 15) only with a policy: one call site in the agent, the rest in
+    # agents/treatment_service.py.
+    treatments = TreatmentService(Path(settings.policy), metrics.registry) if settings.policy else None
     updates = app.topic(config.topic(MODEL_UPDATES_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     model_topic = app.topic(config.topic(MODEL_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     table = app.Table(
@@ -1207,6 +1217,11 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 now=time.time(),
             )
             sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
+            if treatments is not None:
+                for name, key, value in treatments.after_record(handled, message.value, _now()):
+                    if name not in outbound:
+                        outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
+                    sent.append(await send_tracked(outbound[name], name, key, value))
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
                 sent.append(await send_tracked(updates, MODEL_UPDATES_TOPIC, None, orjson.dumps(handled.learn)))
@@ -1276,6 +1291,13 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             for path in faust_internals.unowned_partition_paths(table, owned, p):
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("removed the local state of a partition this worker no longer serves: %s", path.name)
+    if treatments is not None:
+        treatments.install_pages(app, settings.api_tokens)
+
+        @app.timer(interval=5.0)
+        async def treatment_policy() -> None:
+            treatments.reload_if_changed()
+            treatments.refresh_metrics()
 
     @app.task
     async def model_learner() -> None:

@@ -17,7 +17,9 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "CHANNEL_TOPIC_PREFIX",
     "CONTACTS_TOPIC",
+    "CONTACT_DUE_TOPIC",
     "DEAD_LETTERS_TOPIC",
     "ERASURE_TOPIC",
     "INBOUND_TOPICS",
@@ -27,6 +29,8 @@ __all__ = [
     "PERSONA_CHANGES_TOPIC",
     "QUADRANT_CHANGES_TOPIC",
     "RATINGS_TOPIC",
+    "TREATMENTS_TOPIC",
+    "TREATMENT_TYPES",
     "TOPIC_BY_TYPE",
     "load_schema",
 ]
@@ -38,6 +42,12 @@ ERASURE_TOPIC = "debtor.erasure-requests"
 PERSONA_CHANGES_TOPIC = "debtor.persona-changes"
 QUADRANT_CHANGES_TOPIC = "debtor.quadrant-changes"
 DEAD_LETTERS_TOPIC = "debtor.dead-letters"
+#: treatment_assigned and experiment_concluded (only with a treatment policy).
+TREATMENTS_TOPIC = "debtor.treatments"
+#: contact_due: a plan step fell due (only with a treatment policy).
+CONTACT_DUE_TOPIC = "debtor.contact-due"
+#: With the policy's ``channel_topics``, each contact_due also goes to this prefix + channel.
+CHANNEL_TOPIC_PREFIX = "debtor.channel."
 
 TOPIC_BY_TYPE: dict[str, str] = {
     "claim_opened": PAYMENTS_TOPIC,
@@ -56,6 +66,12 @@ INBOUND_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_BY_TYPE.values()))
 OUTBOUND_TYPES: dict[str, str] = {
     "persona_changed": PERSONA_CHANGES_TOPIC,
     "quadrant_changed": QUADRANT_CHANGES_TOPIC,
+}
+#: Outbound types of the treatment step (streams.treatments), each with its schema file.
+TREATMENT_TYPES: dict[str, str] = {
+    "treatment_assigned": TREATMENTS_TOPIC,
+    "experiment_concluded": TREATMENTS_TOPIC,
+    "contact_due": CONTACT_DUE_TOPIC,
 }
 
 

@@ -120,3 +120,30 @@ def test_an_overlong_line_is_rejected_without_reading_it_into_memory(tmp_path: P
     assert dead["reason"] == "record_too_large" and dead["line"] == 2 and len(dead["raw"]) <= 65_537
     assert b"2 processed" in result.stderr, result.stderr
     assert peak_mb < 140 or peak_mb <= before / 1024, f"peak RSS {peak_mb:.0f} MB for a 151 MB line"
+
+
+def test_replay_with_a_policy_sends_treatments_and_writes_the_report(tmp_path: Path, small_portfolio: Portfolio) -> None:
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(small_portfolio.lines) + b"\n")
+    out, report = tmp_path / "out.jsonl", tmp_path / "report.json"
+    result = _cli("replay", str(source), "-o", str(out), "--policy", str(root / "policies" / "default.yaml"), "--experiments-report", str(report))
+    assert result.returncode == 0, result.stderr
+    assert b"policy default-" in result.stderr and b"in force" in result.stderr
+    kinds = {row["type"] for row in _jsonl(out)}
+    assert {"persona_changed", "quadrant_changed", "treatment_assigned", "contact_due"} <= kinds
+    body = orjson.loads(report.read_bytes())
+    assert "strict-vs-fair" in body["experiments"]
+    assert set(body["experiments"]["strict-vs-fair"]["segments"]["all"]) == {"strict", "fair"}
+
+
+def test_an_invalid_policy_is_refused_with_every_problem(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("version: x\nplans: {p: [{day: -1, channel: fax, tone: strict, message_id: m}]}\nsegments: {job: nope}\n")
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(GOOD + b"\n")
+    result = _cli("replay", str(source), "-o", str(tmp_path / "o.jsonl"), "--policy", str(policy))
+    assert result.returncode != 0
+    assert b"3 problems" in result.stderr
+    for where in (b"plans.p.0.day", b"plans.p.0.channel", b"segments.job"):
+        assert where in result.stderr

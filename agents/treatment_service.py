@@ -1,0 +1,190 @@
+"""Treatments in the Kafka worker: one call per handled record, a reload timer, two pages.
+
+Kept apart from ``agents/worker.py`` so the worker changes in one call site: after the
+engine's record is handled, :meth:`TreatmentService.after_record` runs the treatment step on
+its outputs (the same :class:`~streams.treatment_runner.TreatmentRunner` as ``replay``) and
+returns what to send on ``debtor.treatments``, ``debtor.contact-due`` and, with the policy's
+``channel_topics``, ``debtor.channel.<channel>``.
+
+The treatment states and the experiment book live in the worker's memory: a restarted or
+rebalanced worker starts them afresh (see the note of issue 15 for what is left: a table).
+Steps fall due in event time, as in ``replay``: as records advance the stream's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from agents.auth import AGGREGATES, authorize, parse_tokens
+from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from streams.engine import Output, Step
+from streams.page import render_page
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
+from streams.events import Event
+from streams.policy import PolicyError, load_policy
+from streams.state import DebtorState
+from streams.treatment_runner import TreatmentRunner
+
+__all__ = ["TreatmentService"]
+
+log = logging.getLogger(__name__)
+_CHANGES = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
+
+
+class TreatmentService:
+    """The policy file in force, its runner, and the glue to the worker's handled records."""
+
+    def __init__(self, path: Path, registry: CollectorRegistry | None = None) -> None:
+        self.path = path
+        policy = load_policy(path)  # PolicyError at start: the worker refuses to run
+        self.runner = TreatmentRunner(policy)
+        self._mtime = self._stat()
+        log.info("treatment policy %s in force (%s)", policy.version, path)
+        reg = self.registry = CollectorRegistry() if registry is None else registry
+        self.sent = Counter(
+            "debtor_segments_treatment_events", "Treatment events sent, by type, plan and experiment arm ('' outside experiments).",
+            ["type", "plan", "arm"], registry=reg,
+        )
+        self.arm_debtors = Gauge(
+            "debtor_segments_experiment_debtors", "Debtors of an experiment arm past the horizon (days).",
+            ["experiment", "arm", "horizon"], registry=reg,
+        )
+        self.arm_share = Gauge(
+            "debtor_segments_experiment_collected_share", "Collected share of an experiment arm at the horizon (days).",
+            ["experiment", "arm", "horizon"], registry=reg,
+        )
+        self.policy_info = Gauge("debtor_segments_policy_info", "The treatment policy in force (value 1).", ["version"], registry=reg)
+        self.policy_info.labels(policy.version).set(1)
+        # For the portfolio page: the mix of this worker's debtors every 30 days of event time,
+        # and the persona changes it saw (previous -> new).
+        self.persona_mix: list[tuple[str, dict[str, int]]] = []
+        self.quadrant_mix: list[tuple[str, dict[str, int]]] = []
+        self.transitions: dict[str, dict[str, int]] = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
+        self._next_snapshot = 0.0
+
+    def _snapshot(self, ts: float) -> None:
+        import time
+
+        label = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        states = self.runner.states.values()
+        self.persona_mix.append((label, distribution((s.persona for s in states), ALL_PERSONAS)))
+        self.quadrant_mix.append((label, distribution((s.quadrant for s in states), ALL_QUADRANTS)))
+        del self.persona_mix[:-36], self.quadrant_mix[:-36]  # three years of months at most
+
+    def page(self) -> str:
+        """The read-only portfolio page (this worker's debtors), as ``demo`` writes it."""
+        shares = {
+            row: {col: (n / total if (total := sum(cells.values())) else 0.0) for col, n in cells.items()}
+            for row, cells in self.transitions.items()
+        }
+        return render_page(f"Portfolio (policy {self.version})", self.persona_mix, self.quadrant_mix, shares, self.runner.book.report())
+
+    def refresh_metrics(self) -> None:
+        """Per-arm gauges from the experiment book (called by the worker's timer)."""
+        for experiment_id, body in self.runner.book.report()["experiments"].items():
+            for arm, figures in body["segments"]["all"].items():
+                for horizon in ("d30", "d60", "d90"):
+                    labels = (experiment_id, arm, horizon[1:])
+                    self.arm_debtors.labels(*labels).set(figures[horizon]["debtors"])
+                    self.arm_share.labels(*labels).set(figures[horizon]["collected_share"])
+
+    @property
+    def version(self) -> str:
+        return self.runner.policy.version
+
+    def _stat(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def reload_if_changed(self) -> bool:
+        """Load the policy again if its file changed; a bad file keeps the one in force."""
+        mtime = self._stat()
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            policy = load_policy(self.path)
+        except PolicyError as error:
+            log.error("treatment policy %s refused, %s stays in force: %s", self.path, self.version, error)
+            return False
+        if policy.version != self.version:
+            self.policy_info.clear()
+            self.policy_info.labels(policy.version).set(1)
+            self.runner.set_policy(policy)
+            log.info("treatment policy %s in force (%s)", policy.version, self.path)
+        return True
+
+    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str) -> list[tuple[str, bytes, bytes]]:
+        """(unprefixed topic, key, value) to send after one handled inbound record."""
+        if handled.event_ts is None or not handled.debtor_id:
+            return []
+        changes = [
+            Output(topic, handled.debtor_id, orjson.loads(value)) for topic, _, value in handled.sends if topic in _CHANGES
+        ]
+        data: dict[str, Any] = {}
+        if handled.event_type == "payment_received" and handled.outcome == "processed" and raw:
+            data = orjson.loads(raw)
+        event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
+        for change in changes:
+            if change.value["type"] == "persona_changed" and change.value.get("reason") != "erased":
+                self.transitions[change.value["previous"]][change.value["persona"]] += 1
+        if handled.event_ts >= self._next_snapshot:
+            if self._next_snapshot:
+                self._snapshot(handled.event_ts)
+            self._next_snapshot = handled.event_ts + 30 * 86_400.0
+        state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
+        outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at)
+        for o in outputs:
+            if o.value["type"] != "experiment_concluded":
+                self.sent.labels(o.value["type"], o.value["plan_id"], o.value["arm"] or "").inc()
+        return [(o.topic, o.key.encode(), orjson.dumps(o.value)) for o in outputs]
+
+    def experiments(self) -> dict[str, Any]:
+        """The body of ``GET /experiments``."""
+        report = self.runner.book.report()
+        return {
+            "policy_version": report["policy_version"],
+            "experiments": [
+                {"experiment_id": eid, "segment": body["segment"], "mode": body["mode"], "decision": body["decision"]["decision"], "days": body["days"]}
+                for eid, body in report["experiments"].items()
+            ],
+        }
+
+    def experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        """The body of ``GET /experiments/{id}`` (None: no such experiment)."""
+        return self.runner.book.report()["experiments"].get(experiment_id)
+
+    def install_pages(self, app: Any, api_tokens: str) -> None:
+        """``GET /experiments``, ``GET /experiments/{id}`` and ``GET /portfolio`` (HTML), for ops and agent."""
+        tokens = parse_tokens(api_tokens)
+
+        def check(web: Any, request: Any) -> Any:
+            decision = authorize(tokens, request.headers.get("Authorization"), AGGREGATES)
+            if decision.allowed:
+                return None
+            return web.json(decision.body(), status=decision.status, headers=dict(decision.headers))
+
+        @app.page("/experiments")
+        async def experiments(web: Any, request: Any) -> Any:
+            return check(web, request) or web.json(self.experiments())
+
+        @app.page("/portfolio")
+        async def portfolio(web: Any, request: Any) -> Any:
+            return check(web, request) or web.html(self.page())
+
+        @app.page("/experiments/{experiment_id}")
+        async def experiment(web: Any, request: Any, experiment_id: str) -> Any:
+            refused = check(web, request)
+            if refused is not None:
+                return refused
+            body = self.experiment(experiment_id)
+            if body is None:
+                return web.json({"error": "not_found", "detail": "no such experiment"}, status=404)
+            return web.json(body)

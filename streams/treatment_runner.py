@@ -1,0 +1,125 @@
+"""Embedded treatments: the treatment step, its due steps and the experiment book behind an engine.
+
+``replay``, ``demo`` and the benchmarks put a :class:`TreatmentRunner` after the
+:class:`~streams.engine.Engine`: :meth:`TreatmentRunner.after` takes each event with the
+engine's step and returns what to send on ``debtor.treatments`` and ``debtor.contact-due``.
+The stream's clock is the latest event time seen; steps and experiment checks fall due as
+it passes them (a heap of due times, so an event with nothing due costs a comparison).
+
+>>> from streams.engine import Engine
+>>> from streams.events import DecodeError, decode_event
+>>> from streams.policy import parse_policy
+>>> from streams.simulation import simulate
+>>> policy = parse_policy({"version": "v1", "segments": {"unknown": "p", "willing_able": "p"},
+...     "plans": {"p": [{"day": 0, "channel": "letter", "tone": "neutral", "message_id": "m"}]}})
+>>> engine, runner, sent = Engine(), TreatmentRunner(policy), []
+>>> for line in simulate(debtors=20, months=3, seed=3).lines:
+...     try:
+...         event = decode_event(line)
+...     except DecodeError:
+...         continue
+...     sent += runner.after(event, engine.handle(event), engine.states.get(event.debtor_id))
+>>> sorted({o.value["type"] for o in sent})
+['contact_due', 'treatment_assigned']
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from schemas import CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC
+from streams.engine import Output, Step
+from streams.events import Event
+from streams.experiments import ExperimentBook
+from streams.policy import Policy
+from streams.treatments import NEVER, TreatmentState, due, on_changes
+
+__all__ = ["TreatmentRunner"]
+
+_CHANGE_TOPICS = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
+
+
+class TreatmentRunner:
+    """All debtors' treatment states in a dict, the due heap, and one :class:`ExperimentBook`."""
+
+    def __init__(self, policy: Policy, book: ExperimentBook | None = None, *, payments_from_events: bool = True) -> None:
+        self.policy = policy
+        self.payments_from_events = payments_from_events
+        self.book = book if book is not None else ExperimentBook(policy)
+        self.states: dict[str, TreatmentState] = {}
+        self._heap: list[tuple[float, str]] = []
+        self.clock = float("-inf")
+        self._next_tick = float("-inf")
+
+    def set_policy(self, policy: Policy) -> None:
+        """Put a reloaded policy in force: debtors follow it at their next due step or change."""
+        self.policy = policy
+        self.book.policy = policy
+        for debtor_id, state in self.states.items():
+            heapq.heappush(self._heap, (self.clock if state.policy_version != policy.version else state.next_due_ts, debtor_id))
+
+    def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "") -> list[Output]:
+        """What the treatments send after the engine processed ``event`` into ``step``."""
+        outputs: list[Output] = []
+        if self.payments_from_events and step.outcome == "processed" and event.type == "payment_received":
+            self.book.paid(event.debtor_id, event.ts, event.data["amount_cents"])
+        # Most events change nothing: no list, no call.
+        changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS] if step.outputs else None
+        if changes:
+            stamp = emitted_at or event.occurred_at
+            result = on_changes(self.states.get(event.debtor_id), event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
+            if result.state is None:
+                self.states.pop(event.debtor_id, None)
+                self.book.forget(event.debtor_id)
+            else:
+                self.states[event.debtor_id] = result.state
+                if result.state.next_due_ts < NEVER:
+                    heapq.heappush(self._heap, (result.state.next_due_ts, event.debtor_id))
+            placed = getattr(engine_state, "outstanding_cents", 0) if engine_state is not None else 0
+            self._record(result.outputs, event.ts, placed)
+            outputs.extend(result.outputs)
+        if event.ts > self.clock:
+            self.clock = event.ts
+            if self._heap and self._heap[0][0] <= event.ts or event.ts >= self._next_tick:
+                outputs.extend(self.advance(event.ts, emitted_at=emitted_at))
+        return outputs
+
+    def advance(self, now_ts: float, *, emitted_at: str = "") -> list[Output]:
+        """Send the steps due by ``now_ts``; mature outcomes and run the daily experiment checks."""
+        outputs: list[Output] = []
+        heap = self._heap
+        if heap and heap[0][0] <= now_ts:
+            emitted_at = emitted_at or _iso(now_ts)
+        while heap and heap[0][0] <= now_ts:
+            _, debtor_id = heapq.heappop(heap)
+            state = self.states.get(debtor_id)
+            if state is None or state.next_due_ts > now_ts and state.policy_version == self.policy.version:
+                continue  # a stale entry: the debtor was reassigned or erased since
+            placed_before = state.assignment_id
+            result = due(state, now_ts, self.policy, self.book.allocations, emitted_at=emitted_at)
+            if state.assignment_id != placed_before:
+                placed = self.book.debtors[debtor_id].placed if debtor_id in self.book.debtors else 0
+                self._record(result.outputs, now_ts, placed)
+            else:
+                self._record(result.outputs, now_ts, 0)
+            outputs.extend(result.outputs)
+            if state.next_due_ts < NEVER:
+                heapq.heappush(heap, (state.next_due_ts, debtor_id))
+        if now_ts >= self._next_tick:
+            self._next_tick = now_ts + 3600.0  # the book checks daily; maturing hourly is plenty
+            outputs.extend(self.book.tick(now_ts, emitted_at=emitted_at or _iso(now_ts)))
+        return outputs
+
+    def _record(self, outputs: tuple[Output, ...], at_ts: float, placed: int) -> None:
+        for output in outputs:
+            if output.topic == TREATMENTS_TOPIC and output.value["type"] == "treatment_assigned":
+                self.book.assigned(output.value, at_ts, placed)
+            elif output.topic == CONTACT_DUE_TOPIC:
+                self.book.contacted(output.value)
+
+
+def _iso(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,75 @@
+"""The worker's treatment glue, without Kafka: handled records in, treatment sends out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+from prometheus_client import generate_latest
+
+from agents.treatment_service import TreatmentService
+from agents.worker import handle_record
+from streams.engine import EngineConfig
+from streams.model import SegmentModel
+from streams.simulation import simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _service(tmp_path: Path) -> TreatmentService:
+    path = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "policies" / "default.yaml", path)
+    return TreatmentService(path)
+
+
+def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path) -> None:
+    from agents.replay import replay_lines
+    from streams.engine import Engine
+    from streams.policy import load_policy
+    from streams.treatment_runner import TreatmentRunner
+
+    lines = simulate(debtors=60, months=4, seed=5).lines
+    service, table, model, sent = _service(tmp_path), {}, SegmentModel(), []
+    for offset, line in enumerate(lines):
+        try:
+            key = orjson.loads(line)["debtor_id"].encode()
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            key = None
+        handled = handle_record(table, key=key, value=line, topic="t", partition=0, offset=offset, model=model, config=EngineConfig(), max_amount_cents=10**9, emitted_at="x")
+        if handled.erase:
+            table.pop(handled.debtor_id.encode(), None)
+        elif handled.state is not None:
+            table[handled.debtor_id.encode()] = handled.state
+        if handled.learn is not None:
+            model.learn_one(handled.learn)
+        sent += [orjson.loads(value) for _, _, value in service.after_record(handled, line, "x")]
+    assert {v["type"] for v in sent} >= {"treatment_assigned", "contact_due"}
+    embedded: list[dict] = []
+    runner = TreatmentRunner(load_policy(ROOT / "policies" / "default.yaml"))
+    replay_lines(lines, Engine(), lambda o: embedded.append(o.value), lambda _: None, max_amount_cents=10**9, emitted_at=lambda: "x", treatments=runner)
+    treatment_ids = [v["event_id"] for v in embedded if v["type"] in ("treatment_assigned", "contact_due")]
+    assert [v["event_id"] for v in sent if v["type"] != "experiment_concluded"] == treatment_ids
+    assert service.experiments()["experiments"][0]["experiment_id"] == "strict-vs-fair"
+    assert service.experiment("strict-vs-fair")["segment"] == "unwilling_able" and service.experiment("nope") is None
+    html = service.page()
+    assert 'id="mix"' in html and 'id="transitions"' in html and "strict-vs-fair" in html and len(service.persona_mix) >= 2
+    service.refresh_metrics()
+    text = generate_latest(service.registry).decode()
+    assert 'debtor_segments_treatment_events_total{arm="",plan="' in text
+    assert 'debtor_segments_experiment_debtors{arm="strict",experiment="strict-vs-fair",horizon="60"}' in text
+    assert f'debtor_segments_policy_info{{version="{service.version}"}} 1.0' in text
+
+
+def test_a_changed_policy_file_is_reloaded_and_a_bad_one_refused(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    old = service.version
+    text = service.path.read_text().replace(old, "v-next")
+    service.path.write_text("version: broken\nplans: {}\nsegments: {}\n")
+    import os
+
+    os.utime(service.path, (1, 1))
+    assert service.reload_if_changed() is False and service.version == old
+    service.path.write_text(text)
+    os.utime(service.path, (2, 2))
+    assert service.reload_if_changed() is True and service.version == "v-next"
