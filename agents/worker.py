@@ -1108,6 +1108,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         **FAUST_TUNING,
     )
     cast(Any, scheduler).app = app
+    from agents import faust_internals
+
+    faust_internals.skip_venusian_attach(app)  # before the decorators below: a faster restart
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}

@@ -3,7 +3,8 @@
 With static membership (``--group-instance-id``, derived from the data directory by default) a
 worker killed with SIGKILL and restarted on the same data dir is the same group member: the
 broker hands it its partitions back at once instead of waiting for the dead member's session to
-expire. The session timeout here is 30 s, so a restart that waits for it is plain to see.
+expire. The session timeout here is 60 s, so a restart that waits for it is plain to see, even
+on a loaded machine where a worker process takes 10-20 s to start.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.integration.test_reliability import (
 )
 from tests.integration.test_service import PREFIXES, Worker, delete_topics, produce, start_workers, wait_caught_up
 
-SESSION_TIMEOUT_S = 30.0
+SESSION_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,8 +69,9 @@ def test_restart_after_kill_9_does_not_wait_for_the_session_timeout(kafka_bootst
         started = time.monotonic()
         worker.start()
         seconds = _first_processed(worker, timeout=SESSION_TIMEOUT_S + 30)
-        # Waiting for the dead member's session would take >= 30 s from the kill; a process
-        # start (Python, Faust, topic checks) takes a few.
+        # Waiting for the dead member's session would take >= 60 s from the kill; a process
+        # start (Python, Faust, topic checks, recovery) takes 4 s on an idle machine, 18 s
+        # seen with a load average of 9 on two cores.
         assert seconds < SESSION_TIMEOUT_S / 2, f"first record processed {seconds:.1f}s after the restart:\n{worker.log_tail()}"
         _, ready = worker.get("/ready")
         # /ready turns true only once every partition resumed or has nothing left to do.
