@@ -68,7 +68,15 @@ class TreatmentRunner:
         changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS] if step.outputs else None
         if changes:
             stamp = emitted_at or event.occurred_at
-            result = on_changes(self.states.get(event.debtor_id), event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
+            previous = self.states.get(event.debtor_id)
+            if previous is not None and previous.next_due_ts <= event.ts:
+                # Steps of the old plan due by this event's time go first. In replay the clock
+                # sent them already; in the service another partition may have moved the
+                # clock ahead of this one, and the change would otherwise replace them unsent.
+                earlier = due(previous, event.ts, self.policy, self.book.allocations, emitted_at=stamp).outputs
+                self._record(earlier, event.ts, 0)
+                outputs.extend(earlier)
+            result = on_changes(previous, event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
             if result.state is None:
                 self.states.pop(event.debtor_id, None)
                 self.book.forget(event.debtor_id)
