@@ -1076,7 +1076,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             )
             sent = [await outbound[name].send(key=key, value=value) for name, key, value in handled.sends]
             if treatments is not None:
-                for name, key, value in treatments.after_record(handled, message.value, _now()):
+                for name, key, value in treatments.after_record(handled, message.value, _now(), message.partition):
                     if name not in outbound:
                         outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
                     await outbound[name].send(key=key, value=value)
