@@ -121,7 +121,7 @@ class TreatmentService:
             log.info("treatment policy %s in force (%s)", policy.version, self.path)
         return True
 
-    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str) -> list[tuple[str, bytes, bytes]]:
+    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str, partition: int = 0) -> list[tuple[str, bytes, bytes]]:
         """(unprefixed topic, key, value) to send after one handled inbound record."""
         if handled.event_ts is None or not handled.debtor_id:
             return []
@@ -140,7 +140,7 @@ class TreatmentService:
                 self._snapshot(handled.event_ts)
             self._next_snapshot = handled.event_ts + 30 * 86_400.0
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
-        outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at)
+        outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at, partition=partition)
         for o in outputs:
             if o.value["type"] != "experiment_concluded":
                 self.sent.labels(o.value["type"], o.value["plan_id"], o.value["arm"] or "").inc()

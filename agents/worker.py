@@ -1221,7 +1221,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             )
             sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if treatments is not None:
-                for name, key, value in treatments.after_record(handled, message.value, _now()):
+                for name, key, value in treatments.after_record(handled, message.value, _now(), message.partition):
                     if name not in outbound:
                         outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
                     sent.append(await send_tracked(outbound[name], name, key, value))

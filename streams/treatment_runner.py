@@ -48,47 +48,65 @@ class TreatmentRunner:
         self.payments_from_events = payments_from_events
         self.book = book if book is not None else ExperimentBook(policy)
         self.states: dict[str, TreatmentState] = {}
-        self._heap: list[tuple[float, str]] = []
-        self.clock = float("-inf")
+        # One due heap and one clock per partition: in the service a partition's steps fall due
+        # as *its* records pass them (another partition may run ahead); replay has one.
+        self._heaps: dict[int, list[tuple[float, str]]] = {}
+        self._clocks: dict[int, float] = {}
+        self.clock = float("-inf")  # the latest event time of all partitions (experiment checks)
         self._next_tick = float("-inf")
 
     def set_policy(self, policy: Policy) -> None:
         """Put a reloaded policy in force: debtors follow it at their next due step or change."""
         self.policy = policy
         self.book.policy = policy
-        for debtor_id, state in self.states.items():
-            heapq.heappush(self._heap, (self.clock if state.policy_version != policy.version else state.next_due_ts, debtor_id))
+        # Debtors with steps to come follow it at their partition's next record; the others at
+        # their next change.
+        for partition, heap in self._heaps.items():
+            for debtor_id in {debtor_id for _, debtor_id in heap}:
+                heapq.heappush(heap, (self._clocks.get(partition, self.clock), debtor_id))
 
-    def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "") -> list[Output]:
-        """What the treatments send after the engine processed ``event`` into ``step``."""
+    def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "", partition: int = 0) -> list[Output]:
+        """What the treatments send after the engine processed ``event`` (of ``partition``) into ``step``."""
         outputs: list[Output] = []
+        heap = self._heaps.get(partition)
+        if heap is None:
+            heap = self._heaps[partition] = []
         if self.payments_from_events and step.outcome == "processed" and event.type == "payment_received":
             self.book.paid(event.debtor_id, event.ts, event.data["amount_cents"])
         # Most events change nothing: no list, no call.
         changes = [o.value for o in step.outputs if o.topic in _CHANGE_TOPICS] if step.outputs else None
         if changes:
             stamp = emitted_at or event.occurred_at
-            result = on_changes(self.states.get(event.debtor_id), event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
+            previous = self.states.get(event.debtor_id)
+            if previous is not None and previous.next_due_ts <= event.ts:
+                # Steps of the old plan due by this event's time go first. In replay the clock
+                # sent them already; in the service another partition may have moved the
+                # clock ahead of this one, and the change would otherwise replace them unsent.
+                earlier = due(previous, event.ts, self.policy, self.book.allocations, emitted_at=stamp).outputs
+                self._record(earlier, event.ts, 0)
+                outputs.extend(earlier)
+            result = on_changes(previous, event.debtor_id, changes, event.ts, self.policy, self.book.allocations, emitted_at=stamp)
             if result.state is None:
                 self.states.pop(event.debtor_id, None)
                 self.book.forget(event.debtor_id)
             else:
                 self.states[event.debtor_id] = result.state
                 if result.state.next_due_ts < NEVER:
-                    heapq.heappush(self._heap, (result.state.next_due_ts, event.debtor_id))
+                    heapq.heappush(heap, (result.state.next_due_ts, event.debtor_id))
             placed = getattr(engine_state, "outstanding_cents", 0) if engine_state is not None else 0
             self._record(result.outputs, event.ts, placed)
             outputs.extend(result.outputs)
-        if event.ts > self.clock:
-            self.clock = event.ts
-            if self._heap and self._heap[0][0] <= event.ts or event.ts >= self._next_tick:
-                outputs.extend(self.advance(event.ts, emitted_at=emitted_at))
+        if event.ts > self._clocks.get(partition, float("-inf")):
+            self._clocks[partition] = event.ts
+            self.clock = max(self.clock, event.ts)
+            if heap and heap[0][0] <= event.ts or self.clock >= self._next_tick:
+                outputs.extend(self.advance(event.ts, emitted_at=emitted_at, partition=partition))
         return outputs
 
-    def advance(self, now_ts: float, *, emitted_at: str = "") -> list[Output]:
-        """Send the steps due by ``now_ts``; mature outcomes and run the daily experiment checks."""
+    def advance(self, now_ts: float, *, emitted_at: str = "", partition: int = 0) -> list[Output]:
+        """Send the partition's steps due by ``now_ts``; mature outcomes, run the daily checks."""
         outputs: list[Output] = []
-        heap = self._heap
+        heap = self._heaps.setdefault(partition, [])
         if heap and heap[0][0] <= now_ts:
             emitted_at = emitted_at or _iso(now_ts)
         while heap and heap[0][0] <= now_ts:
@@ -106,9 +124,9 @@ class TreatmentRunner:
             outputs.extend(result.outputs)
             if state.next_due_ts < NEVER:
                 heapq.heappush(heap, (state.next_due_ts, debtor_id))
-        if now_ts >= self._next_tick:
-            self._next_tick = now_ts + 3600.0  # the book checks daily; maturing hourly is plenty
-            outputs.extend(self.book.tick(now_ts, emitted_at=emitted_at or _iso(now_ts)))
+        if self.clock >= self._next_tick:
+            self._next_tick = self.clock + 3600.0  # the book checks daily; maturing hourly is plenty
+            outputs.extend(self.book.tick(self.clock, emitted_at=emitted_at or _iso(self.clock)))
         return outputs
 
     def _record(self, outputs: tuple[Output, ...], at_ts: float, placed: int) -> None:

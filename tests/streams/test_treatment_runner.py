@@ -63,3 +63,21 @@ def test_experiment_debtors_are_followed() -> None:
     assert in_experiment
     report = runner.book.report()["experiments"]["strict-vs-fair"]
     assert report["segments"]["all"]["strict"]["d30"]["debtors"] + report["in_follow_up"] > 0
+
+
+def test_each_partition_has_its_own_clock() -> None:
+    from streams.engine import Output, Step
+    from streams.events import Event
+
+    runner = TreatmentRunner(POLICY)
+    day = 86_400.0
+    change = {"type": "quadrant_changed", "quadrant": "willing_able", "cause_event_id": "c1", "occurred_at": "2026-03-01T00:00:00Z", "reason": "behaviour"}
+    t0 = 1_772_323_200.0
+    step = Step(None, (Output("debtor.quadrant-changes", "d1", change),), "processed")
+    sent = runner.after(Event("c1", "d1", "call_rated", "", t0, {}), step, partition=0)
+    assert [o.value["step"] for o in sent if o.value["type"] == "contact_due"] == [0]
+    quiet = Step(None, (), "processed")
+    # Partition 1 runs 30 days ahead: d1's steps (partition 0) do not fall due on its clock.
+    assert not [o for o in runner.after(Event("x", "d2", "call_rated", "", t0 + 30 * day, {}), quiet, partition=1) if o.value.get("debtor_id") == "d1"]
+    due_now = runner.after(Event("y", "d3", "call_rated", "", t0 + 8 * day, {}), quiet, partition=0)
+    assert [o.value["message_id"] for o in due_now if o.value.get("debtor_id") == "d1"] == ["unburden-paylink-sms", "unburden-pay-later"]
