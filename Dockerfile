@@ -13,6 +13,8 @@ COPY streams/ streams/
 COPY agents/ agents/
 COPY schemas/ schemas/
 RUN pip install --no-cache-dir .
+# Treatment policies: `worker --policy /app/policies/default.yaml` (or mount your own).
+COPY policies/ policies/
 
 # /data holds the RocksDB table state; created here and owned by the service
 # user so that a fresh named volume mounted on it inherits that ownership.

@@ -366,7 +366,7 @@ def test_dockerfile() -> None:
         for source in arguments.split()[:-1]
         if not source.startswith("--")
     }
-    assert copied == {"pyproject.toml", "README.md", "LICENSE", "streams/", "agents/", "schemas/"}
+    assert copied == {"pyproject.toml", "README.md", "LICENSE", "streams/", "agents/", "schemas/", "policies/"}
 
 
 def test_dockerfile_port_is_the_worker_port(services: dict[str, dict[str, Any]]) -> None:
@@ -380,6 +380,7 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         "pyproject.toml",
         "README.md",
         "LICENSE",
+        "policies/default.yaml",
         "streams/app.py",
         "agents/metrics.py",
         "schemas/event.json",

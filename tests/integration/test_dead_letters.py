@@ -62,10 +62,11 @@ def test_a_170_kb_garbage_record_is_dead_lettered(kafka_bootstrap: str, tmp_path
         _send_garbage(kafka_bootstrap, prefix)
         wait_caught_up(kafka_bootstrap, worker.group, prefix, workers=[worker])
         [letter] = [d for d in _letters(kafka_bootstrap, prefix) if d.get("raw_bytes") == len(GARBAGE)]
-        assert letter["reason"] == "invalid_json" and letter["raw_truncated"] is True
+        # Above DEBTOR_SEGMENTS_MAX_RECORD_BYTES (issue 14.5), so rejected before it is parsed.
+        assert letter["reason"] == "record_too_large" and letter["raw_truncated"] is True
         assert letter["raw_sha256"] == hashlib.sha256(GARBAGE).hexdigest()
         _, metrics = worker.get("/metrics")
-        assert b'debtor_segments_dead_letters_total{reason="invalid_json"} 1.0' in metrics
+        assert b'debtor_segments_dead_letters_total{reason="record_too_large"} 1.0' in metrics
         assert b"debtor_segments_send_failures_total{" not in metrics
     finally:
         worker.stop()
