@@ -253,6 +253,76 @@ def _embedded(root: Path) -> list[str]:
     return lines
 
 
+PEER_NOTES = """The peer is what a user would write instead of this service (`bench/peer_quix.py`, Quix Streams + River,
+the `bench` extra): per event it parses the JSON (Quix's orjson deserializer), updates a small per-debtor state (counts
+and sums) in Quix's RocksDB state with its changelog, learns and predicts one `StandardScaler | KMeans` (River, 5
+clusters, 6 features) and sends a record to its change topic when the debtor's cluster changed. The four inbound
+topics are concatenated (`sdf.concat`), so Quix aligns their partitions by timestamp, as the worker's scheduler does.
+It commits every 1 s or 1,000 records, the worker's cadence. It does much less than the worker: no schema
+validation, no idempotency, no personas or quadrants, no model shared between instances, no lateness rules, no
+API or metrics. Every consumer reads the same pre-produced topics from offset 0 with a fresh group, one after the
+other, and is measured the same way (committed offsets, first commit to last; "to 95 %" stops at the first commit
+past 95 % of the events, which leaves out the tail a backlog's last records spend in a poll timeout or an idle-topic
+grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run."""
+
+
+def _peer(tp: dict[str, Any]) -> list[str]:
+    """Side by side: raw aiokafka, the Faust floor, the worker and the peer, ratios worker / each."""
+    peer = tp.get("peer")
+    if not peer:
+        return ["(peer not measured in this run: `pip install -e '.[bench]'`, then `throughput` runs it)", ""]
+    w = tp["worker"]
+    rows = [
+        ("raw aiokafka consume (no group, no processing)", tp["raw"]),
+        ("minimal Faust agent, one changelogged table write per event (`bench/ceiling_app.py`)", tp["ceiling"]),
+        ("**debtor-segments worker**", w),
+        ("**peer: Quix Streams + River** (`bench/peer_quix.py`)", peer),
+    ]
+    lines = [
+        "### Side by side with the peer (issue 17)",
+        "",
+        f"Measured in one run ({tp['measured_at'][:16].replace('T', ' ')} UTC) on the same {tp['events']:,} pre-produced events "
+        f"({tp['debtors']:,} debtors, {tp['months']} months, 4 partitions).",
+        "",
+        "| pipeline | events/s | events/s to 95 % | CPU µs/event | worker / this (events/s) | worker / this (to 95 %) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, run in rows:
+        to95 = run.get("events_per_s_to_95")
+        w95 = w.get("events_per_s_to_95")
+        lines.append(
+            f"| {label} | {_rate(run['events_per_s'])} | {_rate(to95) if to95 else ''} | {run['cpu_us_per_event']:.0f} | "
+            f"{w['events_per_s'] / run['events_per_s']:.2f} | {f'{w95 / to95:.2f}' if to95 and w95 else ''} |"
+        )
+    if peer.get("change_events") is not None:
+        lines += ["", f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often)."]
+    return lines + ["", PEER_NOTES, ""]
+
+
+def _profile(tp: dict[str, Any]) -> list[str]:
+    """The worker's py-spy profile of this run: shares per bucket and the top frames."""
+    run = tp.get("worker_profiled") or tp["worker"]
+    prof = run.get("profile")
+    if not prof or not prof.get("samples"):
+        return []
+    lines = [
+        "### Profile of the worker in this run (py-spy)",
+        "",
+        f"A second worker run on the same topics right after the measured one ({_rate(run['events_per_s'])} under the profiler), "
+        f"sampled by py-spy at 100 Hz, non-blocking, idle samples included, over its whole life (start-up included: "
+        f"{prof['samples']:,} samples; collapsed stacks in `{prof.get('file', '')}`, split by `bench/profile_split.py`). "
+        "Each sample goes to one bucket: **core** if any frame is in `streams/` (with the River, orjson and "
+        "fastjsonschema calls made from it), **idle** if the leaf is the event loop's wait, else by the leaf frame's package.",
+        "",
+        "| bucket | share of samples |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {share:.1%} |" for name, share in prof["buckets"].items()]
+    lines += ["", "Top frames by inclusive share (samples whose stack holds the frame):", "", "| frame | share |", "|---|---|"]
+    lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_inclusive"]]
+    return lines + [""]
+
+
 def render(load: Load, root: Path) -> str:
     tp, before, state = (
         load("throughput"),
@@ -311,6 +381,8 @@ def render(load: Load, root: Path) -> str:
             f"| outer bound: raw aiokafka consume, no group, no processing | {_rate(r['events_per_s'])} | {r['cpu_us_per_event']:.1f} | {r['events_per_s'] / c['events_per_s']:.0f}x | | | |",
             "",
         ]
+        out += _peer(tp)
+        out += _profile(tp)
         runs = [
             (
                 "before: code as found (10,000 debtors x 3 months, no model updates)",
