@@ -13,7 +13,9 @@ Each sample goes to one bucket, the first rule that matches:
    table, sensor and scheduling machinery), ``aiokafka``/``kafka`` (the client), ``prometheus_client``,
    ``asyncio`` (the event loop's own code), else *other*.
 
-It also lists the top frames by inclusive share (samples whose stack contains the frame).
+It also lists the top frames of this repository, Faust, aiokafka, Prometheus and River by
+inclusive share (samples whose stack contains the frame), and the top leaf frames of the busy
+(not idle) samples.
 
 >>> raw = "\\n".join([
 ...     "run (faust/app.py:1);handle (agents/worker.py:5);process (streams/engine.py:9) 6",
@@ -54,6 +56,11 @@ _FILE = re.compile(r"\((.*?):\d+\)$")
 _IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "Condition.wait (threading.py", "Event.wait (threading.py")
 
 
+# Packages whose frames the inclusive list shows (the generic asyncio, threading, click frames
+# would head it with ~100 % and say nothing).
+_OF_INTEREST = ("streams", "agents", "faust", "mode", "aiokafka", "prometheus_client", "river")
+
+
 def _file(frame: str) -> str:
     match = _FILE.search(frame)
     return match.group(1) if match else ""
@@ -91,6 +98,7 @@ def split(raw: str, root: str | Path, top: int = 15) -> dict[str, Any]:
     """
     buckets: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
@@ -99,19 +107,26 @@ def split(raw: str, root: str | Path, top: int = 15) -> dict[str, Any]:
         n = int(count)
         frames = stack.split(";")
         total += n
-        buckets[_bucket(frames, str(root))] += n
+        bucket = _bucket(frames, str(root))
+        buckets[bucket] += n
+        if bucket != BUCKETS[6]:
+            leaves[frames[-1]] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if _is(_file(frame).removeprefix(str(root)).lstrip("/"), *_OF_INTEREST):
+                inclusive[frame] += n
     if not total:
-        return {"samples": 0, "buckets": {}, "busy_buckets": {}, "top_inclusive": []}
+        return {"samples": 0, "buckets": {}, "busy_buckets": {}, "top_inclusive": [], "top_self_busy": []}
     busy = total - buckets[BUCKETS[6]]
     return {
         "samples": total,
         "buckets": {name: round(buckets[name] / total, 3) for name in BUCKETS},
         # the same without the idle samples: shares of the time the process was on a CPU
         "busy_buckets": {name: round(buckets[name] / busy, 3) for name in BUCKETS if name != BUCKETS[6]} if busy else {},
-        "top_inclusive": [
-            {"frame": frame.replace(f"{root}/", "") if str(root) else frame, "share": round(n / total, 3)}
-            for frame, n in inclusive.most_common(top)
-        ],
+        "top_inclusive": [{"frame": _short(frame, root), "share": round(n / total, 3)} for frame, n in inclusive.most_common(top)],
+        # where the CPU goes: leaf frames of the busy samples, as shares of the busy samples
+        "top_self_busy": [{"frame": _short(frame, root), "share": round(n / busy, 3)} for frame, n in leaves.most_common(top)] if busy else [],
     }
+
+
+def _short(frame: str, root: str | Path) -> str:
+    return frame.replace(f"{root}/", "") if str(root) else frame

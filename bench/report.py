@@ -299,12 +299,17 @@ def _peer(tp: dict[str, Any]) -> list[str]:
     return lines + ["", PEER_NOTES, ""]
 
 
-def _profile(tp: dict[str, Any]) -> list[str]:
-    """The worker's py-spy profile of this run: shares per bucket and the top frames."""
+def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
+    """The worker's py-spy profile of this run: shares per bucket and the top frames (split
+    again from the collapsed stacks if the file is here, so the current rules apply)."""
+    from profile_split import split  # bench/profile_split.py
+
     run = tp.get("worker_profiled") or tp["worker"]
     prof = run.get("profile")
     if not prof or not prof.get("samples"):
         return []
+    if root and prof.get("file") and (root / prof["file"]).exists():
+        prof = {**prof, **split((root / prof["file"]).read_text(), root)}
     lines = [
         "### Profile of the worker in this run (py-spy)",
         "",
@@ -312,14 +317,25 @@ def _profile(tp: dict[str, Any]) -> list[str]:
         f"sampled by py-spy at 100 Hz, non-blocking, idle samples included, over its whole life (start-up included: "
         f"{prof['samples']:,} samples; collapsed stacks in `{prof.get('file', '')}`, split by `bench/profile_split.py`). "
         "Each sample goes to one bucket: **core** if any frame is in `streams/` (with the River, orjson and "
-        "fastjsonschema calls made from it), **idle** if the leaf is the event loop's wait, else by the leaf frame's package.",
+        "fastjsonschema calls made from it), **idle** if the leaf waits (the event loop's epoll, an idle thread-pool thread), "
+        "else by the leaf frame's package. *Faust's per-message machinery* is the Faust, Kafka client, Prometheus and "
+        "event-loop rows together (Faust's stream, conductor, sensors, the producer buffer, the tasks and futures per "
+        "record); *our core* is the core row, *our shell* the worker code in `agents/` around it.",
         "",
-        "| bucket | share of samples |",
-        "|---|---|",
+        "| bucket | share of all samples | share of busy (not idle) samples |",
+        "|---|---|---|",
     ]
-    lines += [f"| {name} | {share:.1%} |" for name, share in prof["buckets"].items()]
-    lines += ["", "Top frames by inclusive share (samples whose stack holds the frame):", "", "| frame | share |", "|---|---|"]
+    busy = prof.get("busy_buckets", {})
+    lines += [
+        f"| {name} | {share:.1%} | {f'{busy[name]:.1%}' if name in busy else ''} |" for name, share in prof["buckets"].items()
+    ]
+    lines += ["", "Top frames of ours, Faust's, aiokafka's, Prometheus' and River's by inclusive share (of all samples):", "",
+              "| frame | share |", "|---|---|"]  # fmt: skip
     lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_inclusive"]]
+    if prof.get("top_self_busy"):
+        lines += ["", "Top leaf frames of the busy samples (where the CPU time is spent; share of busy samples):", "",
+                  "| frame | share |", "|---|---|"]  # fmt: skip
+        lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_self_busy"]]
     return lines + [""]
 
 
@@ -382,7 +398,7 @@ def render(load: Load, root: Path) -> str:
             "",
         ]
         out += _peer(tp)
-        out += _profile(tp)
+        out += _profile(tp, root)
         runs = [
             (
                 "before: code as found (10,000 debtors x 3 months, no model updates)",
