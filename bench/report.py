@@ -266,8 +266,28 @@ past 95 % of the events, which leaves out the tail a backlog's last records spen
 grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run."""
 
 
-def _peer(tp: dict[str, Any]) -> list[str]:
-    """Side by side: raw aiokafka, the Faust floor, the worker and the peer, ratios worker / each."""
+def _peer_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """One row per side-by-side run: the ratios measured within it."""
+    lines = [
+        "Every side-by-side run (each its own set of pre-produced topics; ratios within a run):",
+        "",
+        "| run (UTC) | events | Faust floor events/s | worker events/s | peer events/s | worker / floor | worker / peer | worker / peer (to 95 %) | worker CPU µs/event | peer CPU µs/event |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        w, c, p = run["worker"], run["ceiling"], run["peer"]
+        w95, p95 = w.get("events_per_s_to_95"), p.get("events_per_s_to_95")
+        lines.append(
+            f"| {run['measured_at'][:16].replace('T', ' ')} | {run['events']:,} | {_rate(c['events_per_s'])} | {_rate(w['events_per_s'])} | "
+            f"{_rate(p['events_per_s'])} | {w['events_per_s'] / c['events_per_s']:.2f} | {w['events_per_s'] / p['events_per_s']:.2f} | "
+            f"{f'{w95 / p95:.2f}' if w95 and p95 else ''} | {w['cpu_us_per_event']:.0f} | {p['cpu_us_per_event']:.0f} |"
+        )
+    return lines + [""]
+
+
+def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> list[str]:
+    """Side by side: raw aiokafka, the Faust floor, the worker and the peer, ratios worker / each;
+    then every side-by-side run (``earlier`` and this one)."""
     peer = tp.get("peer")
     if not peer:
         return ["(peer not measured in this run: `pip install -e '.[bench]'`, then `throughput` runs it)", ""]
@@ -296,6 +316,9 @@ def _peer(tp: dict[str, Any]) -> list[str]:
         )
     if peer.get("change_events") is not None:
         lines += ["", f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often)."]
+    runs = [r for r in (earlier or []) if r.get("peer") and r.get("measured_at") != tp.get("measured_at")] + [tp]
+    if len(runs) > 1:
+        lines += [""] + _peer_runs(runs)
     return lines + ["", PEER_NOTES, ""]
 
 
@@ -308,8 +331,12 @@ def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
     prof = run.get("profile")
     if not prof or not prof.get("samples"):
         return []
-    if root and prof.get("file") and (root / prof["file"]).exists():
-        prof = {**prof, **split((root / prof["file"]).read_text(), root)}
+    path = root / prof["file"] if root and prof.get("file") else None
+    if path and path.exists():
+        import gzip
+
+        raw = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        prof = {**prof, **split(raw, root)}
     lines = [
         "### Profile of the worker in this run (py-spy)",
         "",
@@ -341,7 +368,8 @@ def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
 
 def render(load: Load, root: Path) -> str:
     tp, before, state = (
-        load("throughput"),
+        # this machine's run, else the committed one of issue 17 (with the peer and the profile)
+        load("throughput") or load("throughput-peer-2") or load("throughput-peer-1"),
         load("throughput-before"),
         load("state-1m"),
     )
@@ -360,7 +388,8 @@ def render(load: Load, root: Path) -> str:
         "```sh",
         "python bench/embedded.py --debtors 10000 --months 15 --report docs/bench-embedded.md   # section 1",
         "python bench/embedded_floor.py                                                         # section 1, the pure-Python floor",
-        "python bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two  # sections 2, 4 (bytes, model), 5",
+        "pip install -e '.[bench]'   # quixstreams (the peer) and py-spy (the profile); never service dependencies",
+        "python bench/kafka_path.py throughput --events 80436 --debtors 1000 --months 12 --profile --two  # sections 2 (peer, profile), 4, 5: 80,297 events",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --name latency-live-1      # section 3 (also -2, -3)",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-live-hb",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --historical --name latency-historical",
@@ -397,8 +426,10 @@ def render(load: Load, root: Path) -> str:
             f"| outer bound: raw aiokafka consume, no group, no processing | {_rate(r['events_per_s'])} | {r['cpu_us_per_event']:.1f} | {r['events_per_s'] / c['events_per_s']:.0f}x | | | |",
             "",
         ]
-        out += _peer(tp)
-        out += _profile(tp, root)
+        earlier = [r for r in (load(f"throughput-peer-{i}") for i in (1, 2, 3)) if r]
+        out += _peer(tp, earlier)
+        profiled = tp if tp.get("worker_profiled") else next((r for r in reversed(earlier) if r.get("worker_profiled")), tp)
+        out += _profile(profiled, root)
         runs = [
             (
                 "before: code as found (10,000 debtors x 3 months, no model updates)",

@@ -89,3 +89,6 @@ def test_report_has_the_peer_row_and_ratios() -> None:
     assert "| 0.50 | 0.50 |" in text  # worker / peer, both rates
     assert "Profile of the worker" in text and "core (streams/)" in text
     assert "(peer not measured" in "\n".join(report._peer({**tp, "peer": None}))
+    earlier = {**tp, "measured_at": "2026-12-03T07:00:00+00:00", "peer": {**_run(4000, 150)}}
+    both = "\n".join(report._peer(tp, [earlier]))
+    assert "Every side-by-side run" in both and "| 0.75 |" in both  # the earlier run's worker / peer
