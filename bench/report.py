@@ -266,6 +266,11 @@ past 95 % of the events, which leaves out the tail a backlog's last records spen
 grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run."""
 
 
+def _ratio(x: float) -> str:
+    """``0.22``; below 0.01 as ``1/695``."""
+    return f"{x:.2f}" if x >= 0.01 else f"1/{1 / x:,.0f}"
+
+
 def _peer_runs(runs: list[dict[str, Any]]) -> list[str]:
     """One row per side-by-side run: the ratios measured within it."""
     lines = [
@@ -312,7 +317,7 @@ def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> li
         w95 = w.get("events_per_s_to_95")
         lines.append(
             f"| {label} | {_rate(run['events_per_s'])} | {_rate(to95) if to95 else ''} | {run['cpu_us_per_event']:.0f} | "
-            f"{w['events_per_s'] / run['events_per_s']:.2f} | {f'{w95 / to95:.2f}' if to95 and w95 else ''} |"
+            f"{_ratio(w['events_per_s'] / run['events_per_s'])} | {_ratio(w95 / to95) if to95 and w95 else ''} |"
         )
     if peer.get("change_events") is not None:
         lines += ["", f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often)."]
