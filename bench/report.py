@@ -263,7 +263,12 @@ validation, no idempotency, no personas or quadrants, no model shared between in
 API or metrics. Every consumer reads the same pre-produced topics from offset 0 with a fresh group, one after the
 other, and is measured the same way (committed offsets, first commit to last; "to 95 %" stops at the first commit
 past 95 % of the events, which leaves out the tail a backlog's last records spend in a poll timeout or an idle-topic
-grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run."""
+grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run.
+
+Issue 17 quotes 26,731 events/s for such a peer (worker / peer 0.11). This peer does not reach that: it spends
+150-225 µs of CPU per event in these runs (Quix's per-message path, the RocksDB state and its changelog, River's
+scaler and k-means, a change record for ~40 % of events), so even with a whole core to itself it would stay near
+5,000-7,000 events/s. Here the worker reached 0.12-0.22 of it; on CPU per event the peer is 5-6x cheaper."""
 
 
 def _ratio(x: float) -> str:
@@ -304,7 +309,13 @@ def _peer_runs(runs: list[dict[str, Any]]) -> list[str]:
             f"{_rate(p['events_per_s'])} | {w['events_per_s'] / c['events_per_s']:.2f} | {w['events_per_s'] / p['events_per_s']:.2f} | "
             f"{f'{w95 / p95:.2f}' if w95 and p95 else ''} | {w['cpu_us_per_event']:.0f} | {p['cpu_us_per_event']:.0f} |"
         )
-    return lines + [""]
+    return lines + [
+        "",
+        "On this loaded machine the ratios of one run moved a lot between runs (worker / floor 0.96 in one, 0.49 in the",
+        "next, with load averages of 5-8 and then 9-14 on 2 cores): every process gets what the others leave, and the",
+        "worker, with its consumer thread and event loop, suffered more than the single-threaded peer. CPU per event is",
+        "steadier: the worker spends 5-6.5x the peer's.",
+    ]
 
 
 def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> list[str]:
@@ -360,7 +371,7 @@ def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
         raw = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
         prof = {**prof, **split(raw, root)}
     lines = [
-        "### Profile of the worker in this run (py-spy)",
+        f"### Profile of the worker (py-spy, side-by-side run of {tp['measured_at'][:16].replace('T', ' ')} UTC)",
         "",
         f"A second worker run on the same topics right after the measured one ({_rate(run['events_per_s'])} under the profiler), "
         f"sampled by py-spy at 100 Hz, non-blocking, idle samples included, over its whole life (start-up included: "
