@@ -14,7 +14,7 @@ from agents.kafka_io import route_line
 from streams.simulation import simulate
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
+sys.path.append(str(BENCH))  # appended: bench/ must not shadow anything installed
 
 import peer_quix  # noqa: E402 - bench/ is no package
 import profile_split  # noqa: E402
