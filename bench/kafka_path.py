@@ -503,18 +503,18 @@ def peer_run(prefix: str, total: int) -> dict[str, Any]:
     try:
         result = run_group([proc], app_id, _inbound(prefix), total)
         result["app_id"] = app_id
+        result["change_events"] = sum(end_offsets([changes]).values()) - before
+        return result
     finally:
         proc.stop()
-    result["change_events"] = sum(end_offsets([changes]).values()) - before
-    # Quix names its changelog topics after the group (changelog__<group>--...), not the prefix.
-    client = admin()
-    try:
-        mine = [t for t in client.list_topics() if app_id in t and not t.startswith(prefix)]
-        if mine:
-            client.delete_topics(mine)
-    finally:
-        client.close()
-    return result
+        # Quix names its changelog topics after the group (changelog__<group>--...), not the prefix.
+        client = admin()
+        try:
+            mine = [t for t in client.list_topics() if app_id in t and not t.startswith(prefix)]
+            if mine:
+                client.delete_topics(mine)
+        finally:
+            client.close()
 
 
 def ceiling_run(prefix: str, total: int, *, store: str = "memory") -> dict[str, Any]:
