@@ -245,6 +245,11 @@ class Proc:
                 "--topic-prefix", prefix, "--app-id", app_id, "--data-dir", str(self.data),
                 "--web-port", str(self.port), "--store", store, "--loglevel", WORKER_LOGLEVEL, *extra,
             ]  # fmt: skip
+        elif kind == "peer":  # bench/peer_quix.py: Quix Streams + River, the bench extra
+            args = [
+                sys.executable, str(ROOT / "bench" / "peer_quix.py"), "--prefix", prefix, "--app-id", app_id,
+                "--broker", BOOTSTRAP, "--state-dir", str(self.data), "--partitions", str(PARTITIONS),
+            ]  # fmt: skip
         else:
             env.update(BENCH_PREFIX=prefix, BENCH_APP_ID=app_id, BENCH_STORE=store, BENCH_DATA_DIR=str(self.data),
                        BENCH_BROKER=f"kafka://{BOOTSTRAP}")  # fmt: skip
@@ -356,11 +361,16 @@ def run_group(
     finally:
         client.close()
     events = c1 - c0
+    # The same rate without the tail: the last records of a backlog can sit out a consumer's
+    # poll timeout or an idle-topic grace (Quix's partition alignment, the worker's scheduler),
+    # which no steady stream pays; first commit to the first one at or past 95 % of the total.
+    t95, c95 = next(((t, c) for t, c in samples if c >= 0.95 * total), samples[-1])
     return {
         "events": total,
         "measured_events": events,
         "seconds": round(t1 - t0, 2),
         "events_per_s": round(events / (t1 - t0), 1),
+        "events_per_s_to_95": round((c95 - c0) / (t95 - t0), 1) if t95 > t0 else None,
         "cpu_us_per_event": round(cpu / events * 1e6, 1),
         "rss_mib": [round(r) for r in rss],
     }
@@ -418,12 +428,18 @@ def worker_run(
     workers: int = 1,
     store: str = "memory",
     label: str = "w",
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """One run of ``workers`` workers on the pre-produced topics; with ``profile``, py-spy
+    samples the (first) worker for the whole run and writes its collapsed stacks there."""
     reset_run_topics(prefix)
     app_id = f"{prefix}{label}-{uuid.uuid4().hex[:6]}"
     procs = [Proc("worker", prefix, app_id, store=store) for _ in range(workers)]
+    spy = start_profile(procs[0].pid, profile) if profile else None
     try:
         result = run_group(procs, app_id, _inbound(prefix), total)
+        if spy:
+            result["profile"] = stop_profile(spy, profile)  # type: ignore[arg-type]
         updates = sum(end_offsets([prefix + MODEL_UPDATES_TOPIC]).values())
         snapshots = sum(end_offsets([prefix + MODEL_TOPIC]).values())
         result.update(model_updates=updates, model_snapshots=snapshots, app_id=app_id)
@@ -433,6 +449,72 @@ def worker_run(
     finally:
         for p in procs:
             p.stop()
+
+
+PYSPY_RATE_HZ = 100  # py-spy samples per second: ~1 % overhead, thousands of samples per run
+
+
+def start_profile(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    """py-spy on ``pid`` until :func:`stop_profile`: collapsed stacks (``--format raw``), idle
+    samples included (a worker that waits shows it), GIL-free sampling (``--nonblocking``: the
+    worker is not paused per sample, so the profile costs it almost nothing)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--rate", str(PYSPY_RATE_HZ), "--format", "raw", "--idle",
+         "--nonblocking", "--output", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profile(spy: subprocess.Popen[bytes], path: Path) -> dict[str, Any]:
+    """Stop py-spy (SIGINT makes it write its output) and split the samples (bench/profile_split.py)."""
+    import signal
+
+    from profile_split import split
+
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(10)
+    if not path.exists():
+        return {"error": "py-spy wrote nothing (not installed, or no ptrace permission)"}
+    return {"file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            **split(path.read_text(), ROOT)}  # fmt: skip
+
+
+def peer_available() -> bool:
+    """Whether the peer can run here: quixstreams is in the ``bench`` extra only."""
+    import importlib.util
+
+    return importlib.util.find_spec("quixstreams") is not None
+
+
+def peer_run(prefix: str, total: int) -> dict[str, Any]:
+    """The peer (bench/peer_quix.py) on the pre-produced topics, measured like the worker."""
+    from peer_quix import CHANGES_TOPIC
+
+    app_id = f"{prefix}peer-{uuid.uuid4().hex[:6]}"
+    changes = prefix + CHANGES_TOPIC
+    before = sum(end_offsets([changes]).values())
+    proc = Proc("peer", prefix, app_id)
+    try:
+        result = run_group([proc], app_id, _inbound(prefix), total)
+        result["app_id"] = app_id
+        result["change_events"] = sum(end_offsets([changes]).values()) - before
+        return result
+    finally:
+        proc.stop()
+        # Quix names its changelog topics after the group (changelog__<group>--...), not the prefix.
+        client = admin()
+        try:
+            mine = [t for t in client.list_topics() if app_id in t and not t.startswith(prefix)]
+            if mine:
+                client.delete_topics(mine)
+        finally:
+            client.close()
 
 
 def ceiling_run(prefix: str, total: int, *, store: str = "memory") -> dict[str, Any]:
@@ -457,12 +539,24 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     log(f"ceiling: {ceiling}")
     worker = worker_run(prefix, total, store=args.store)
     log(f"worker: {worker}")
+    profiled = None
+    if args.profile:
+        # A run of its own, so that py-spy (~0.1 core here) does not move the ratios measured above.
+        path = OUT / f"{args.name}-worker.pyspy.txt"
+        profiled = worker_run(prefix, total, store=args.store, label="prof", profile=path)
+        log(f"worker under py-spy: {profiled}")
+    peer = None
+    if args.peer and peer_available():
+        peer = peer_run(prefix, total)
+        log(f"peer: {peer}")
+    elif args.peer:
+        log("peer: skipped, quixstreams is not installed (pip install -e '.[bench]')")
     two = None
     if args.two:
         two = worker_run(prefix, total, workers=2, store=args.store, label="two")
         log(f"two workers: {two}")
     section = {"two": two, "prefix": prefix, "events": total, "debtors": args.debtors, "months": args.months, "store": args.store,
-               "raw": raw, "ceiling": ceiling, "worker": worker,
+               "raw": raw, "ceiling": ceiling, "worker": worker, "peer": peer, "worker_profiled": profiled,
                "state_bytes": changelog_sizes(f"{worker['app_id']}-debtor-state-changelog"),
                "learn": learn_rate(prefix)}  # fmt: skip
     save(args.name, section)
@@ -853,6 +947,17 @@ def main(argv: list[str] | None = None) -> int:
         "--two",
         action="store_true",
         help="also run two workers on the same topics (scale-out)",
+    )
+    tp.add_argument(
+        "--no-peer",
+        dest="peer",
+        action="store_false",
+        help="skip the peer (bench/peer_quix.py, Quix Streams + River; needs the bench extra)",
+    )
+    tp.add_argument(
+        "--profile",
+        action="store_true",
+        help="then run the worker once more under py-spy (out/bench/<name>-worker.pyspy.txt)",
     )
     tp.add_argument("--name", default="throughput")
     tp.set_defaults(func=cmd_throughput)

@@ -253,9 +253,161 @@ def _embedded(root: Path) -> list[str]:
     return lines
 
 
+PEER_NOTES = """The peer is what a user would write instead of this service (`bench/peer_quix.py`, Quix Streams + River,
+the `bench` extra): per event it parses the JSON (Quix's orjson deserializer), updates a small per-debtor state (counts
+and sums) in Quix's RocksDB state with its changelog, learns and predicts one `StandardScaler | KMeans` (River, 5
+clusters, 6 features) and sends a record to its change topic when the debtor's cluster changed. The four inbound
+topics are concatenated (`sdf.concat`), so Quix aligns their partitions by timestamp, as the worker's scheduler does.
+It commits every 1 s or 1,000 records, the worker's cadence. It does much less than the worker: no schema
+validation, no idempotency, no personas or quadrants, no model shared between instances, no lateness rules, no
+API or metrics. Every consumer reads the same pre-produced topics from offset 0 with a fresh group, one after the
+other, and is measured the same way (committed offsets, first commit to last; "to 95 %" stops at the first commit
+past 95 % of the events, which leaves out the tail a backlog's last records spend in a poll timeout or an idle-topic
+grace). The machine is shared: 2 cores with other engineers' jobs running, so compare the ratios of one run.
+
+Issue 17 quotes 26,731 events/s for such a peer (worker / peer 0.11). This peer does not reach that: it spends
+150-225 µs of CPU per event in these runs (Quix's per-message path, the RocksDB state and its changelog, River's
+scaler and k-means, a change record for ~40 % of events), so even with a whole core to itself it would stay near
+5,000-7,000 events/s. Here the worker reached 0.12-0.22 of it; on CPU per event the peer is 5-6x cheaper.
+Where the peer's time goes (py-spy, one dev run of 20,000 events, 588 busy samples while processing, so indicative
+only; not in the committed files): its own function 34 % of the busy samples (River's scaler and k-means 18 %, Quix's
+state get/set 16 %), Quix's per-message path the rest (the produce to the change topic 12 %, checkpoints 7.5 %, poll,
+deserialisation, the apply chain). Its framework is most of its cost too, but as a synchronous loop over librdkafka
+(confluent-kafka), without an asyncio task and future per record."""
+
+
+def _ratio(x: float) -> str:
+    """``0.22``; below 0.01 as ``1/695``."""
+    return f"{x:.2f}" if x >= 0.01 else f"1/{1 / x:,.0f}"
+
+
+PROFILE_READING = """**Reading** (the profile of 2026-12-03, 80,297 events, on a loaded machine). Two thirds of the samples are idle:
+py-spy samples every thread of the worker (the event loop, Faust's consumer thread with its own loop, a thread
+pool), and parked threads count. Of the busy samples about **77 % are Faust's per-message machinery and the I/O under
+it**: the asyncio loop 42 % (socket writes of produce requests alone 24 %: even with the 5 ms linger, the changelog
+writes, model updates and change events go out as many small requests), Faust's stream, conductor, agent and table
+code 22 %, aiokafka 10 %, Prometheus 3 %. **Our code is about 20 %**: the core (`streams/`: decode, validate, process,
+state to/from bytes, the model) 11 %, the worker shell in `agents/` 8 %. In CPU per event (855 µs in the measured run
+next to it): ~660 µs Faust and I/O, ~170 µs ours, while the peer spends 161 µs on everything. So the peer ratio is
+decided in Faust's per-record path, not in the core: 0.5 of the peer means at most ~2 x 161 = ~320 µs per event, i.e.
+Faust's and the I/O share cut from ~660 to ~150 µs (-77 %) with our ~170 µs unchanged. Where the batching work should
+aim, from the top leaf frames: one produce request per few records (socket writes), one asyncio task and future per
+record (`create_task`, `create_future`, `Handle._run`), Faust's per-record stream iteration and acking
+(`Stream._c_aiter`, `Conductor.on_message`), a changelog send per table write, sensor calls per record
+(`MutexValue.inc`). Both figures are inflated alike by the load (the floor's CPU per event was 667 µs here against
+~300 µs in quieter sessions); the shares are what to read."""
+
+
+def _peer_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """One row per side-by-side run: the ratios measured within it."""
+    lines = [
+        "Every side-by-side run (each its own set of pre-produced topics; ratios within a run):",
+        "",
+        "| run (UTC) | events | Faust floor events/s | worker events/s | peer events/s | worker / floor | worker / peer | worker / peer (to 95 %) | worker CPU µs/event | peer CPU µs/event |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        w, c, p = run["worker"], run["ceiling"], run["peer"]
+        w95, p95 = w.get("events_per_s_to_95"), p.get("events_per_s_to_95")
+        lines.append(
+            f"| {run['measured_at'][:16].replace('T', ' ')} | {run['events']:,} | {_rate(c['events_per_s'])} | {_rate(w['events_per_s'])} | "
+            f"{_rate(p['events_per_s'])} | {w['events_per_s'] / c['events_per_s']:.2f} | {w['events_per_s'] / p['events_per_s']:.2f} | "
+            f"{f'{w95 / p95:.2f}' if w95 and p95 else ''} | {w['cpu_us_per_event']:.0f} | {p['cpu_us_per_event']:.0f} |"
+        )
+    return lines + [
+        "",
+        "On this loaded machine the ratios of one run moved a lot between runs (worker / floor 0.96 in one, 0.49 in the",
+        "next, with load averages of 5-8 and then 9-14 on 2 cores): every process gets what the others leave, and the",
+        "worker, with its consumer thread and event loop, suffered more than the single-threaded peer. CPU per event is",
+        "steadier: the worker spends 5-6.5x the peer's.",
+    ]
+
+
+def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> list[str]:
+    """Side by side: raw aiokafka, the Faust floor, the worker and the peer, ratios worker / each;
+    then every side-by-side run (``earlier`` and this one)."""
+    peer = tp.get("peer")
+    if not peer:
+        return ["(peer not measured in this run: `pip install -e '.[bench]'`, then `throughput` runs it)", ""]
+    w = tp["worker"]
+    rows = [
+        ("raw aiokafka consume (no group, no processing)", tp["raw"]),
+        ("minimal Faust agent, one changelogged table write per event (`bench/ceiling_app.py`)", tp["ceiling"]),
+        ("**debtor-segments worker**", w),
+        ("**peer: Quix Streams + River** (`bench/peer_quix.py`)", peer),
+    ]
+    lines = [
+        "### Side by side with the peer (issue 17)",
+        "",
+        f"Measured in one run ({tp['measured_at'][:16].replace('T', ' ')} UTC) on the same {tp['events']:,} pre-produced events "
+        f"({tp['debtors']:,} debtors, {tp['months']} months, 4 partitions).",
+        "",
+        "| pipeline | events/s | events/s to 95 % | CPU µs/event | worker / this (events/s) | worker / this (to 95 %) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, run in rows:
+        to95 = run.get("events_per_s_to_95")
+        w95 = w.get("events_per_s_to_95")
+        lines.append(
+            f"| {label} | {_rate(run['events_per_s'])} | {_rate(to95) if to95 else ''} | {run['cpu_us_per_event']:.0f} | "
+            f"{_ratio(w['events_per_s'] / run['events_per_s'])} | {_ratio(w95 / to95) if to95 and w95 else ''} |"
+        )
+    if peer.get("change_events") is not None:
+        lines += ["", f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often)."]
+    runs = [r for r in (earlier or []) if r.get("peer") and r.get("measured_at") != tp.get("measured_at")] + [tp]
+    if len(runs) > 1:
+        lines += [""] + _peer_runs(runs)
+    return lines + ["", PEER_NOTES, ""]
+
+
+def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
+    """The worker's py-spy profile of this run: shares per bucket and the top frames (split
+    again from the collapsed stacks if the file is here, so the current rules apply)."""
+    from profile_split import split  # bench/profile_split.py
+
+    run = tp.get("worker_profiled") or tp["worker"]
+    prof = run.get("profile")
+    if not prof or not prof.get("samples"):
+        return []
+    path = root / prof["file"] if root and prof.get("file") else None
+    if path and path.exists():
+        import gzip
+
+        raw = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        prof = {**prof, **split(raw, root)}
+    lines = [
+        f"### Profile of the worker (py-spy, side-by-side run of {tp['measured_at'][:16].replace('T', ' ')} UTC)",
+        "",
+        f"A second worker run on the same topics right after the measured one ({_rate(run['events_per_s'])} under the profiler), "
+        f"sampled by py-spy at 100 Hz, non-blocking, idle samples included, over its whole life (start-up included: "
+        f"{prof['samples']:,} samples; collapsed stacks in `{prof.get('file', '')}`, split by `bench/profile_split.py`). "
+        "Each sample goes to one bucket: **core** if any frame is in `streams/` (with the River, orjson and "
+        "fastjsonschema calls made from it), **idle** if the leaf waits (the event loop's epoll, an idle thread-pool thread), "
+        "else by the leaf frame's package. *Faust's per-message machinery* is the Faust, Kafka client, Prometheus and "
+        "event-loop rows together (Faust's stream, conductor, sensors, the producer buffer, the tasks and futures per "
+        "record); *our core* is the core row, *our shell* the worker code in `agents/` around it.",
+        "",
+        "| bucket | share of all samples | share of busy (not idle) samples |",
+        "|---|---|---|",
+    ]
+    busy = prof.get("busy_buckets", {})
+    lines += [
+        f"| {name} | {share:.1%} | {f'{busy[name]:.1%}' if name in busy else ''} |" for name, share in prof["buckets"].items()
+    ]
+    lines += ["", "Top frames of ours, Faust's, aiokafka's, Prometheus' and River's by inclusive share (of all samples):", "",
+              "| frame | share |", "|---|---|"]  # fmt: skip
+    lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_inclusive"]]
+    if prof.get("top_self_busy"):
+        lines += ["", "Top leaf frames of the busy samples (where the CPU time is spent; share of busy samples):", "",
+                  "| frame | share |", "|---|---|"]  # fmt: skip
+        lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_self_busy"]]
+    return lines + ["", PROFILE_READING, ""]
+
+
 def render(load: Load, root: Path) -> str:
     tp, before, state = (
-        load("throughput"),
+        # this machine's run, else the committed one of issue 17 (with the peer and the profile)
+        load("throughput") or load("throughput-peer-2") or load("throughput-peer-1"),
         load("throughput-before"),
         load("state-1m"),
     )
@@ -274,7 +426,8 @@ def render(load: Load, root: Path) -> str:
         "```sh",
         "python bench/embedded.py --debtors 10000 --months 15 --report docs/bench-embedded.md   # section 1",
         "python bench/embedded_floor.py                                                         # section 1, the pure-Python floor",
-        "python bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two  # sections 2, 4 (bytes, model), 5",
+        "pip install -e '.[bench]'   # quixstreams (the peer) and py-spy (the profile); never service dependencies",
+        "python bench/kafka_path.py throughput --events 80436 --debtors 1000 --months 12 --profile --two  # sections 2 (peer, profile), 4, 5: 80,297 events",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --name latency-live-1      # section 3 (also -2, -3)",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --erasure-heartbeat-ms 100 --name latency-live-hb",
         "python bench/kafka_path.py latency --rate 1000 --seconds 30 --historical --name latency-historical",
@@ -311,6 +464,10 @@ def render(load: Load, root: Path) -> str:
             f"| outer bound: raw aiokafka consume, no group, no processing | {_rate(r['events_per_s'])} | {r['cpu_us_per_event']:.1f} | {r['events_per_s'] / c['events_per_s']:.0f}x | | | |",
             "",
         ]
+        earlier = [r for r in (load(f"throughput-peer-{i}") for i in (1, 2, 3)) if r]
+        out += _peer(tp, earlier)
+        profiled = tp if tp.get("worker_profiled") else next((r for r in reversed(earlier) if r.get("worker_profiled")), tp)
+        out += _profile(profiled, root)
         runs = [
             (
                 "before: code as found (10,000 debtors x 3 months, no model updates)",

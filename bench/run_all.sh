@@ -7,7 +7,8 @@ PY=${PYTHON:-.venv/bin/python}
 if [[ ${SKIP_EMBEDDED:-} != 1 ]]; then
   "$PY" bench/embedded.py --debtors 10000 --months 15 --report docs/bench-embedded.md
 fi
-"$PY" bench/kafka_path.py throughput --events 100000 --debtors 1200 --months 12 --two
+# with the peer (issue 17) when the bench extra is installed: pip install -e '.[bench]'
+"$PY" bench/kafka_path.py throughput --events 80436 --debtors 1000 --months 12 --profile --two
 for run in 1 2 3; do
   "$PY" bench/kafka_path.py latency --rate 1000 --seconds 30 --name "latency-live-$run"
 done
