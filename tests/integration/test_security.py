@@ -32,13 +32,9 @@ def sasl_bootstrap() -> Iterator[str]:
     """A second, private broker whose client listener takes SASL/PLAIN only (scripts/kafka with
     KAFKA_SASL_USERS), on free ports, in a temporary state directory."""
     libs = REPO_ROOT / ".kafka" / "libs"
-    if not (libs / ".complete").exists() and not Path("/work/main/.kafka/libs/.complete").exists():
-        missing("no Kafka jars in .kafka/libs: run scripts/kafka fetch")
-    state = Path(tempfile.mkdtemp(prefix="kafka-sasl-"))
     if not (libs / ".complete").exists():
-        libs.parent.mkdir(exist_ok=True)
-        if not libs.exists():
-            libs.symlink_to("/work/main/.kafka/libs")
+        missing("no Kafka jars in .kafka/libs: run scripts/kafka fetch (scripts/kafka start does)")
+    state = Path(tempfile.mkdtemp(prefix="kafka-sasl-"))
     port, controller = free_port(), free_port()
     env = dict(os.environ, KAFKA_STATE_DIR=str(state), KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(controller),
                KAFKA_SASL_USERS=USERS, KAFKA_START_TIMEOUT="150")
