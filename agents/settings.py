@@ -41,6 +41,14 @@ class Settings:
     # Secret shared by the workers of one deployment: a forwarded /debtors request is signed
     # with it (HMAC, never the client's token). Empty: profiles are not forwarded (503).
     peer_secret: str = field(default_factory=lambda: _env("PEER_SECRET", ""), repr=False)
+    # Kafka client security (docs/security.md): PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL; with
+    # SASL, the mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and this worker's principal.
+    kafka_security_protocol: str = field(default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env("KAFKA_SASL_MECHANISM", "PLAIN"))
+    kafka_username: str = field(default_factory=lambda: _env("KAFKA_USERNAME", ""))
+    kafka_password: str = field(default_factory=lambda: _env("KAFKA_PASSWORD", ""), repr=False)
+    # CA certificate (PEM) that signed the brokers' certificates, for SSL and SASL_SSL.
+    kafka_ca_file: str = field(default_factory=lambda: _env("KAFKA_CA_FILE", ""))
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     store: str = field(default_factory=lambda: _env("STORE", "memory"))
     max_amount_cents: int = field(default_factory=lambda: int(_env("MAX_AMOUNT_CENTS", "1000000000")))
@@ -155,6 +163,24 @@ class Settings:
     def id_secret_key(self) -> bytes:
         """``id_secret`` as a BLAKE2b key (at most 64 bytes, so hashed); empty: unkeyed."""
         return hashlib.blake2b(self.id_secret.encode(), digest_size=32).digest() if self.id_secret else b""
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Security options for aiokafka and kafka-python clients (the names they share)."""
+        protocol = self.kafka_security_protocol.upper()
+        if protocol not in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"):
+            raise ValueError(f"DEBTOR_SEGMENTS_KAFKA_SECURITY_PROTOCOL: unknown protocol {protocol!r}")
+        options: dict[str, object] = {"security_protocol": protocol}
+        if protocol.startswith("SASL_"):
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism.upper(),
+                sasl_plain_username=self.kafka_username,
+                sasl_plain_password=self.kafka_password,
+            )
+        if protocol.endswith("SSL"):
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ca_file or None)
+        return options
 
     @property
     def signing_key(self) -> bytes:
