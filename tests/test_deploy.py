@@ -28,6 +28,7 @@ from agents.metrics import (
     ServiceMetrics,
     attach_faust_sensors,
 )
+from agents.treatment_service import TreatmentService
 from tests.agents.test_metrics import require_promtool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,8 @@ GRAFANA = ROOT / "grafana"
 DATASOURCE = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDER = GRAFANA / "provisioning" / "dashboards" / "provider.yml"
 DASHBOARD = GRAFANA / "dashboards" / "debtor-segments.json"
+
+DEFAULT_POLICY = ROOT / "policies" / "default.yaml"
 
 SERVICES = {"kafka", "worker", "simulator", "prometheus", "grafana"}
 
@@ -139,13 +142,15 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[int, str, str]]:
 
 
 def exported_series_names() -> set[str]:
-    """Series names a worker exposes: service families plus Faust's.
+    """Series names a worker exposes: service families, a policy's treatment families, Faust's.
 
     Families are read from a fresh registry after every family has had a
     sample, and expanded to their sample names by type, the names PromQL
-    queries have to use.
+    queries have to use. The treatment families are those a worker started
+    with ``--policy`` registers on the same registry (agents/treatment_service.py).
     """
     metrics = ServiceMetrics(version="0.0.0")
+    treatments = TreatmentService(DEFAULT_POLICY, metrics.registry)
     app = faust.App("deploy-test", broker="kafka://127.0.0.1:9092", store="memory://")
     attach_faust_sensors(app, metrics)
     metrics.count_event("payments", "payment_received", "processed")
@@ -158,6 +163,8 @@ def exported_series_names() -> set[str]:
     metrics.count_dead_letter("schema_invalid")
     metrics.count_model_update(1)
     metrics.set_drift(0.05)
+    treatments.sent.labels("contact_due", "plan", "arm").inc()
+    treatments.refresh_metrics()  # the policy's experiments, every arm and horizon
     app.monitor.track_tp_end_offset(TP("payments", 0), 10)
     app.monitor.on_tp_commit({TP("payments", 0): 5})
     app.monitor.count("events")
@@ -501,6 +508,9 @@ def test_unknown_metric_names_catches_typos(exported: set[str]) -> None:
     assert unknown_metric_names("debtor_segments_debtors_total", exported)
     assert unknown_metric_names("rate(debtor_segments_processing_seconds_total[5m])", exported)
     assert unknown_metric_names("faust_rebalances_total", exported)
+    # Treatment families: the counter without _total, a gauge with a counter's suffix.
+    assert unknown_metric_names("debtor_segments_treatment_events", exported)
+    assert unknown_metric_names("debtor_segments_experiment_debtors_total", exported)
 
 
 def test_dashboard_promql_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:

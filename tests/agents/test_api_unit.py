@@ -431,8 +431,13 @@ def openapi() -> dict[str, Any]:
     return yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
 
 
-def registered_routes() -> set[tuple[str, str]]:
-    service = build_service(WorkerConfig(Settings(topic_prefix="unit-")))
+DEFAULT_POLICY = ROOT / "policies" / "default.yaml"
+#: Served only by a worker started with ``--policy`` (agents/treatment_service.py).
+POLICY_PREFIXES = {"/experiments", "/portfolio"}
+
+
+def registered_routes(policy: str = str(DEFAULT_POLICY)) -> set[tuple[str, str]]:
+    service = build_service(WorkerConfig(Settings(topic_prefix="unit-", policy=policy)))
     web = service.app.web
     web.blueprints.apply(web)  # what the server adds when it starts
     return {(route.method, route.resource.canonical) for route in web.web_app.router.routes() if route.method != "HEAD"}
@@ -442,9 +447,12 @@ def test_every_route_under_the_documented_prefixes_is_documented(openapi: dict[s
     routes = registered_routes()
     documented = {(method.upper(), path) for path, item in openapi["paths"].items() for method in item}
     prefixes = {"/" + path.strip("/").split("/")[0] for path in openapi["paths"]}
-    assert prefixes == {"/debtors", "/personas", "/health", "/ready", "/metrics"}
+    assert prefixes == {"/debtors", "/personas", "/health", "/ready", "/metrics"} | POLICY_PREFIXES
     served = {(method, path) for method, path in routes if ("/" + path.strip("/").split("/")[0]) in prefixes}
     assert served == documented
+    # Without a policy the treatment pages are not served at all.
+    bare = {(method, path) for method, path in registered_routes(policy="") if ("/" + path.strip("/").split("/")[0]) in prefixes}
+    assert bare == {(method, path) for method, path in documented if ("/" + path.strip("/").split("/")[0]) not in POLICY_PREFIXES}
     # Faust's table and router pages would serve table data and the cluster layout unauthenticated.
     assert not [path for _, path in routes if path.startswith(("/table", "/router"))]
 
@@ -463,7 +471,7 @@ def test_openapi_document(openapi: dict[str, Any]) -> None:
     for path, item in openapi["paths"].items():
         for operation in item.values():
             protected = bool(operation.get("security"))
-            assert protected == path.startswith(("/debtors", "/personas")), path
+            assert protected == path.startswith(("/debtors", "/personas", *POLICY_PREFIXES)), path
             assert ("401" in operation["responses"]) == protected, path
 
 
@@ -479,6 +487,44 @@ def test_bodies_match_the_documented_schemas(openapi: dict[str, Any], states: li
     validator("Population").validate(orjson.loads(orjson.dumps(merge_population({}, 4))))
     for days in WINDOWS_DAYS:
         validator("Transitions").validate(orjson.loads(orjson.dumps(merge_transitions(summaries, 4, days))))
+
+
+def test_experiment_bodies_match_the_documented_schemas(openapi: dict[str, Any], tmp_path: Path) -> None:
+    """``GET /experiments`` and ``GET /experiments/{id}`` of a worker with the default policy."""
+    from agents.treatment_service import TreatmentService
+    from agents.worker import handle_record
+    from streams.engine import EngineConfig
+
+    def validator(name: str) -> Draft202012Validator:
+        return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": openapi["components"]})
+
+    service = TreatmentService(DEFAULT_POLICY)
+    empty = orjson.loads(orjson.dumps(service.experiments()))
+    validator("ExperimentList").validate(empty)
+    for item in empty["experiments"]:  # before any record: nothing assigned yet
+        validator("Experiment").validate(orjson.loads(orjson.dumps(service.experiment(item["experiment_id"]))))
+    table: dict[bytes, bytes] = {}
+    model = SegmentModel()
+    for offset, line in enumerate(simulate(debtors=120, months=8, seed=5).lines):
+        try:
+            key = orjson.loads(line)["debtor_id"].encode()
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            key = None
+        handled = handle_record(table, key=key, value=line, topic="t", partition=0, offset=offset, model=model, config=EngineConfig(), max_amount_cents=10**9, emitted_at="x")
+        if handled.erase:
+            table.pop(handled.debtor_id.encode(), None)
+        elif handled.state is not None:
+            table[handled.debtor_id.encode()] = handled.state
+        if handled.learn is not None:
+            model.learn_one(handled.learn)
+        service.after_record(handled, line, "x")
+    body = orjson.loads(orjson.dumps(service.experiments()))
+    validator("ExperimentList").validate(body)
+    assert body["experiments"]
+    for item in body["experiments"]:
+        report = orjson.loads(orjson.dumps(service.experiment(item["experiment_id"])))
+        validator("Experiment").validate(report)
+        assert report["segments"]["all"] and report["contacts"]
 
 
 # --- the publisher ------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def portfolio() -> Portfolio:
 def worker(kafka_bootstrap: str, portfolio: Portfolio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     prefix = new_prefix("api")
     MINE.append(prefix)
-    process = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("api") / "data")
+    # With the default policy, so /experiments and /portfolio are served (and checked below).
+    process = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("api") / "data", "--policy", str(ROOT / "policies" / "default.yaml"))
     try:
         start_with_tokens([process])
         produce(kafka_bootstrap, prefix, portfolio.lines)
@@ -273,6 +274,13 @@ def test_every_documented_path_conforms(worker: Worker, portfolio: Portfolio, pe
         "/personas/transitions": [
             (f"/personas/transitions?days={days}", OPS, 200) for days in (30, 90, 365)
         ] + [("/personas/transitions", AGENT, 200), ("/personas/transitions?days=7", OPS, 400), ("/personas/transitions", "x", 401)],
+        "/experiments": [("/experiments", OPS, 200), ("/experiments", AGENT, 200), ("/experiments", None, 401)],
+        "/experiments/{experiment_id}": [
+            ("/experiments/strict-vs-fair", OPS, 200),
+            ("/experiments/strict-vs-fair", "wrong", 401),
+            ("/experiments/no-such-experiment", AGENT, 404),
+        ],
+        "/portfolio": [("/portfolio", AGENT, 200), ("/portfolio", None, 401)],
         "/health": [("/health", None, 200)],
         "/ready": [("/ready", None, 200)],
         "/metrics": [("/metrics", None, 200)],
