@@ -128,7 +128,9 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
     try:
-        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, now=time.time, treatments=treatments)
+        # A file has no wall clock of its own (a backfill, a simulated or next year's portfolio):
+        # replay judges event times by the fixed bounds only; the worker also by its clock.
+        stats = _run_replay(_lines_with_progress(stream, size, settings.max_record_bytes), output, dead_letters, engine, settings, treatments=treatments)
     except OSError as error:
         raise click.ClickException(f"reading {input_path} failed: {error}") from None
     finally:

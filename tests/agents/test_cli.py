@@ -147,3 +147,16 @@ def test_an_invalid_policy_is_refused_with_every_problem(tmp_path: Path) -> None
     assert b"3 problems" in result.stderr
     for where in (b"plans.p.0.day", b"plans.p.0.channel", b"segments.job"):
         assert where in result.stderr
+
+
+def test_replay_keeps_events_after_today_but_not_implausible_ones(tmp_path: Path) -> None:
+    """A portfolio file may run past today (a simulated or planned book): replay has no wall
+    clock to judge it by, so only the fixed bounds (issue 14, item 4) apply."""
+    next_year = GOOD.replace(b"2026-01-02", b"2027-06-02")
+    year_9999 = GOOD.replace(b'"e1"', b'"e2"').replace(b"2026-01-02T10:00:00Z", b"9999-12-31T23:59:59-01:00")
+    source, out, dlq = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "dlq.jsonl"
+    source.write_bytes(next_year + b"\n" + year_9999 + b"\n")
+    result = _cli("replay", str(source), "-o", str(out), "--dead-letters", str(dlq))
+    assert result.returncode == 0, result.stderr
+    assert b"1 processed" in result.stderr, result.stderr
+    assert [d["reason"] for d in _jsonl(dlq)] == ["implausible_timestamp"]
