@@ -158,7 +158,9 @@ def dashboard_metrics() -> set[str]:
 def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     prefix = new_prefix("prom")
     MINE.append(prefix)
-    process = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("prom-worker") / "data")
+    # With the default policy: the dashboard's treatment row queries the per-arm families.
+    policy = ROOT / "policies" / "default.yaml"
+    process = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("prom-worker") / "data", "--policy", str(policy))
     try:
         start_workers([process])
         produce(kafka_bootstrap, prefix, simulate(debtors=60, months=4, seed=41).lines)
