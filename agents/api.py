@@ -542,17 +542,18 @@ class _SummaryProducer:
     guarantee (Faust's producer sends transactionally under exactly_once, and only to topics
     its agents consume)."""
 
-    def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, client_id: str, *, client_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.client_id = client_id
+        self.client_options: dict[str, Any] = dict(client_options or {})
         self._producer: Any = None
 
     async def send(self, key: bytes, value: bytes) -> None:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all")
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all", **self.client_options)
             await producer.start()
             self._producer = producer
         await self._producer.send_and_wait(self.topic, value, key=key)
@@ -574,8 +575,10 @@ class PopulationBoard(TopicFollower):
         client_id: str,
         signing_key: bytes = b"",
         on_bad_signature: Callable[[], None] = lambda: None,
+        *,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(bootstrap, topic, client_id, "population reader")
+        super().__init__(bootstrap, topic, client_id, "population reader", client_options=client_options)
         self.partitions = partitions
         self.signing_key = signing_key
         self.on_bad_signature = on_bad_signature
@@ -615,7 +618,7 @@ class PopulationBoard(TopicFollower):
         )
         while not self.topic_ready.is_set():
             try:
-                await asyncio.to_thread(ensure_topics, self.bootstrap, [spec], wait_s=30.0)
+                await asyncio.to_thread(ensure_topics, self.bootstrap, [spec], wait_s=30.0, client_options=self.client_options)
                 self.topic_ready.set()
             except asyncio.CancelledError:
                 raise
@@ -904,6 +907,7 @@ def register_api(service: Service) -> Api:
     except TokenConfigError as error:
         raise ApiConfigError(str(error)) from None
     topic_name = config.topic(POPULATION_TOPIC)
+    client_options = config.settings.kafka_client_options()
     board = PopulationBoard(
         config.settings.bootstrap_servers,
         topic_name,
@@ -911,8 +915,9 @@ def register_api(service: Service) -> Api:
         f"{config.id}-population-reader",
         config.settings.signing_key,
         lambda: service.metrics.count_signature_failure("population"),
+        client_options=client_options,
     )
-    producer = _SummaryProducer(config.settings.bootstrap_servers, topic_name, f"{config.id}-population-writer")
+    producer = _SummaryProducer(config.settings.bootstrap_servers, topic_name, f"{config.id}-population-writer", client_options=client_options)
     publisher = PopulationPublisher(service, board, producer.send)
     api = Api(service, tokens, board, publisher)
     service.api = api  # type: ignore[attr-defined]

@@ -95,8 +95,17 @@ def check_topics(plan: Sequence[TopicSpec], existing: Mapping[str, int]) -> tupl
     return missing, problems
 
 
-def connect_admin(bootstrap: str, *, wait_s: float = 30.0, client_id: str = "debtor-segments-admin") -> Any:
-    """A KafkaAdminClient, retrying until a broker answers or ``wait_s`` passed."""
+def connect_admin(
+    bootstrap: str,
+    *,
+    wait_s: float = 30.0,
+    client_id: str = "debtor-segments-admin",
+    client_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A KafkaAdminClient, retrying until a broker answers or ``wait_s`` passed.
+
+    ``client_options`` (here and in every client of this module): the security options of
+    ``Settings.kafka_client_options()``, names shared by kafka-python and aiokafka."""
     from kafka import KafkaAdminClient
 
     deadline = time.monotonic() + wait_s
@@ -107,6 +116,7 @@ def connect_admin(bootstrap: str, *, wait_s: float = 30.0, client_id: str = "deb
                 client_id=client_id,
                 request_timeout_ms=10_000,
                 bootstrap_timeout_ms=5_000,
+                **dict(client_options or {}),
             )
         except Exception as error:  # noqa: BLE001 - NoBrokersAvailable, refused, DNS, ...: retried
             if time.monotonic() >= deadline:
@@ -129,13 +139,14 @@ def ensure_topics(
     wait_s: float = 30.0,
     replication_factor: int = 1,
     log: Callable[[str], None] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics of ``plan``; raise :class:`TopicMismatch` if existing ones disagree.
 
     Safe when several workers start at once: a topic another process created in between
     is checked like any existing one. Returns the names of the topics this call created.
     """
-    admin = connect_admin(bootstrap, wait_s=wait_s)
+    admin = connect_admin(bootstrap, wait_s=wait_s, client_options=client_options)
     try:
         existing = _partition_counts(admin, (spec.name for spec in plan))
         missing, problems = check_topics(plan, existing)
@@ -241,11 +252,12 @@ class PublishStats:
         return text
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Any:
+def make_producer(bootstrap: str, *, client_options: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
     """A kafka-python producer: idempotent, acks=all, small batches; raw bytes in and out."""
     from kafka import KafkaProducer
 
     config: dict[str, Any] = {"acks": "all", "linger_ms": 10, "retries": 5, "client_id": "debtor-segments-publish"}
+    config.update(client_options or {})
     config.update(overrides)
     return KafkaProducer(bootstrap_servers=bootstrap, **config)
 
@@ -309,6 +321,7 @@ def tail(
     timeout_s: float | None = None,
     wait_for_topics_s: float = 30.0,
     on_ready: Callable[[], None] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Print records of ``topics`` (all partitions, no consumer group) as JSON lines.
 
@@ -323,6 +336,7 @@ def tail(
         enable_auto_commit=False,
         allow_auto_create_topics=False,
         client_id="debtor-segments-tail",
+        **dict(client_options or {}),
     )
     try:
         partitions: list[Any] = []
@@ -385,8 +399,9 @@ class TopicFollower:
     Subclasses take the records in :meth:`on_records`.
     """
 
-    def __init__(self, bootstrap: str, topic: str, client_id: str, what: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, client_id: str, what: str, *, client_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client_options: dict[str, Any] = dict(client_options or {})
         self.topic = topic
         self.client_id = client_id
         self.what = what  # for the log: "model reader", "population reader"
@@ -422,6 +437,7 @@ class TopicFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=self.client_id,
+            **self.client_options,
         )
         await consumer.start()
         try:

@@ -115,9 +115,16 @@ def worker(
     ):
         if value not in allowed:
             raise click.UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    client_options = _client_options(settings)  # refuses an unknown security protocol before Faust starts
     config = WorkerConfig(settings)
     try:
-        ensure_topics(settings.bootstrap_servers, topic_plan(config), wait_s=broker_wait, log=lambda text: click.echo(text, err=True))
+        ensure_topics(
+            settings.bootstrap_servers,
+            topic_plan(config),
+            wait_s=broker_wait,
+            log=lambda text: click.echo(text, err=True),
+            client_options=client_options,
+        )
     except TopicMismatch as error:
         click.echo(
             f"Error: topics disagree with --partitions {settings.partitions}: {error}. "
@@ -130,6 +137,14 @@ def worker(
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     sys.exit(run_worker(config))
+
+
+def _client_options(settings: Settings) -> dict[str, object]:
+    """The Kafka security options of every client of a command (docs/security.md)."""
+    try:
+        return settings.kafka_client_options()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @click.command()
@@ -146,10 +161,11 @@ def publish(input_path: str, broker: str | None, topic_prefix: str | None, parti
     settings = _settings(broker=broker, partitions=partitions, topic_prefix=topic_prefix)
     topic_prefix = settings.topic_prefix
     bootstrap = settings.bootstrap_servers
+    client_options = _client_options(settings)
     stream = open_input(input_path)
     try:
-        ensure_topics(bootstrap, publish_plan(topic_prefix, settings.partitions), wait_s=30.0)
-        producer = make_producer(bootstrap)
+        ensure_topics(bootstrap, publish_plan(topic_prefix, settings.partitions), wait_s=30.0, client_options=client_options)
+        producer = make_producer(bootstrap, client_options=client_options)
     except (BrokerUnavailable, TopicMismatch) as error:
         raise click.ClickException(str(error)) from None
     try:
@@ -187,6 +203,7 @@ def tail(broker: str | None, topic_prefix: str | None, from_beginning: bool, max
             from_beginning=from_beginning,
             max_messages=max_messages,
             timeout_s=timeout_s,
+            client_options=_client_options(settings),
         )
     except TopicMismatch as error:
         raise click.ClickException(str(error)) from None

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from streams.events import Limits
 
@@ -181,6 +182,25 @@ class Settings:
 
             options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ca_file or None)
         return options
+
+    def faust_broker_credentials(self) -> Any:
+        """The same security settings as Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+        options = self.kafka_client_options()
+        protocol = options["security_protocol"]
+        if protocol == "PLAINTEXT":
+            return None
+        import faust
+
+        context = options.get("ssl_context")
+        if protocol == "SSL":
+            return faust.SSLCredentials(context)
+        # SASL_SSL when a context is given, SASL_PLAINTEXT otherwise (faust.auth.SASLCredentials).
+        return faust.SASLCredentials(
+            username=str(options["sasl_plain_username"]),
+            password=str(options["sasl_plain_password"]),
+            mechanism=str(options["sasl_mechanism"]),
+            ssl_context=context,
+        )
 
     @property
     def signing_key(self) -> bytes:

@@ -436,8 +436,18 @@ def parse_update(value: bytes | None) -> dict[str, float] | None:
 class ModelReader(TopicFollower):
     """Reads the whole model topic and offers the newest snapshot of each poll to the holder."""
 
-    def __init__(self, bootstrap: str, topic: str, holder: ModelHolder, metrics: ServiceMetrics, client_id: str, signing_key: bytes = b"") -> None:
-        super().__init__(bootstrap, topic, client_id, "model reader")
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        holder: ModelHolder,
+        metrics: ServiceMetrics,
+        client_id: str,
+        signing_key: bytes = b"",
+        *,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(bootstrap, topic, client_id, "model reader", client_options=client_options)
         self.holder = holder
         self.metrics = metrics
         self.signing_key = signing_key
@@ -509,7 +519,9 @@ class ModelLearner:
         instance_id: str | None = None,
         session_timeout_s: float = 10.0,
         heartbeat_interval_s: float = 3.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        self.client_options: dict[str, Any] = dict(client_options or {})
         self.instance_id = instance_id
         self.session_timeout_s = session_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -560,6 +572,7 @@ class ModelLearner:
             group_instance_id=self.instance_id,
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.heartbeat_interval_s * 1000),
+            **self.client_options,
         )
         consumer.subscribe([self.topic], listener=Listener())
         await consumer.start()
@@ -1105,6 +1118,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         web_bind=settings.web_bind,
         web_host=settings.advertised_web_host,
         ConsumerScheduler=scheduler,
+        broker_credentials=settings.faust_broker_credentials(),
         **FAUST_TUNING,
     )
     cast(Any, scheduler).app = app
@@ -1130,7 +1144,16 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     )
     holder = ModelHolder()
     writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
-    reader = ModelReader(settings.bootstrap_servers, config.topic(MODEL_TOPIC), holder, metrics, f"{config.id}-model-reader", settings.signing_key)
+    client_options = settings.kafka_client_options()
+    reader = ModelReader(
+        settings.bootstrap_servers,
+        config.topic(MODEL_TOPIC),
+        holder,
+        metrics,
+        f"{config.id}-model-reader",
+        settings.signing_key,
+        client_options=client_options,
+    )
     async def publish_snapshot(snapshot: dict[str, Any]) -> None:
         signed = sign(snapshot, settings.signing_key, "model") if settings.signing_key else snapshot
         delivered = await model_topic.send(key=MODEL_KEY, value=orjson.dumps(signed))
@@ -1147,6 +1170,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         instance_id=None if instance_id is None else f"{instance_id}-model-writer",
         session_timeout_s=settings.session_timeout_s,
         heartbeat_interval_s=settings.heartbeat_interval_s,
+        client_options=client_options,
     )
     def writes_failed(error: BaseException) -> None:
         # Nothing after the record is written or committed: stop, and process it again on restart.

@@ -160,3 +160,33 @@ def test_replay_keeps_events_after_today_but_not_implausible_ones(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert b"1 processed" in result.stderr, result.stderr
     assert [d["reason"] for d in _jsonl(dlq)] == ["implausible_timestamp"]
+
+
+def test_the_kafka_security_settings_for_faust_and_the_plain_clients() -> None:
+    import faust
+
+    plain = Settings(kafka_security_protocol="PLAINTEXT")
+    assert plain.kafka_client_options() == {"security_protocol": "PLAINTEXT"}
+    assert plain.faust_broker_credentials() is None
+    scram = Settings(kafka_security_protocol="sasl_plaintext", kafka_sasl_mechanism="scram-sha-512", kafka_username="worker", kafka_password="pw")
+    assert scram.kafka_client_options() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "worker",
+        "sasl_plain_password": "pw",
+    }
+    credentials = scram.faust_broker_credentials()
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert (credentials.protocol.value, credentials.mechanism.value, credentials.username, credentials.password) == ("SASL_PLAINTEXT", "SCRAM-SHA-512", "worker", "pw")
+    sasl_ssl = Settings(kafka_security_protocol="SASL_SSL", kafka_username="worker", kafka_password="pw").faust_broker_credentials()
+    assert sasl_ssl.protocol.value == "SASL_SSL" and sasl_ssl.ssl_context is not None
+    tls = Settings(kafka_security_protocol="SSL").faust_broker_credentials()
+    assert isinstance(tls, faust.SSLCredentials) and tls.protocol.value == "SSL"
+
+
+def test_an_unknown_kafka_security_protocol_is_a_usage_error() -> None:
+    env = {**os.environ, "DEBTOR_SEGMENTS_KAFKA_SECURITY_PROTOCOL": "KERBEROS", "DEBTOR_SEGMENTS_BROKER": "kafka://127.0.0.1:1"}
+    for command in (["worker"], ["tail", "--timeout", "1"]):
+        done = subprocess.run([sys.executable, "-m", "agents", *command], capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "unknown protocol 'KERBEROS'" in done.stderr

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -17,6 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.api import POPULATION_TOPIC
+from agents.kafka_io import route_line
 from agents.settings import Settings
 from agents.worker import MODEL_TOPIC
 from streams.model import SegmentModel
@@ -92,6 +95,77 @@ def test_sasl_plain_clients_from_the_settings(sasl_bootstrap: str) -> None:
 
     with pytest.raises(KafkaError):  # no credentials: the SASL listener does not serve it
         KafkaProducer(bootstrap_servers=sasl_bootstrap, request_timeout_ms=5000, max_block_ms=5000).send("sasl-test", b"x").get(timeout=10)
+
+
+SASL_ENV = {
+    "DEBTOR_SEGMENTS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "DEBTOR_SEGMENTS_KAFKA_SASL_MECHANISM": "PLAIN",
+    "DEBTOR_SEGMENTS_KAFKA_USERNAME": "worker",
+    "DEBTOR_SEGMENTS_KAFKA_PASSWORD": "worker-secret-3b9",
+}
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agents", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_worker_and_the_cli_run_on_sasl(sasl_bootstrap: str, tmp_path: Path) -> None:
+    """Every Kafka client of the worker (Faust's, the model reader and learner, the population
+    producer and reader, the topic set-up) and of ``publish``/``tail`` takes the security
+    settings: on a broker that serves SASL clients only, events go in and change events come out."""
+    prefix = new_prefix("sasl")
+    lines = simulate(debtors=30, months=4, seed=5).lines
+    routable = sum(1 for line in lines if line.strip() and not route_line(line.strip()).reason)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    env = dict(os.environ, **SASL_ENV)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SASL_ENV.items():
+            patch.setenv(name, value)
+        worker = Worker(sasl_bootstrap, prefix, tmp_path / "w", "--partitions", "2")
+        start_workers([worker])  # ready: topics created, model topic read, over SASL
+    try:
+        published = _cli("publish", str(events), "--broker", f"kafka://{sasl_bootstrap}", "--topic-prefix", prefix, "--partitions", "2", env=env, timeout=120)
+        assert published.returncode == 0, published.stderr[-3000:]
+        assert f"published {routable} events" in published.stderr, published.stderr[-3000:]
+        deadline = time.monotonic() + 120
+        while worker.events_counted() < routable:
+            assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+            assert time.monotonic() < deadline, f"{worker.events_counted()} of {routable} events counted:\n{worker.log_tail()}"
+            time.sleep(0.5)
+        tailed = _cli("tail", "--broker", f"kafka://{sasl_bootstrap}", "--topic-prefix", prefix, "--from-beginning", "--max-messages", "3", "--timeout", "30", env=env, timeout=120)
+        assert tailed.returncode == 0, tailed.stderr[-3000:]
+        changes = [orjson.loads(line) for line in tailed.stdout.splitlines() if line.strip()]
+        assert len(changes) == 3, (tailed.stdout, tailed.stderr[-2000:])
+        assert {change["type"] for change in changes} <= {"persona_changed", "quadrant_changed"}, changes
+        # The model went round its topics (learner consumer, Faust producer, reader consumer).
+        deadline = time.monotonic() + 60
+        while True:
+            status, model = worker.get("/model")
+            if status == 200 and model["version"] > 0:
+                break
+            assert time.monotonic() < deadline, (model, worker.log_tail())
+            time.sleep(0.5)
+        # The population summaries went out on the population producer (the reader follows them).
+        from kafka import KafkaConsumer, TopicPartition
+
+        options = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="worker", kafka_password="worker-secret-3b9").kafka_client_options()
+        consumer = KafkaConsumer(bootstrap_servers=sasl_bootstrap, group_id=None, **options)
+        try:
+            population = TopicPartition(prefix + POPULATION_TOPIC, 0)
+            deadline = time.monotonic() + 60
+            while consumer.end_offsets([population]).get(population, 0) == 0:
+                assert time.monotonic() < deadline, worker.log_tail()
+                time.sleep(1.0)
+        finally:
+            consumer.close()
+        log = worker.log_path.read_text(errors="replace")
+        assert "failed; retrying" not in log and "SaslAuthentication" not in log and "cannot create the topic" not in log, worker.log_tail(80)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    # Without credentials the same CLI is refused by that broker (the settings did the work).
+    refused = _cli("publish", str(events), "--broker", f"kafka://{sasl_bootstrap}", "--topic-prefix", prefix, env=dict(os.environ, DEBTOR_SEGMENTS_KAFKA_SECURITY_PROTOCOL="PLAINTEXT"), timeout=120)
+    assert refused.returncode != 0, refused.stderr[-2000:]
 
 
 def test_a_forged_model_snapshot_never_becomes_the_model(kafka_bootstrap: str, tmp_path: Path) -> None:
