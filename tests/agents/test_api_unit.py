@@ -51,6 +51,7 @@ from streams.profile import population, profile, transitions
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS
 from streams.simulation import simulate
 from streams.state import DebtorState
+from tests.agents.conftest import HandleLines
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "docs" / "openapi.yaml"
@@ -489,11 +490,9 @@ def test_bodies_match_the_documented_schemas(openapi: dict[str, Any], states: li
         validator("Transitions").validate(orjson.loads(orjson.dumps(merge_transitions(summaries, 4, days))))
 
 
-def test_experiment_bodies_match_the_documented_schemas(openapi: dict[str, Any], tmp_path: Path) -> None:
+def test_experiment_bodies_match_the_documented_schemas(openapi: dict[str, Any], tmp_path: Path, handle_lines: HandleLines) -> None:
     """``GET /experiments`` and ``GET /experiments/{id}`` of a worker with the default policy."""
     from agents.treatment_service import TreatmentService
-    from agents.worker import handle_record
-    from streams.engine import EngineConfig
 
     def validator(name: str) -> Draft202012Validator:
         return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": openapi["components"]})
@@ -503,20 +502,7 @@ def test_experiment_bodies_match_the_documented_schemas(openapi: dict[str, Any],
     validator("ExperimentList").validate(empty)
     for item in empty["experiments"]:  # before any record: nothing assigned yet
         validator("Experiment").validate(orjson.loads(orjson.dumps(service.experiment(item["experiment_id"]))))
-    table: dict[bytes, bytes] = {}
-    model = SegmentModel()
-    for offset, line in enumerate(simulate(debtors=120, months=8, seed=5).lines):
-        try:
-            key = orjson.loads(line)["debtor_id"].encode()
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            key = None
-        handled = handle_record(table, key=key, value=line, topic="t", partition=0, offset=offset, model=model, config=EngineConfig(), max_amount_cents=10**9, emitted_at="x")
-        if handled.erase:
-            table.pop(handled.debtor_id.encode(), None)
-        elif handled.state is not None:
-            table[handled.debtor_id.encode()] = handled.state
-        if handled.learn is not None:
-            model.learn_one(handled.learn)
+    for line, handled in handle_lines(simulate(debtors=120, months=8, seed=5).lines):
         service.after_record(handled, line, "x")
     body = orjson.loads(orjson.dumps(service.experiments()))
     validator("ExperimentList").validate(body)

@@ -9,10 +9,8 @@ import orjson
 from prometheus_client import generate_latest
 
 from agents.treatment_service import TreatmentService
-from agents.worker import handle_record
-from streams.engine import EngineConfig
-from streams.model import SegmentModel
 from streams.simulation import simulate
+from tests.agents.conftest import HandleLines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,26 +21,15 @@ def _service(tmp_path: Path) -> TreatmentService:
     return TreatmentService(path)
 
 
-def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path) -> None:
+def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path, handle_lines: HandleLines) -> None:
     from agents.replay import replay_lines
     from streams.engine import Engine
     from streams.policy import load_policy
     from streams.treatment_runner import TreatmentRunner
 
     lines = simulate(debtors=60, months=4, seed=5).lines
-    service, table, model, sent = _service(tmp_path), {}, SegmentModel(), []
-    for offset, line in enumerate(lines):
-        try:
-            key = orjson.loads(line)["debtor_id"].encode()
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            key = None
-        handled = handle_record(table, key=key, value=line, topic="t", partition=0, offset=offset, model=model, config=EngineConfig(), max_amount_cents=10**9, emitted_at="x")
-        if handled.erase:
-            table.pop(handled.debtor_id.encode(), None)
-        elif handled.state is not None:
-            table[handled.debtor_id.encode()] = handled.state
-        if handled.learn is not None:
-            model.learn_one(handled.learn)
+    service, sent = _service(tmp_path), []
+    for line, handled in handle_lines(lines):
         sent += [orjson.loads(value) for _, _, value in service.after_record(handled, line, "x")]
     assert {v["type"] for v in sent} >= {"treatment_assigned", "contact_due"}
     embedded: list[dict] = []
