@@ -8,12 +8,16 @@ returns what to send on ``debtor.treatments``, ``debtor.contact-due`` and, with 
 
 The treatment states and the experiment book live in the worker's memory: a restarted or
 rebalanced worker starts them afresh (see the note of issue 15 for what is left: a table).
-Steps fall due in event time, as in ``replay``: as records advance the stream's clock.
+Steps fall due in event time, as in ``replay``: as records advance the stream's clock, and on
+the worker's partition timer (:meth:`TreatmentService.due_by_timer`) as a caught-up partition
+sits idle, so a step falls due on time although no record arrives on its partition.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +70,11 @@ class TreatmentService:
         self.quadrant_mix: list[tuple[str, dict[str, int]]] = []
         self.transitions: dict[str, dict[str, int]] = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
         self._next_snapshot = 0.0
+        # partition -> monotonic time of its last record or timer tick: what the timer counts
+        # as idle time.
+        self._last_seen: dict[int, float] = {}
 
     def _snapshot(self, ts: float) -> None:
-        import time
-
         label = time.strftime("%Y-%m-%d", time.gmtime(ts))
         states = self.runner.states.values()
         self.persona_mix.append((label, distribution((s.persona for s in states), ALL_PERSONAS)))
@@ -123,6 +128,7 @@ class TreatmentService:
 
     def after_record(self, handled: Any, raw: bytes | None, emitted_at: str, partition: int = 0) -> list[tuple[str, bytes, bytes]]:
         """(unprefixed topic, key, value) to send after one handled inbound record."""
+        self._last_seen[partition] = time.monotonic()
         if handled.event_ts is None or not handled.debtor_id:
             return []
         changes = [
@@ -141,6 +147,22 @@ class TreatmentService:
             self._next_snapshot = handled.event_ts + 30 * 86_400.0
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at, partition=partition)
+        return self._sends(outputs)
+
+    def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes]]:
+        """(unprefixed topic, key, value) of the steps that fell due on ``partitions`` (the
+        worker's assigned ones) while they had no record since the last call."""
+        now = time.monotonic() if now is None else now
+        outputs: list[Output] = []
+        for partition in sorted(set(partitions)):
+            last = self._last_seen.get(partition)
+            if last is None:
+                continue
+            self._last_seen[partition] = now
+            outputs += self.runner.idle(partition, now - last, emitted_at=emitted_at)
+        return self._sends(outputs)
+
+    def _sends(self, outputs: list[Output]) -> list[tuple[str, bytes, bytes]]:
         for o in outputs:
             if o.value["type"] != "experiment_concluded":
                 self.sent.labels(o.value["type"], o.value["plan_id"], o.value["arm"] or "").inc()

@@ -1326,6 +1326,23 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             treatments.reload_if_changed()
             treatments.refresh_metrics()
 
+        @app.timer(interval=1.0)
+        async def treatment_steps_due() -> None:
+            # The partition timer: steps fall due on idle partitions too. What it sends is not
+            # tied to a record's offset (treatment states live in memory), so a failed send is
+            # logged and counted by send_tracked and awaited here, not left to PendingWrites.
+            if app.rebalancing or not service.assigned_once:
+                return
+            partitions = {tp.partition for tp in service.assigned}
+            deliveries = []
+            for name, key, value in treatments.due_by_timer(partitions, _now()):
+                if name not in outbound:
+                    outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
+                deliveries.append(await send_tracked(outbound[name], name, key, value))
+            for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    log.error("a due treatment step could not be delivered: %s", type(outcome).__name__)
+
     @app.task
     async def model_learner() -> None:
         await learner.run()

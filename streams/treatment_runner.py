@@ -103,6 +103,23 @@ class TreatmentRunner:
                 outputs.extend(self.advance(event.ts, emitted_at=emitted_at, partition=partition))
         return outputs
 
+    def idle(self, partition: int, elapsed_s: float, *, emitted_at: str = "") -> list[Output]:
+        """Time passed on ``partition`` without a record: its clock moves on by ``elapsed_s``
+        and the steps due by then go out (the service's partition timer).
+
+        A caught-up partition's records carry about the current time, so idle time is event
+        time passing; a partition that never had a record has no clock and sends nothing.
+        Records are still applied in event time: one older than the moved clock changes its
+        debtor's plan, it just cannot send a step again that the clock sent already.
+        """
+        clock = self._clocks.get(partition)
+        if clock is None or elapsed_s <= 0.0:
+            return []
+        now_ts = clock + elapsed_s
+        self._clocks[partition] = now_ts
+        self.clock = max(self.clock, now_ts)
+        return self.advance(now_ts, emitted_at=emitted_at or _iso(now_ts), partition=partition)
+
     def advance(self, now_ts: float, *, emitted_at: str = "", partition: int = 0) -> list[Output]:
         """Send the partition's steps due by ``now_ts``; mature outcomes, run the daily checks."""
         outputs: list[Output] = []

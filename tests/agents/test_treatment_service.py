@@ -60,3 +60,17 @@ def test_a_changed_policy_file_is_reloaded_and_a_bad_one_refused(tmp_path: Path)
     service.path.write_text(text)
     os.utime(service.path, (2, 2))
     assert service.reload_if_changed() is True and service.version == "v-next"
+
+
+def test_the_partition_timer_sends_steps_due_while_a_partition_is_idle(tmp_path: Path, handle_lines: HandleLines) -> None:
+    service = _service(tmp_path)
+    sent: list[dict] = []
+    for line, handled in handle_lines(simulate(debtors=60, months=4, seed=5).lines):
+        sent += [orjson.loads(value) for _, _, value in service.after_record(handled, line, "x")]
+    last = service._last_seen[0]
+    assert service.due_by_timer({3}, "t") == []  # no record on that partition: nothing to tell
+    assert [orjson.loads(v)["type"] for _, _, v in service.due_by_timer({0}, "t", now=last + 1.0)] == []
+    month_later = service.due_by_timer({0}, "t", now=last + 1.0 + 30 * 86_400.0)
+    steps = [orjson.loads(value) for topic, _, value in month_later if topic == "debtor.contact-due"]
+    assert steps and all(step["emitted_at"] == "t" for step in steps)
+    assert not {s["event_id"] for s in steps} & {v["event_id"] for v in sent}

@@ -81,3 +81,25 @@ def test_each_partition_has_its_own_clock() -> None:
     assert not [o for o in runner.after(Event("x", "d2", "call_rated", "", t0 + 30 * day, {}), quiet, partition=1) if o.value.get("debtor_id") == "d1"]
     due_now = runner.after(Event("y", "d3", "call_rated", "", t0 + 8 * day, {}), quiet, partition=0)
     assert [o.value["message_id"] for o in due_now if o.value.get("debtor_id") == "d1"] == ["unburden-paylink-sms", "unburden-pay-later"]
+
+
+def test_idle_time_sends_the_steps_that_fall_due_meanwhile_and_only_those() -> None:
+    runner, sent = _run()
+    assert runner.idle(7, 86_400.0) == []  # a partition without records has no clock
+    clock = runner._clocks[0]
+    heap = runner._heaps[0]
+    assert heap, "the portfolio ends with steps still to come"
+    first_due = min(due_ts for due_ts, _ in heap)
+    assert runner.idle(0, max(0.0, first_due - clock - 3600.0)) == []  # not due yet
+    later = runner.idle(0, 30 * 86_400.0)
+    due_steps = [o.value for o in later if o.value["type"] == "contact_due"]
+    assert due_steps
+    from datetime import datetime
+
+    moved = runner._clocks[0]
+    assert moved > clock + 29 * 86_400.0
+    assert all(datetime.fromisoformat(v["due_at"]).timestamp() <= moved for v in due_steps)
+    sent_before = {o.value["event_id"] for _, o in sent}
+    assert not sent_before & {v["event_id"] for v in due_steps}
+    again = {o.value["event_id"] for o in runner.idle(0, 1.0)}
+    assert not again & {v["event_id"] for v in due_steps}  # a step goes out once
