@@ -16,13 +16,12 @@ import click
 import orjson
 from tqdm import tqdm
 
-from agents.inputs import bounded_lines, open_input
+from agents.inputs import bounded_lines, load_model_file, open_input
 from agents.replay import ReplayStats, replay_lines
 from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
 from agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
 from streams.engine import Engine, EngineConfig, Output
-from streams.model import SegmentModel
 from streams.page import render_page
 from streams.personas import UNKNOWN
 from streams.report import (
@@ -57,15 +56,6 @@ def _lines_with_progress(stream: IO[bytes], total_bytes: int | None, limit: int)
         for line in bounded_lines(stream, limit):
             bar.update(len(line))
             yield line
-
-
-def _load_model(path: Path | None) -> SegmentModel:
-    if path is None or not path.exists():
-        return SegmentModel()
-    try:
-        return SegmentModel.restore(orjson.loads(path.read_bytes()))
-    except (OSError, ValueError, KeyError) as error:
-        raise click.ClickException(f"cannot restore model snapshot {path}: {error}") from None
 
 
 def _run_replay(
@@ -123,7 +113,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
         raise click.UsageError("--experiments-report needs --policy")
     policy = load_policy_for_cli(policy_path)
     treatments = TreatmentRunner(policy) if policy is not None else None
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), _load_model(model_path))
+    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), load_model_file(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
@@ -144,6 +134,41 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
         with _open_output(experiments_report) as out:
             out.write(orjson.dumps(treatments.book.report(), option=orjson.OPT_INDENT_2))
         click.echo(f"experiments report: {experiments_report}", err=True)
+
+
+@main.command()
+@click.argument("history_path", metavar="HISTORY.jsonl")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where the fitted snapshot goes (learning on from it if it exists); replay --model and worker --model start from it.")
+@click.option("--passes", type=click.IntRange(1, 10), default=1, show_default=True, help="Times over the history (a file, not stdin, for more than one).")
+def fit(history_path: str, model_path: Path, passes: int) -> None:
+    """Learn the model's centres from a portfolio's history (HISTORY.jsonl, as replay reads), to
+    onboard a portfolio: the service then starts from its behaviour instead of the prototypes."""
+    if history_path == "-" and passes > 1:
+        raise click.UsageError("--passes above 1 needs a file: stdin cannot be read twice")
+    settings = Settings()
+    model = load_model_file(model_path)
+    started, stats = time.perf_counter(), None
+    for _ in range(passes):
+        # Fresh debtor states every pass, one model learning on: a pass replays the history.
+        engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), model)
+        stream = open_input(history_path)
+        try:
+            stats = replay_lines(
+                bounded_lines(stream, settings.max_record_bytes), engine, lambda _: None, lambda _: None,
+                max_amount_cents=settings.max_amount_cents, emitted_at=_now, limits=settings.limits,
+            )
+        except OSError as error:
+            raise click.ClickException(f"reading {history_path} failed: {error}") from None
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    assert stats is not None
+    if model.version == 0:
+        raise click.ClickException(f"{history_path} taught the model nothing: no debtor had enough history (is it a portfolio's events?)")
+    model_path.write_bytes(orjson.dumps(model.snapshot()))
+    seconds = time.perf_counter() - started
+    click.echo(f"fitted {model.version} updates from {stats.lines} lines x {passes} in {seconds:.1f}s; "
+               f"{sum(stats.dead_letters.values())} bad lines per pass: {model_path}", err=True)
 
 
 @main.command(name="simulate")

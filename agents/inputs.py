@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import click
+import orjson
 
-__all__ = ["bounded_lines", "open_input"]
+from streams.model import SegmentModel
+
+__all__ = ["bounded_lines", "load_model_file", "open_input"]
 
 _CHUNK = 1 << 20
 
@@ -41,3 +45,14 @@ def open_input(path: str) -> IO[bytes]:
         return open(path, "rb")
     except OSError as error:
         raise click.ClickException(f"cannot read {path}: {error.strerror}") from None
+
+
+def load_model_file(path: Path | None, *, must_exist: bool = False) -> SegmentModel:
+    """The model in a snapshot file (the prototypes when there is none yet, unless it must
+    exist); a file that cannot be read is refused with the reason."""
+    if path is None or not (must_exist or path.exists()):
+        return SegmentModel()
+    try:
+        return SegmentModel.restore(orjson.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise click.ClickException(f"cannot restore model snapshot {path}: {error}") from None

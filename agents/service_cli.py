@@ -59,6 +59,7 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1), help="Seconds between group heartbeats [env DEBTOR_SEGMENTS_HEARTBEAT_INTERVAL_S; default 1].")
 @click.option("--standby-replicas", type=click.IntRange(min=0), help="Warm standby copies of each table partition on other workers [env DEBTOR_SEGMENTS_STANDBY_REPLICAS; default 1].")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env DEBTOR_SEGMENTS_POLICY].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot to start from (debtor-segments fit), until the model topic holds a newer one [env DEBTOR_SEGMENTS_INITIAL_MODEL; default: the persona prototypes].")
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -78,6 +79,7 @@ def worker(
     heartbeat_interval_s: float | None,
     standby_replicas: int | None,
     policy_path: Path | None,
+    model_path: Path | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
     from agents.worker import WorkerConfig, run_worker, topic_plan
@@ -100,6 +102,7 @@ def worker(
         heartbeat_interval_s=heartbeat_interval_s,
         standby_replicas=standby_replicas,
         policy=str(policy_path) if policy_path is not None else None,
+        initial_model=str(model_path) if model_path is not None else None,
     )
     if settings.heartbeat_interval_s * 3 > settings.session_timeout_s:
         raise click.UsageError("heartbeat interval must be at most a third of the session timeout")
@@ -107,6 +110,10 @@ def worker(
         from agents.treatment_io import load_policy_for_cli
 
         load_policy_for_cli(Path(settings.policy))  # refused at start with every problem listed
+    if settings.initial_model:
+        from agents.inputs import load_model_file
+
+        load_model_file(Path(settings.initial_model), must_exist=True)  # refused at start, not in the agent
     # The environment is not checked by click: say which value is wrong, not a traceback.
     for name, value, allowed in (
         ("store", settings.store, _STORES),

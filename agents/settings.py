@@ -90,6 +90,10 @@ class Settings:
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
     # Treatment policy file (policies/*.yaml; issue 15); empty: no treatment events.
     policy: str = field(default_factory=lambda: _env("POLICY", ""))
+    # Model snapshot to start from (``debtor-segments fit``; issue 12): every worker predicts with
+    # it until the model topic holds a newer snapshot, and the model writer learns on from it.
+    # Empty: the persona prototypes.
+    initial_model: str = field(default_factory=lambda: _env("INITIAL_MODEL", ""))
     # --- failover (issue 18; docs/reliability.md, "Failover") ---
     # Static group membership: the consumer-group instance id of this worker. "" derives a
     # stable one from the host name and the absolute data directory (never random: a restart

@@ -353,9 +353,11 @@ class ModelHolder:
     """The model a worker predicts with: ``SegmentModel()`` until a snapshot arrives, then the
     newest snapshot read from the model topic (only ever moving to a higher version)."""
 
-    def __init__(self) -> None:
-        self.model = SegmentModel()
-        self.snapshot: dict[str, Any] | None = None
+    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
+        # A fitted snapshot (settings.initial_model) is where every worker starts, so workers
+        # agree before the first snapshot of the topic, and the writer learns on from it.
+        self.model = SegmentModel.restore(initial) if initial is not None else SegmentModel()
+        self.snapshot: dict[str, Any] | None = dict(initial) if initial is not None else None
         self.ready = asyncio.Event()
 
     def offer(self, snapshot: Mapping[str, Any]) -> bool:
@@ -1142,7 +1144,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         # As topic_plan creates it, should Faust create the changelog itself.
         extra_topic_configs=changelog_config(settings),
     )
-    holder = ModelHolder()
+    holder = ModelHolder(orjson.loads(Path(settings.initial_model).read_bytes()) if settings.initial_model else None)
     writer = ModelWriter(settings.model_snapshot_every, settings.model_snapshot_seconds)
     client_options = settings.kafka_client_options()
     reader = ModelReader(

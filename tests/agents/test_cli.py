@@ -12,6 +12,7 @@ import orjson
 
 from agents.settings import Settings
 from agents.worker import with_overrides
+from streams.model import SNAPSHOT_FORMAT
 from streams.simulation import Portfolio
 
 GOOD = b'{"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated", "occurred_at": "2026-01-02T10:00:00Z", "channel": "portal", "direction": "inbound"}'
@@ -70,7 +71,7 @@ def test_model_snapshot_round_trip(tmp_path: Path, small_portfolio: Portfolio) -
     model = tmp_path / "model.json"
     assert _cli("replay", str(source), "-o", str(tmp_path / "o.jsonl"), "--model", str(model)).returncode == 0
     first = orjson.loads(model.read_bytes())
-    assert first["format"] == 1 and first["version"] > 0
+    assert first["format"] == SNAPSHOT_FORMAT and first["version"] > 0
     assert _cli("replay", str(source), "-o", str(tmp_path / "o2.jsonl"), "--model", str(model)).returncode == 0
     assert orjson.loads(model.read_bytes())["version"] > first["version"]  # warm start, learned on
 
@@ -190,3 +191,33 @@ def test_an_unknown_kafka_security_protocol_is_a_usage_error() -> None:
         done = subprocess.run([sys.executable, "-m", "agents", *command], capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "unknown protocol 'KERBEROS'" in done.stderr
+
+
+def test_fit_learns_a_snapshot_that_replay_and_worker_start_from(tmp_path: Path, small_portfolio: Portfolio) -> None:
+    """Issue 12, item 5: onboard a portfolio from its history."""
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"\n".join(small_portfolio.lines) + b"\n")
+    model = tmp_path / "fitted.json"
+    once = _cli("fit", str(history), "--model", str(model))
+    assert once.returncode == 0, once.stderr
+    fitted = orjson.loads(model.read_bytes())
+    assert fitted["format"] == SNAPSHOT_FORMAT and fitted["version"] > 0 and sum(fitted["updates"]) == fitted["version"]
+    again = _cli("fit", str(history), "--model", str(model), "--passes", "2")  # learns on from the file
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(model.read_bytes())["version"] == 3 * fitted["version"]
+    replayed = _cli("replay", str(history), "-o", str(tmp_path / "o.jsonl"), "--model", str(model))
+    assert replayed.returncode == 0, replayed.stderr
+    assert orjson.loads(model.read_bytes())["version"] == 4 * fitted["version"]
+    # A history with no usable debtor, stdin read twice, a snapshot that is not one: refused.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"not json\n")
+    refused = _cli("fit", str(empty), "--model", str(tmp_path / "none.json"))
+    assert refused.returncode != 0 and b"taught the model nothing" in refused.stderr and not (tmp_path / "none.json").exists()
+    assert _cli("fit", "-", "--model", str(model), "--passes", "2", stdin=b"").returncode == 2
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b'{"format": 2}')
+    for command in (("replay", str(history), "-o", str(tmp_path / "p.jsonl")), ("worker", "--broker", "localhost:1", "--broker-wait", "0")):
+        result = _cli(*command, "--model", str(broken))
+        assert result.returncode == 1 and b"cannot restore model snapshot" in result.stderr, (command, result.stderr)
+    missing = _cli("worker", "--broker", "localhost:1", "--broker-wait", "0", "--model", str(tmp_path / "missing.json"))
+    assert missing.returncode == 1 and b"cannot restore model snapshot" in missing.stderr
