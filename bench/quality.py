@@ -220,6 +220,7 @@ FAMILY_LABELS = {
     "anchor_ari": "best offline batch k-means ARI (published or behavioural aggregates)",
     "supervised_ari": "supervised upper bound ARI (trained on the truth, cross-validated)",
     "supervised_recall_min": "supervised upper bound of the lowest persona recall (class-balanced, cross-validated)",
+    "supervised_quadrant": "supervised upper bound of the quadrant accuracy (cross-validated)",
 }
 #: Short column heads of the family table, in order.
 _FAMILY_COLUMNS = {
@@ -228,6 +229,7 @@ _FAMILY_COLUMNS = {
     "recall_min": "min recall", "anchor_ari": "anchor ARI", "ari_ratio": "ARI / anchor",
     "offline_behaviour_ari": "behaviour k-means ARI", "supervised_ari": "supervised ARI",
     "supervised_recall_min": "supervised min recall",
+    "supervised_quadrant": "supervised quadrant",
 }  # fmt: skip
 #: Issue 12's figures of today's engine on its hidden portfolios (3,000 and 2,000 debtors, 12 months), for comparison.
 HIDDEN_CHECKS = {
@@ -353,6 +355,19 @@ def supervised_bounds(labels_true: list[str], x: np.ndarray, seed: int) -> tuple
     return best_ari, best_recall
 
 
+def supervised_quadrant(quadrants_true: list[str], x: np.ndarray, seed: int) -> float:
+    """Upper bound of the quadrant accuracy: a logistic regression trained on the true
+    quadrant over the same aggregates, out of fold (5 folds)."""
+    counts = Counter(quadrants_true)
+    if len(counts) < 2 or min(counts.values()) < 5:
+        return float("nan")
+    z = StandardScaler().fit_transform(x)
+    y = np.array(quadrants_true)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(LogisticRegression(max_iter=2000), z, y, cv=folds)
+    return float(np.mean(predicted == y))
+
+
 def family_score(portfolio: Portfolio, run: Run, events: list[Event], seed: int) -> dict[str, float | dict]:
     """Every target of issue 12 for one variant, plus the anchors and the upper bound."""
     figures: dict[str, float | dict] = dict(score(portfolio, run))
@@ -374,6 +389,7 @@ def family_score(portfolio: Portfolio, run: Run, events: list[Event], seed: int)
         figures["offline_engine_ari"] = _anchor_ari(labels_true, engine_x, seed) if engine_x is not None else float("nan")
         figures["offline_behaviour_ari"] = _anchor_ari(labels_true, x, seed)
         figures["supervised_ari"], figures["supervised_recall_min"] = supervised_bounds(labels_true, x, seed)
+        figures["supervised_quadrant"] = supervised_quadrant([truth[d].quadrant for d in ids], x, seed)
     anchors = [figures[k] for k in ("offline_ari", "offline_engine_ari") if figures[k] == figures[k]]
     figures["anchor_ari"] = max(anchors)
     figures["ari_ratio"] = figures["ari"] / figures["anchor_ari"] if figures["anchor_ari"] > 0 else float("inf")
@@ -408,7 +424,7 @@ def run_variant(variant: Variant, scale: float, engine_factory: Callable[[], Eng
 def worst(results: dict[str, dict]) -> dict[str, tuple[float, str]]:
     """The worst value of every target over the variants, and the variant it comes from."""
     out = {}
-    for name in (*FAMILY_TARGETS, "anchor_ari", "offline_behaviour_ari", "supervised_ari", "supervised_recall_min"):
+    for name in (*FAMILY_TARGETS, "anchor_ari", "offline_behaviour_ari", "supervised_ari", "supervised_recall_min", "supervised_quadrant"):
         # NaN (or null from JSON): not measurable on this variant, e.g. no persona with 10 debtors
         values = [(r[name], v) for v, r in results.items() if r.get(name) is not None and r[name] == r[name]]
         if not values:
@@ -446,7 +462,8 @@ def family_report(results: dict[str, dict], variants: list[Variant], scale: floa
         "debt trend): how separable the simulated personas are offline. The supervised bound is the better of a "
         "nearest-centroid and a logistic regression trained on the true persona over those 19 aggregates, out of fold (5 folds); "
         "\"supervised min recall\" is the best lowest per-persona recall of a nearest-centroid and a class-balanced logistic "
-        "regression on them: where it is below 0.70, the truth itself cannot tell that persona apart from these events.\n",
+        "regression on them: where it is below 0.70, the truth itself cannot tell that persona apart from these events; "
+        "\"supervised quadrant\" is a logistic regression's quadrant accuracy on them, likewise.\n",
         "| variant | debtors | " + " | ".join(_FAMILY_COLUMNS[c] for c in cols) + " |",
         "|---" * (len(cols) + 2) + "|",
     ]
