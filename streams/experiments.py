@@ -179,6 +179,8 @@ class ExperimentBook:
     def assigned(self, value: Mapping[str, Any], at_ts: float, placed_cents: int) -> None:
         """A ``treatment_assigned``: start following the debtor if it is in an experiment arm."""
         debtor_id = value["debtor_id"]
+        if value.get("reason") == "plan_finished":
+            return  # the same plan again, not a new unit of the experiment: the first follow-up goes on
         self.debtors.pop(debtor_id, None)  # a new assignment ends the old one's follow-up
         experiment_id = value.get("experiment_id")
         if not experiment_id or value.get("reason") == "winner_promoted" or experiment_id not in self.policy.experiments:

@@ -134,6 +134,9 @@ class Policy:
     segments: Mapping[str, str]
     experiments: Mapping[str, Experiment]
     channel_topics: bool = False
+    #: Days after a plan's last step after which a debtor still in the segment starts its plan
+    #: again (``treatment_assigned`` reason ``plan_finished``); ``None``: a finished plan stays so.
+    restart_after_days: int | None = None
 
     def segment_of(self, persona: str, quadrant: str) -> str | None:
         """The most specific label that has an entry: persona/quadrant, persona, quadrant, unknown.
@@ -204,7 +207,10 @@ def parse_policy(document: Any) -> Policy:
         fields = {k: v for k, v in body.items() if k not in ("arms", "salt")}
         arms = tuple(Arm(arm["plan"], float(arm["weight"])) for arm in body["arms"])
         experiments[experiment_id] = Experiment(experiment_id, arms=arms, salt=body.get("salt", experiment_id), **fields)
-    return Policy(str(document["version"]), plans, dict(document["segments"]), experiments, bool(document.get("channel_topics", False)))
+    return Policy(
+        str(document["version"]), plans, dict(document["segments"]), experiments, bool(document.get("channel_topics", False)),
+        document.get("restart_after_days"),
+    )
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 from schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
 from streams.engine import Output
-from streams.policy import Experiment, Policy
+from streams.policy import Experiment, PlanStep, Policy
 
 __all__ = [
     "Allocation",
@@ -222,6 +222,12 @@ def due(
         return TreatmentStep(state, tuple(outputs))
     plan = policy.plans.get(state.plan_id)
     steps = plan.steps if plan is not None else ()
+    if state.segment and steps and state.next_step >= len(steps):
+        # The plan finished and the rest after it passed: the segment's plan starts again,
+        # at the time it fell due (not the clock's), so replay and the service agree.
+        seed = f"treatment_assigned\x00{state.debtor_id}\x00{state.assignment_id}\x00finished"
+        _assign(state, state.segment, policy, allocations, state.next_due_ts, None, seed, "plan_finished", emitted_at, outputs)
+        steps = policy.plans[state.plan_id].steps
     while state.next_step < len(steps) and state.assigned_ts + steps[state.next_step].day * _DAY <= now_ts:
         number = state.next_step
         step = steps[number]
@@ -251,8 +257,18 @@ def due(
         if policy.channel_topics:
             outputs.append(Output(CHANNEL_TOPIC_PREFIX + step.channel, state.debtor_id, value))
         state.next_step += 1
-    state.next_due_ts = state.assigned_ts + steps[state.next_step].day * _DAY if state.next_step < len(steps) else NEVER
+    state.next_due_ts = _next_due(state, steps, policy)
     return TreatmentStep(state, tuple(outputs))
+
+
+def _next_due(state: TreatmentState, steps: tuple[PlanStep, ...], policy: Policy) -> float:
+    """When the debtor's next step falls due; after the last one, when the plan starts again
+    (``restart_after_days``), or never."""
+    if state.next_step < len(steps):
+        return state.assigned_ts + steps[state.next_step].day * _DAY
+    if state.segment and steps and policy.restart_after_days:
+        return state.assigned_ts + (steps[-1].day + policy.restart_after_days) * _DAY
+    return NEVER
 
 
 _FIELDS = tuple(TreatmentState.__dataclass_fields__)
@@ -318,7 +334,7 @@ def _reassign(
     plan = policy.plans[state.plan_id]
     state.assigned_ts = started
     state.next_step = sum(1 for step in plan.steps if started + step.day * _DAY < now_ts)
-    state.next_due_ts = started + plan.steps[state.next_step].day * _DAY if state.next_step < len(plan.steps) else NEVER
+    state.next_due_ts = _next_due(state, plan.steps, policy)
 
 
 def _follow_policy(

@@ -103,3 +103,23 @@ def test_idle_time_sends_the_steps_that_fall_due_meanwhile_and_only_those() -> N
     assert not sent_before & {v["event_id"] for v in due_steps}
     again = {o.value["event_id"] for o in runner.idle(0, 1.0)}
     assert not again & {v["event_id"] for v in due_steps}  # a step goes out once
+
+
+def test_finished_plans_start_again_and_keep_their_experiment_follow_up() -> None:
+    from datetime import datetime
+
+    runner, sent = _run()
+    values = [o.value for _, o in sent if o.value["type"] == "treatment_assigned"]
+    renewed = [v for v in values if v["reason"] == "plan_finished"]
+    assert renewed, "a six-month portfolio has debtors that finish an eight-week plan and stay"
+    latest: dict[str, dict] = {}
+    for value in values:  # in emission order: a renewal repeats the debtor's assignment in force
+        before = latest.get(value["debtor_id"])
+        if value["reason"] == "plan_finished":
+            assert before is not None and (value["plan_id"], value["arm"]) == (before["plan_id"], before["arm"])
+        latest[value["debtor_id"]] = value
+    followed = [v for v in renewed if v["experiment_id"] and v["debtor_id"] in runner.book.debtors]
+    assert followed
+    for value in followed:
+        started = runner.book.debtors[value["debtor_id"]].assigned_ts
+        assert started < datetime.fromisoformat(value["occurred_at"]).timestamp()  # the first assignment's follow-up goes on

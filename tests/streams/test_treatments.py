@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,37 @@ def test_steps_fall_due_as_the_clock_passes_them() -> None:
     assert [o.value["message_id"] for o in sent] == ["unburden-paylink-sms", "unburden-pay-later"]
     assert sent[0].value["due_at"] == "2026-03-03T00:00:00Z"
     assert due(state, T0 + 8 * DAY, DEFAULT, emitted_at="x").outputs == ()  # each step once
-    rest = due(state, T0 + 100 * DAY, DEFAULT, emitted_at="x").outputs
-    assert len(rest) == 4 and state.next_due_ts == float("inf")
+    rest = due(state, T0 + 80 * DAY, DEFAULT, emitted_at="x").outputs
+    last_day = DEFAULT.plans["unburden"].steps[-1].day
+    assert len(rest) == 4 and state.next_due_ts == T0 + (last_day + DEFAULT.restart_after_days) * DAY
+    assert due(state, T0 + 80 * DAY, DEFAULT, emitted_at="x").outputs == ()
+
+
+def test_a_finished_plan_starts_again_after_the_rest_while_the_segment_stays() -> None:
+    for quadrant, plan in (("willing_able", "unburden"), ("unwilling_able", None)):
+        first = _assign("d7", quadrant)
+        state = first.state
+        [assigned] = [o.value for o in first.outputs if o.topic == TREATMENTS_TOPIC]
+        restart_ts = T0 + (DEFAULT.plans[state.plan_id].steps[-1].day + DEFAULT.restart_after_days) * DAY
+        due(state, restart_ts - 1.0, DEFAULT, emitted_at="x")
+        again = due(state, restart_ts + 5 * DAY, DEFAULT, emitted_at="x").outputs
+        [renewed] = [o.value for o in again if o.topic == TREATMENTS_TOPIC]
+        assert not list(VALIDATORS["treatment_assigned"].iter_errors(renewed))
+        assert renewed["reason"] == "plan_finished" and renewed["event_id"] != assigned["event_id"]
+        assert renewed["plan_id"] == assigned["plan_id"] == (plan or assigned["arm"]) and renewed["arm"] == assigned["arm"]
+        assert renewed["occurred_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(restart_ts))  # when due, not the clock
+        steps = [o.value for o in again if o.topic == CONTACT_DUE_TOPIC]
+        assert steps and {v["cause_event_id"] for v in steps} == {renewed["event_id"]} and steps[0]["step"] == 0
+        # Deterministic: the same history gives the same ids.
+        replayed = _assign("d7", quadrant).state
+        due(replayed, restart_ts - 1.0, DEFAULT, emitted_at="y")
+        assert [o.value["event_id"] for o in due(replayed, restart_ts + 5 * DAY, DEFAULT, emitted_at="y").outputs] == [v["event_id"] for v in (o.value for o in again)]
+    document = _default_doc()
+    del document["restart_after_days"]
+    no_restart = parse_policy({**document, "version": "no-restart"})
+    state = _assign("d8", "willing_able", policy=no_restart).state
+    due(state, T0 + 365 * DAY, no_restart, emitted_at="x")
+    assert state.next_due_ts == float("inf")
 
 
 def test_channel_topics_route_each_step_to_its_channel() -> None:
