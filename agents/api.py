@@ -55,10 +55,10 @@ from agents.auth import (
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
 from agents.metrics import population_stability_index
 from schemas import load_schema
-from streams.signing import sign, unsigned, verify
-from streams.profile import profile
 from streams.personas import UNKNOWN
+from streams.profile import profile
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
+from streams.signing import sign, unsigned, verify
 from streams.state import DebtorState, is_marker_key
 
 if TYPE_CHECKING:

@@ -103,7 +103,11 @@ def main() -> None:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where change events go (JSON lines, emission order).")
 @click.option("--dead-letters", type=click.Path(dir_okay=False, path_type=Path), help="Where bad lines go [default: OUTPUT with .dead-letters.jsonl].")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot: restored if it exists, saved after the run.")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (YAML or JSON, schemas/policy.json): treatment_assigned, contact_due and experiment_concluded join the output. None: no treatment events.")
+@click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Treatment policy (YAML or JSON, schemas/policy.json): treatment_assigned, contact_due and experiment_concluded "
+    "join the output. None: no treatment events.",
+)
 @click.option("--experiments-report", type=click.Path(dir_okay=False, path_type=Path), help="With --policy: write the experiments' figures and decisions here (JSON).")
 def replay(input_path: str, output: Path, dead_letters: Path | None, model_path: Path | None, policy_path: Path | None, experiments_report: Path | None) -> None:
     """Run INPUT.jsonl (all inbound event types mixed; - for stdin) through the engine, no broker."""
@@ -138,7 +142,11 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
 
 @main.command()
 @click.argument("history_path", metavar="HISTORY.jsonl")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where the fitted snapshot goes (learning on from it if it exists); replay --model and worker --model start from it.")
+@click.option(
+    "--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the fitted snapshot goes (learning on from it if it exists); replay --model and worker --model start "
+    "from it.",
+)
 @click.option("--passes", type=click.IntRange(1, 10), default=1, show_default=True, help="Times over the history (a file, not stdin, for more than one).")
 def fit(history_path: str, model_path: Path, passes: int) -> None:
     """Learn the model's centres from a portfolio's history (HISTORY.jsonl, as replay reads), to
@@ -207,7 +215,10 @@ def _write_portfolio(portfolio: Portfolio, output: Path) -> Path:
 @click.option("--seed", default=7, show_default=True)
 @click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True)
 @click.option("--out-dir", default=Path("out/demo"), show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy: assign plans, run its experiments on the simulated reaction, show the persona x plan table.")
+@click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Treatment policy: assign plans, run its experiments on the simulated reaction, show the persona x plan table.",
+)
 def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_path: Path | None) -> None:
     """Simulate a portfolio, segment it live, and show what came out."""
     started = time.perf_counter()

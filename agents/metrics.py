@@ -88,7 +88,6 @@ from typing import Any, cast
 
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor, setup_prometheus_sensors
 from faust.types import TP, AppT
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -97,6 +96,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 __all__ = [
     "FAUST_PREFIX",

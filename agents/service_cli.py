@@ -53,13 +53,30 @@ def _settings(**overrides: object) -> Settings:
 @click.option("--model-snapshot-seconds", type=click.FloatRange(min=0.1), help="... or this long after the last one, if it learned anything [env DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS; default 5].")
 @click.option("--loglevel", type=click.Choice(_LOGLEVELS), help="[env DEBTOR_SEGMENTS_LOGLEVEL; default info]")
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
-@click.option("--guarantee", type=click.Choice(_GUARANTEES), help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default at_least_once].")
+@click.option(
+    "--guarantee", type=click.Choice(_GUARANTEES),
+    help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's "
+    "Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default "
+    "at_least_once].",
+)
 @click.option("--group-instance-id", help="Static consumer-group membership id; '' derives it from the host name and data dir, 'off' disables it [env DEBTOR_SEGMENTS_GROUP_INSTANCE_ID].")
-@click.option("--session-timeout", "session_timeout_s", type=click.FloatRange(min=1), help="Seconds without heartbeat before the group gives a worker's partitions to others [env DEBTOR_SEGMENTS_SESSION_TIMEOUT_S; default 8].")
+@click.option(
+    "--session-timeout", "session_timeout_s", type=click.FloatRange(min=1),
+    help="Seconds without heartbeat before the group gives a worker's partitions to others [env "
+    "DEBTOR_SEGMENTS_SESSION_TIMEOUT_S; default 8].",
+)
 @click.option("--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1), help="Seconds between group heartbeats [env DEBTOR_SEGMENTS_HEARTBEAT_INTERVAL_S; default 1].")
 @click.option("--standby-replicas", type=click.IntRange(min=0), help="Warm standby copies of each table partition on other workers [env DEBTOR_SEGMENTS_STANDBY_REPLICAS; default 1].")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env DEBTOR_SEGMENTS_POLICY].")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot to start from (debtor-segments fit), until the model topic holds a newer one [env DEBTOR_SEGMENTS_INITIAL_MODEL; default: the persona prototypes].")
+@click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env "
+    "DEBTOR_SEGMENTS_POLICY].",
+)
+@click.option(
+    "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Model snapshot to start from (debtor-segments fit), until the model topic holds a newer one [env "
+    "DEBTOR_SEGMENTS_INITIAL_MODEL; default: the persona prototypes].",
+)
 def worker(
     broker: str | None,
     data_dir: Path | None,

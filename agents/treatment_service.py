@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agents.auth import AGGREGATES, authorize, parse_tokens
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.engine import Output, Step
-from streams.page import render_page
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.events import Event
+from streams.page import render_page
 from streams.policy import PolicyError, load_policy
+from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.state import DebtorState
 from streams.treatment_runner import TreatmentRunner
 

@@ -44,11 +44,11 @@ import hashlib
 import logging
 import shutil
 import time
-from pathlib import Path
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import faust

@@ -288,12 +288,12 @@ def _erase(state: DebtorState | None, event: Event, emitted_at: str) -> Step:
     if state is None:
         state = DebtorState.new(event.debtor_id)
     outputs = []
-    for kind, topic, previous, field in (
+    for kind, topic, previous, label in (
         ("persona_changed", PERSONA_CHANGES_TOPIC, state.persona, "persona"),
         ("quadrant_changed", QUADRANT_CHANGES_TOPIC, state.quadrant, "quadrant"),
     ):
         value = _envelope(kind, state, event, previous, state.model_version, emitted_at, stateless=stateless)
-        value[field] = UNKNOWN
+        value[label] = UNKNOWN
         value.update(confidence=0.0, explanation={}, reason="erased")
         if kind == "quadrant_changed":
             value.update(willingness=0.5, ability=0.5)

@@ -253,7 +253,8 @@ class ExperimentBook:
         champion = experiment.arms[0].plan_id
         alpha = experiment.alpha / (len(experiment.arms) - 1)
         base, base_var = self._estimate(experiment, arms[champion])
-        better, worse = [], []
+        better: list[tuple[float, str]] = []
+        worse: list[tuple[float, str]] = []
         burnt_in = all(s.n >= BURN_IN for s in arms.values())
         for arm in experiment.arms[1:] if burnt_in else ():
             value, var = self._estimate(experiment, arms[arm.plan_id])

@@ -79,7 +79,7 @@ def exposure_months(state: DebtorState, half_life_days: float = 120.0) -> float:
     counters fill, so a debtor whose behaviour is steady has steady features from the start.
     """
     age_days = (state.watermark - state.first_ts) / 86_400
-    decayed_days = half_life_days / math.log(2) * (1.0 - 2.0 ** (-age_days / half_life_days))
+    decayed_days: float = half_life_days / math.log(2) * (1.0 - 2.0 ** (-age_days / half_life_days))
     return max(decayed_days, 14.0) / 30.4
 
 

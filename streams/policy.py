@@ -143,7 +143,7 @@ class Policy:
 
         ``None`` when none matches: the debtor gets no treatment.
         """
-        labels = (f"{persona}/{quadrant}", persona) if persona != "unknown" else ()
+        labels: tuple[str, ...] = (f"{persona}/{quadrant}", persona) if persona != "unknown" else ()
         for label in (*labels, quadrant):
             # "unknown" is the fallback, not a persona or quadrant label of its own.
             if label != "unknown" and label in self.segments:
@@ -159,9 +159,9 @@ def policy_problems(document: Any) -> list[Problem]:
     ]
     if not isinstance(document, dict):
         return problems
-    plans = document.get("plans") if isinstance(document.get("plans"), dict) else {}
-    experiments = document.get("experiments") if isinstance(document.get("experiments"), dict) else {}
-    segments = document.get("segments") if isinstance(document.get("segments"), dict) else {}
+    plans: dict[str, Any] = document["plans"] if isinstance(document.get("plans"), dict) else {}
+    experiments: dict[str, Any] = document["experiments"] if isinstance(document.get("experiments"), dict) else {}
+    segments: dict[str, Any] = document["segments"] if isinstance(document.get("segments"), dict) else {}
     for label, target in segments.items():
         if not isinstance(target, str):
             continue
@@ -176,7 +176,7 @@ def policy_problems(document: Any) -> list[Problem]:
     for experiment_id, body in experiments.items():
         if not isinstance(body, dict):
             continue
-        arms = body.get("arms") if isinstance(body.get("arms"), list) else []
+        arms: list[Any] = body["arms"] if isinstance(body.get("arms"), list) else []
         seen: set[str] = set()
         for n, arm in enumerate(arms):
             plan = arm.get("plan") if isinstance(arm, dict) else None
@@ -236,7 +236,7 @@ def _reason(error: Any) -> str:
     if error.validator == "minProperties" and error.validator_value == 1:
         return "should be non-empty"
     if error.validator == "required":
-        return error.message.replace(" is a required property", " is required")
+        return str(error.message).replace(" is a required property", " is required")
     return str(error.message)
 
 

@@ -371,7 +371,9 @@ def test_scheduler_waits_for_a_lagging_topic_of_the_same_partition_only() -> Non
 def test_equal_timestamps_go_in_event_time_order() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
     consumer.hw = {A0: 2, B0: 1}
-    day = lambda d: orjson.dumps({"occurred_at": f"2026-01-{d:02d}T00:00:00Z"})
+    def day(d: int) -> bytes:
+        return orjson.dumps({"occurred_at": f"2026-01-{d:02d}T00:00:00Z"})
+
     scheduler.add(A0, [Rec(0, 5, day(9)), Rec(1, 5, day(10))])
     scheduler.add(B0, [Rec(0, 5, day(2))])
     assert _drain(scheduler) == [(B0, 0), (A0, 0), (A0, 1)]

@@ -19,8 +19,8 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -119,7 +119,7 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_admin(kafka_bootstrap: str) -> Iterator["KafkaAdminClient"]:  # noqa: F821
+def kafka_admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:  # noqa: F821
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="pytest-admin")

@@ -359,7 +359,7 @@ def test_bad_input_duplicates_lateness_and_no_ids_in_logs(kafka_bootstrap: str, 
 
         dead = [orjson.loads(r.value) for r in read_committed(kafka_bootstrap, [prefix + DEAD_LETTERS_TOPIC])]
         by_raw = {d["raw"]: d for d in dead}
-        for topic, key, value, reason in bad:
+        for topic, _key, value, reason in bad:
             letter = by_raw.get(value.decode("utf-8", "replace"))
             assert letter is not None, f"not dead-lettered: {value[:60]!r}"
             assert letter["reason"] == reason, (value[:60], letter)

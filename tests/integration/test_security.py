@@ -23,9 +23,9 @@ from agents.kafka_io import route_line
 from agents.settings import Settings
 from agents.worker import MODEL_TOPIC
 from streams.model import SegmentModel
+from streams.simulation import simulate
 from tests.integration.conftest import REPO_ROOT, missing
 from tests.integration.test_service import Worker, delete_topics, free_port, new_prefix, produce, start_workers, wait_caught_up
-from streams.simulation import simulate
 
 USERS = "admin:admin-secret-7c1,worker:worker-secret-3b9"
 

@@ -230,7 +230,8 @@ def test_a_busy_debtor_stays_under_one_kib() -> None:
         if kind == "claim_opened":
             extra = {"claim_id": f"claim-{i:06d}", "creditor_id": f"creditor-{i:06d}", "principal_cents": 123_456_789}
         day, second = divmod(i * 20_000, 86_400)
-        engine.handle(make_event(kind, debtor_id="d" * 64, event_id=f"{i:0128d}", at=f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T{second // 3600:02d}:{second % 3600 // 60:02d}:01.123456+05:30", **extra))
+        at = f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T{second // 3600:02d}:{second % 3600 // 60:02d}:01.123456+05:30"
+        engine.handle(make_event(kind, debtor_id="d" * 64, event_id=f"{i:0128d}", at=at, **extra))
     state = engine.states["d" * 64]
     assert len(state.recent) == EngineConfig().max_remembered_ids
     assert len(state.to_bytes()) < 1400, len(state.to_bytes())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -99,7 +99,13 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(INBOUND_TYPES), st.dictionaries(st.sampled_from(["event_id", "debtor_id", "occurred_at", "claim_id", "amount_cents", "stars", "channel", "outcome", "principal_cents"]), json_values))
+@given(
+    st.sampled_from(INBOUND_TYPES),
+    st.dictionaries(
+        st.sampled_from(["event_id", "debtor_id", "occurred_at", "claim_id", "amount_cents", "stars", "channel", "outcome", "principal_cents"]),
+        json_values,
+    ),
+)
 def test_arbitrary_objects_decode_or_fail_with_a_reason(event_type: str, fields: dict) -> None:
     try:
         event = decode_event(orjson.dumps({"type": event_type, **fields}))
@@ -150,25 +156,25 @@ def test_event_times_outside_the_plausible_range_are_dead_lettered(stamp: str) -
 
 
 def test_event_times_too_far_ahead_of_the_clock_are_dead_lettered() -> None:
-    ahead = datetime.fromtimestamp(NOW + 86_400 + 1, timezone.utc).isoformat()
+    ahead = datetime.fromtimestamp(NOW + 86_400 + 1, UTC).isoformat()
     with pytest.raises(DecodeError) as caught:
         decode_event(orjson.dumps({**VALID, "occurred_at": ahead}), now=NOW)
     assert caught.value.reason == "implausible_timestamp"
     # Within the skew, and without a clock (a replay of a file): accepted.
-    within = datetime.fromtimestamp(NOW + 86_400, timezone.utc).isoformat()
+    within = datetime.fromtimestamp(NOW + 86_400, UTC).isoformat()
     assert decode_event(orjson.dumps({**VALID, "occurred_at": within}), now=NOW).ts == NOW + 86_400
     assert decode_event(orjson.dumps({**VALID, "occurred_at": ahead})).ts == NOW + 86_401
     # The skew and the earliest time are configurable.
     strict = Limits(earliest_ts=NOW - 10, max_future_s=60.0)
     for ts in (NOW - 11, NOW + 61):
-        stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat()
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat()
         with pytest.raises(DecodeError, match="implausible_timestamp"):
             decode_event(orjson.dumps({**VALID, "occurred_at": stamp}), limits=strict, now=NOW)
 
 
 def test_the_bounds_themselves_are_plausible() -> None:
     for ts in (EARLIEST_TS, LATEST_TS):
-        stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat()
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat()
         assert decode_event(orjson.dumps({**VALID, "occurred_at": stamp})).ts == ts
 
 
@@ -219,7 +225,7 @@ def test_strict_decoding(raw: bytes, reason: str) -> None:
 )
 def test_rfc3339_forms_are_accepted(stamp: str, expected: str) -> None:
     event = decode_event(orjson.dumps({**RATED, "occurred_at": stamp}))
-    assert datetime.fromtimestamp(event.ts, timezone.utc).isoformat() == expected
+    assert datetime.fromtimestamp(event.ts, UTC).isoformat() == expected
     assert event.occurred_at == stamp
 
 
