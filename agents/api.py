@@ -59,7 +59,7 @@ from streams.personas import UNKNOWN
 from streams.profile import profile
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
 from streams.signing import sign, unsigned, verify
-from streams.state import DebtorState, is_marker_key
+from streams.state import DebtorState, is_debtor_key
 
 if TYPE_CHECKING:
     from agents.worker import Service
@@ -509,7 +509,7 @@ class PopulationPublisher:
             # The memory store is a dict, which must not change while the scan yields below.
             items = list(items)
         for number, (key, value) in enumerate(items, start=1):
-            if isinstance(key, bytes) and value is not None and not is_marker_key(key):
+            if isinstance(key, bytes) and value is not None and is_debtor_key(key):
                 tally = tallies.get(key_partition(key, self.partitions))
                 if tally is not None:
                     tally.add(DebtorState.from_bytes(value))

@@ -53,6 +53,11 @@ def apply_state(table: MutableMapping[bytes, bytes], handled: Handled) -> None:
         table[key] = handled.state
     if handled.marker is not None:  # an erasure's marker (streams.state.marker_key)
         table[handled.marker[0]] = handled.marker[1]
+    for side_key, side_value in handled.side_writes:
+        if side_value is not None:
+            table[side_key] = side_value
+        elif side_key in table:
+            del table[side_key]
 
 
 @dataclass(slots=True, eq=False)

@@ -6,8 +6,13 @@ its outputs (the same :class:`~streams.treatment_runner.TreatmentRunner` as ``re
 returns what to send on ``debtor.treatments``, ``debtor.contact-due`` and, with the policy's
 ``channel_topics``, ``debtor.channel.<channel>``.
 
-The treatment states and the experiment book live in the worker's memory: a restarted or
-rebalanced worker starts them afresh (see the note of issue 15 for what is left: a table).
+Each debtor's treatment state is also kept in the worker's state table, under a side key
+(:func:`streams.treatments.stored_key`), written with the record that changed it (so after its
+sends, in that partition's changelog): a restarted worker, or the new owner of a partition after
+a rebalance, restores the partition's states at its first record and goes on with the plans
+(tests/integration/test_treatments.py). Steps sent by the partition timer are written with the
+partition's next record; a crash before it sends them again (same event ids). The experiment
+book is still per worker and in memory: a restart starts its figures afresh.
 Steps fall due in event time, as in ``replay``: as records advance the stream's clock, and on
 the worker's partition timer (:meth:`TreatmentService.due_by_timer`) as a caught-up partition
 sits idle, so a step falls due on time although no record arrives on its partition.
@@ -33,6 +38,7 @@ from streams.policy import PolicyError, load_policy
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.state import DebtorState
 from streams.treatment_runner import TreatmentRunner
+from streams.treatments import read_stored, stored_key, stored_value
 
 __all__ = ["TreatmentService"]
 
@@ -73,6 +79,11 @@ class TreatmentService:
         # partition -> monotonic time of its last record or timer tick: what the timer counts
         # as idle time.
         self._last_seen: dict[int, float] = {}
+        # What the worker's table must hold for a restart or a rebalance to go on where this
+        # worker was: debtors whose treatment state changed, per partition, not yet written.
+        self._changed: dict[int, set[str]] = {}
+        self._partition_of: dict[str, int] = {}
+        self.restored: set[int] = set()
 
     def _snapshot(self, ts: float) -> None:
         label = time.strftime("%Y-%m-%d", time.gmtime(ts))
@@ -147,6 +158,9 @@ class TreatmentService:
             self._next_snapshot = handled.event_ts + 30 * 86_400.0
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at, partition=partition)
+        if changes:
+            self._mark(partition, [handled.debtor_id])
+        self._mark(partition, [o.key for o in outputs])
         return self._sends(outputs)
 
     def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes]]:
@@ -159,8 +173,58 @@ class TreatmentService:
             if last is None:
                 continue
             self._last_seen[partition] = now
-            outputs += self.runner.idle(partition, now - last, emitted_at=emitted_at)
+            idle = self.runner.idle(partition, now - last, emitted_at=emitted_at)
+            self._mark(partition, [o.key for o in idle])
+            outputs += idle
         return self._sends(outputs)
+
+    # --- the treatment states in the worker's table --------------------------------------------
+
+    def _mark(self, partition: int, debtor_ids: Iterable[str]) -> None:
+        for debtor_id in debtor_ids:
+            self._changed.setdefault(partition, set()).add(debtor_id)
+            self._partition_of[debtor_id] = partition
+
+    def take_writes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """(table key, stored state or None to delete) of the debtors of ``partition`` whose
+        treatment changed since the last call: the worker writes them with its record of that
+        partition (so they go to that partition's changelog, after the record's sends)."""
+        changed = self._changed.pop(partition, None)
+        if not changed:
+            return []
+        writes: list[tuple[bytes, bytes | None]] = []
+        for debtor_id in sorted(changed):
+            state = self.runner.states.get(debtor_id)
+            writes.append((stored_key(debtor_id), stored_value(state, partition) if state is not None else None))
+            if state is None:
+                self._partition_of.pop(debtor_id, None)
+        return writes
+
+    def restore(self, partition: int, entries: Iterable[tuple[Any, Any]]) -> int:
+        """Take back ``partition``'s treatment states from the table's (key, value) entries, once
+        per assignment; the number restored."""
+        states = []
+        for key, value in entries:
+            stored = read_stored(key, value) if isinstance(key, bytes) else None
+            if stored is not None and stored[0] == partition and stored[1].debtor_id not in self.runner.states:
+                states.append(stored[1])
+                self._partition_of[stored[1].debtor_id] = partition
+        self.runner.restore(partition, states)
+        self.restored.add(partition)
+        return len(states)
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions this worker no longer serves: forget their treatments (the new owner
+        restores them from the table); unwritten changes are lost with the unacked records,
+        which the new owner processes again."""
+        for partition in set(partitions):
+            debtors = [d for d, p in self._partition_of.items() if p == partition]
+            self.runner.forget(partition, debtors)
+            for debtor_id in debtors:
+                del self._partition_of[debtor_id]
+            self._changed.pop(partition, None)
+            self._last_seen.pop(partition, None)
+            self.restored.discard(partition)
 
     def _sends(self, outputs: list[Output]) -> list[tuple[str, bytes, bytes]]:
         for o in outputs:

@@ -250,6 +250,9 @@ class Handled:
     state: bytes | None = None  # the new state to store, if it changed
     erase: bool = False  # delete the debtor's state (a tombstone in the changelog)
     marker: tuple[bytes, bytes] | None = None  # (key, value) of the erasure marker to store
+    # Other entries of the table the record's write carries: (key, value or None to delete);
+    # the treatment states it changed (agents/treatment_service.py).
+    side_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -1247,10 +1250,17 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             )
             sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if treatments is not None:
+                if message.partition not in treatments.restored:
+                    # First record of this partition since it was assigned: its treatment
+                    # states come back from the table (recovered by now) before it is handled.
+                    entries = table.items() if settings.store == "rocksdb" else list(table.items())
+                    restored = treatments.restore(message.partition, entries)
+                    log.info("restored %d treatment states of partition %d", restored, message.partition)
                 for name, key, value in treatments.after_record(handled, message.value, _now(), message.partition):
                     if name not in outbound:
                         outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
                     sent.append(await send_tracked(outbound[name], name, key, value))
+                handled.side_writes = treatments.take_writes(message.partition)
             if handled.learn is not None:
                 # No key: a feature vector must not name its debtor (erasure; docs/reliability.md).
                 sent.append(await send_tracked(updates, MODEL_UPDATES_TOPIC, None, orjson.dumps(handled.learn)))
@@ -1284,6 +1294,8 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         service.assigned.difference_update(revoked)
+        if treatments is not None:
+            treatments.revoked(tp.partition for tp in revoked)
         await commit_acknowledged(app)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ __all__ = [
     "DECAYED",
     "DebtorState",
     "erasure_marker",
-    "is_marker_key",
+    "is_debtor_key",
     "event_key",
     "event_token",
     "marker_key",
@@ -129,9 +129,14 @@ def marker_key(debtor_id: str, secret: bytes = b"") -> bytes:
     return _MARKER_PREFIX + blake2b(debtor_id.encode(), digest_size=16, key=secret, person=b"erasure").hexdigest().encode()
 
 
-def is_marker_key(key: bytes) -> bool:
-    """Whether a table key is an erasure marker's, not a debtor's."""
-    return key.startswith(_MARKER_PREFIX)
+def is_debtor_key(key: bytes) -> bool:
+    """Whether a table key is a debtor's state, not a side entry (an erasure marker, a treatment
+    state): side keys start with NUL, which no debtor id may contain.
+
+    >>> is_debtor_key(b"d42"), is_debtor_key(marker_key("d42"))
+    (True, False)
+    """
+    return not key.startswith(b"\x00")
 
 
 def erasure_marker(erased_at: float) -> bytes:

@@ -65,6 +65,22 @@ class TreatmentRunner:
             for debtor_id in {debtor_id for _, debtor_id in heap}:
                 heapq.heappush(heap, (self._clocks.get(partition, self.clock), debtor_id))
 
+    def restore(self, partition: int, states: list[TreatmentState]) -> None:
+        """Take back the treatment states of ``partition`` (from the worker's table after a
+        restart or a rebalance): their next steps fall due again as the partition's clock passes."""
+        heap = self._heaps.setdefault(partition, [])
+        for state in states:
+            self.states[state.debtor_id] = state
+            if state.next_due_ts < NEVER:
+                heapq.heappush(heap, (state.next_due_ts, state.debtor_id))
+
+    def forget(self, partition: int, debtor_ids: list[str]) -> None:
+        """Drop a partition this worker no longer serves: its due steps are another's now."""
+        self._heaps.pop(partition, None)
+        self._clocks.pop(partition, None)
+        for debtor_id in debtor_ids:
+            self.states.pop(debtor_id, None)
+
     def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "", partition: int = 0) -> list[Output]:
         """What the treatments send after the engine processed ``event`` (of ``partition``) into ``step``."""
         outputs: list[Output] = []

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
+import orjson
+
 from schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
 from streams.engine import Output
 from streams.policy import Experiment, PlanStep, Policy
@@ -48,12 +50,47 @@ __all__ = [
     "arm_for",
     "due",
     "on_changes",
+    "read_stored",
+    "stored_key",
+    "stored_value",
     "unit_hash",
 ]
 
 _DAY = 86_400.0
 #: Never due (a plan with no step left).
 NEVER = float("inf")
+#: Table keys of stored treatment states start with NUL, which no debtor id may contain
+#: (:func:`streams.state.is_debtor_key`), so they never collide with a debtor's state.
+_STORED_PREFIX = b"\x00treatment:"
+
+
+def stored_key(debtor_id: str) -> bytes:
+    """Table key of a debtor's stored treatment state.
+
+    >>> stored_key("d42")
+    b'\\x00treatment:d42'
+    """
+    return _STORED_PREFIX + debtor_id.encode()
+
+
+def stored_value(state: TreatmentState, partition: int) -> bytes:
+    """A treatment state as stored, with the partition it belongs to (its key is not the
+    debtor's, so the key does not say)."""
+    return orjson.dumps({**state.to_dict(), "partition": partition})
+
+
+def read_stored(key: bytes, value: bytes | None) -> tuple[int, TreatmentState] | None:
+    """(partition, state) of a stored treatment state; ``None`` for any other table entry.
+
+    >>> partition, state = read_stored(stored_key("d1"), stored_value(TreatmentState("d1", plan_id="p"), 3))
+    >>> partition, state == TreatmentState("d1", plan_id="p"), read_stored(b"d1", b"{}")
+    (3, True, None)
+    """
+    if value is None or not key.startswith(_STORED_PREFIX):
+        return None
+    data = orjson.loads(value)
+    partition = data.pop("partition")
+    return int(partition), TreatmentState.from_dict(data)
 
 
 @dataclass(frozen=True, slots=True)

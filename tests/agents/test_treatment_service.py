@@ -74,3 +74,37 @@ def test_the_partition_timer_sends_steps_due_while_a_partition_is_idle(tmp_path:
     steps = [orjson.loads(value) for topic, _, value in month_later if topic == "debtor.contact-due"]
     assert steps and all(step["emitted_at"] == "t" for step in steps)
     assert not {s["event_id"] for s in steps} & {v["event_id"] for v in sent}
+
+
+def test_a_new_worker_goes_on_from_the_stored_treatment_states(tmp_path: Path, handle_lines: HandleLines) -> None:
+    """Issue 15: treatment states live in the worker's table, so a restart or a rebalance neither
+    assigns plans again nor forgets the steps to come."""
+    lines = simulate(debtors=60, months=6, seed=8).lines
+    handled = list(handle_lines(lines))
+
+    def ids(values: list[dict]) -> list[str]:
+        return [v["event_id"] for v in values if v["type"] != "experiment_concluded"]
+
+    reference = _service(tmp_path)
+    expected = ids([orjson.loads(v) for line, h in handled for _, _, v in reference.after_record(h, line, "x")])
+    split = len(handled) * 3 // 5
+    table: dict[bytes, bytes] = {}
+    first, second = _service(tmp_path), _service(tmp_path)
+    sent: list[dict] = []
+    for line, h in handled[:split]:
+        sent += [orjson.loads(v) for _, _, v in first.after_record(h, line, "x")]
+        for key, value in first.take_writes(0):
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+    stored = [key for key in table if key.startswith(b"\x00treatment:")]
+    assert len(stored) == len(first.runner.states) > 10
+    assert second.restore(1, table.items()) == 0  # another partition's: not taken
+    assert second.restore(0, table.items()) == len(stored)
+    for line, h in handled[split:]:
+        sent += [orjson.loads(v) for _, _, v in second.after_record(h, line, "x")]
+    assert ids(sent) == expected
+    # A partition given away is forgotten, to be restored by its next owner.
+    second.revoked([0])
+    assert not second.runner.states and 0 not in second.restored
