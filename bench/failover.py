@@ -34,15 +34,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -55,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "failover.json"
 REPORT = ROOT / "docs" / "reliability.md"
 sys.path.insert(0, str(ROOT))
+
+from reliability import free_port, http_get, wait_ready  # noqa: E402 - bench/ is the script's folder on sys.path
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line  # noqa: E402
 from agents.settings import Settings  # noqa: E402
@@ -70,18 +69,12 @@ def log(text: str) -> None:
     print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Proc:
     """A worker subprocess; restarted on the same data dir and port it is the same member."""
 
     def __init__(self, bootstrap: str, prefix: str, data: Path, *extra: str) -> None:
         self.bootstrap, self.prefix, self.data, self.extra = bootstrap, prefix, data, extra
-        self.port = _port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.counted_before = 0  # events counted by earlier processes of this worker
 
@@ -94,23 +87,11 @@ class Proc:
         return self
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-        except OSError:
-            return 0, b""
+        return http_get(self.port, path, 5)
 
     def wait_ready(self, timeout: float = 120.0) -> float:
-        while time.monotonic() - self.started < timeout:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.data}.log")
-            if self.get("/ready")[0] == 200:
-                return time.monotonic() - self.started
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready after {timeout}s; see {self.data}.log")
+        assert self.proc is not None
+        return wait_ready(self.proc, self.port, self.started, timeout, f"{self.data}.log", poll=0.1)
 
     def counted(self) -> int | None:
         status, body = self.get("/metrics")

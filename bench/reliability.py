@@ -45,17 +45,39 @@ from agents.settings import Settings
 from agents.worker import WorkerConfig, topic_plan
 
 
-def _port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
+    """(status, body) of a worker's page; (0, b"") while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, started: float, timeout: float, log: str, poll: float = 0.2) -> float:
+    """Seconds from ``started`` until the worker's /ready says 200; raises if it exits or times out."""
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}; see {log}")
+        if http_get(port, "/ready", 5)[0] == 200:
+            return time.monotonic() - started
+        time.sleep(poll)
+    raise RuntimeError(f"worker not ready after {timeout}s; see {log}")
 
 
 class Proc:
     """A worker subprocess with its HTTP port."""
 
     def __init__(self, bootstrap: str, prefix: str, data: Path, *extra: str) -> None:
-        self.port = _port()
+        self.port = free_port()
         self.log = data.parent / f"{data.name}-{self.port}.log"
         args = [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{bootstrap}", "--topic-prefix", prefix,
                 "--data-dir", str(data), "--web-port", str(self.port), "--loglevel", "warning", *extra]  # fmt: skip
@@ -64,22 +86,10 @@ class Proc:
         self.started = time.monotonic()
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-        except OSError:
-            return 0, b""
+        return http_get(self.port, path, 10)
 
     def wait_ready(self, timeout: float = 900.0) -> float:
-        while time.monotonic() - self.started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log}")
-            if self.get("/ready")[0] == 200:
-                return time.monotonic() - self.started
-            time.sleep(0.2)
-        raise RuntimeError(f"not ready after {timeout}s; see {self.log}")
+        return wait_ready(self.proc, self.port, self.started, timeout, str(self.log))
 
     def metrics(self) -> dict[str, float]:
         _, body = self.get("/metrics")
