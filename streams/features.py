@@ -23,7 +23,20 @@ from __future__ import annotations
 
 import math
 
-from streams.state import DebtorState
+from streams.state import (
+    ABILITY_N,
+    ABILITY_SUM,
+    ARRANGEMENTS,
+    HARDSHIP,
+    INBOUND,
+    KEPT,
+    MISSED,
+    OUTBOUND,
+    RESPONDED,
+    STARS_N,
+    STARS_SUM,
+    DebtorState,
+)
 
 __all__ = [
     "FEATURES",
@@ -91,9 +104,9 @@ def feature_vector(state: DebtorState, months: float | None = None) -> list[floa
     d = state.decayed
     if months is None:
         months = exposure_months(state)
-    kept, missed, arrangements = d[3], d[4], d[5]
-    outbound, responded, inbound = d[6], d[8], d[9]
-    stars_sum, stars_n, ability_sum, ability_n = d[10], d[11], d[12], d[13]
+    kept, missed, arrangements = d[KEPT], d[MISSED], d[ARRANGEMENTS]
+    outbound, responded, inbound = d[OUTBOUND], d[RESPONDED], d[INBOUND]
+    stars_sum, stars_n, ability_sum, ability_n = d[STARS_SUM], d[STARS_N], d[ABILITY_SUM], d[ABILITY_N]
     debt = math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR
     return [
         _FILES_FEATURE[state.claims if state.claims < 12 else 12],
@@ -121,7 +134,7 @@ def feature_variance(state: DebtorState, x: list[float], months: float | None = 
     d = state.decayed
     if months is None:
         months = exposure_months(state)
-    kept, missed, arrangements, outbound, inbound, stars_n, ability_n = d[3], d[4], d[5], d[6], d[9], d[11], d[13]
+    kept, missed, arrangements, outbound, inbound, stars_n, ability_n = d[KEPT], d[MISSED], d[ARRANGEMENTS], d[OUTBOUND], d[INBOUND], d[STARS_N], d[ABILITY_N]
     return [
         0.0,
         0.0,
@@ -150,11 +163,11 @@ def willingness(state: DebtorState, months: float | None = None) -> float:
     arrangements fill in for debtors who were rarely rated.
     """
     d = state.decayed
-    stars_n = d[11]
-    stars = (d[10] - stars_n) / (4.0 * stars_n) if stars_n else 0.5
+    stars_n = d[STARS_N]
+    stars = (d[STARS_SUM] - stars_n) / (4.0 * stars_n) if stars_n else 0.5
     star_weight = stars_n / (stars_n + 1.0)
-    inbound, responded, outbound = d[9], d[8], d[6]
-    kept, missed = d[3], d[4]
+    inbound, responded, outbound = d[INBOUND], d[RESPONDED], d[OUTBOUND]
+    kept, missed = d[KEPT], d[MISSED]
     if months is None:
         months = exposure_months(state)
     behaviour = (
@@ -168,10 +181,10 @@ def willingness(state: DebtorState, months: float | None = None) -> float:
 def ability(state: DebtorState) -> float:
     """Ability to pay, in [0, 1]: assessments, hardship, what was paid, and the debt load."""
     d = state.decayed
-    ability_n = d[13]
-    assessed = d[12] / ability_n if ability_n else 0.5
+    ability_n = d[ABILITY_N]
+    assessed = d[ABILITY_SUM] / ability_n if ability_n else 0.5
     assess_weight = ability_n / (ability_n + 0.5)
-    hardship = d[14] / (d[11] + 1.0)
+    hardship = d[HARDSHIP] / (d[STARS_N] + 1.0)
     collected = state.paid_cents / state.principal_cents if state.principal_cents else 0.5
     load = min(1.0, math.log1p(state.outstanding_cents / 100) / _LOG_DEBT_EUR)
     # The debt load says more about capacity than what was paid, which willingness drives too.

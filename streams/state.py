@@ -33,7 +33,22 @@ from streams.events import Event
 
 __all__ = [
     "CHANNELS",
+    "ABILITY_N",
+    "ABILITY_SUM",
+    "ARRANGEMENTS",
     "DECAYED",
+    "HARDSHIP",
+    "INBOUND",
+    "KEPT",
+    "MISSED",
+    "NEW_DEBT",
+    "OUTBOUND",
+    "PAID",
+    "PAYMENTS",
+    "RESPONDED",
+    "STARS_N",
+    "STARS_SUM",
+    "STRICT",
     "DebtorState",
     "erasure_marker",
     "is_debtor_key",
@@ -66,15 +81,31 @@ DECAYED: tuple[str, ...] = (
     "hardship",  # ratings that named a hardship
 )
 _D = {name: i for i, name in enumerate(DECAYED)}
-# Indices into DebtorState.decayed, as constants: the event handlers run for every event.
-(_NEW_DEBT, _PAID, _PAYMENTS, _KEPT, _MISSED, _ARRANGEMENTS, _OUTBOUND, _STRICT, _RESPONDED, _INBOUND,
- _STARS_SUM, _STARS_N, _ABILITY_SUM, _ABILITY_N, _HARDSHIP) = range(len(DECAYED))
+# Indices into DebtorState.decayed, by name, as plain ints (an IntEnum costs a call per index on
+# the hot path): readers use these, never a bare position, so a counter added to DECAYED cannot
+# be mistaken for another.
+NEW_DEBT = _D["new_debt"]
+PAID = _D["paid"]
+PAYMENTS = _D["payments"]
+KEPT = _D["kept"]
+MISSED = _D["missed"]
+ARRANGEMENTS = _D["arrangements"]
+OUTBOUND = _D["outbound"]
+STRICT = _D["strict"]
+RESPONDED = _D["responded"]
+INBOUND = _D["inbound"]
+STARS_SUM = _D["stars_sum"]
+STARS_N = _D["stars_n"]
+ABILITY_SUM = _D["ability_sum"]
+ABILITY_N = _D["ability_n"]
+HARDSHIP = _D["hardship"]
 _DAY = 86_400.0
 _ASSESSMENT = {"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}
 # Format 2: idempotency entries are [seconds before the watermark, event_token]; format 1 held
 # [second, 48-bit event_key], read as such until those entries leave the lateness window.
-_STATE_FORMAT = 2
-_READABLE_FORMATS = (1, 2)
+# Format 3: the same fields as 2, but a stored state holds exactly the fields of its format's
+# layout (_LAYOUTS): a field is added by a new format with its own layout, never by appending.
+_STATE_FORMAT = 3
 #: Characters of an event_token that stand for the event id (9 bytes, 72 bits); the rest (3
 #: bytes) is the digest of the body.
 _ID_CHARS = 12
@@ -355,13 +386,19 @@ class DebtorState:
     def from_bytes(cls, data: bytes) -> DebtorState:
         """Inverse of :meth:`to_bytes`; reads states written before fields were added."""
         values: list[Any] = orjson.loads(data)
-        if values[0] not in _READABLE_FORMATS:
-            raise ValueError(f"unsupported debtor state format {values[0]!r}")
-        state = cls(*values[1:])
-        if values[0] >= 2:
+        stored_format, body = values[0], values[1:]
+        layout = _LAYOUTS.get(stored_format)
+        if layout is None:
+            raise ValueError(f"unsupported debtor state format {stored_format!r}")
+        exact = stored_format >= 3
+        if len(body) > len(layout) or (exact and len(body) != len(layout)):
+            raise ValueError(f"a debtor state of format {stored_format} has {len(layout)} fields, this one {len(body)}")
+        # The current layout is the dataclass's field order (tested): positional is by name then.
+        state = cls(*body) if layout is _FIELDS else cls(**dict(zip(layout, body, strict=False)))
+        if stored_format >= 2:
             base = int(state.watermark)
             state.recent = [[base - pair[0], pair[1]] for pair in state.recent]
-        if len(values) - 1 <= _FIELDS_BEFORE_KEPT_RULE and (state.open_arrangements or state.decayed[_ARRANGEMENTS] > 0):
+        if "first_arrangement_ts" not in layout[: len(body)] and (state.open_arrangements or state.decayed[ARRANGEMENTS] > 0):
             # Written before payments were tied to the first arrangement's time: the debtor
             # had arrangements, so payments from now on count as kept, as they did then.
             state.first_arrangement_ts = int(state.first_ts)
@@ -374,8 +411,11 @@ class DebtorState:
 
 # attrgetter reads all fields in C: a per-event copy via getattr in Python cost 3x more.
 _all_fields = attrgetter(*(f.name for f in fields(DebtorState)))
-_FIELDS_BEFORE_KEPT_RULE = [f.name for f in fields(DebtorState)].index("first_arrangement_ts")
-_RECENT = [f.name for f in fields(DebtorState)].index("recent")
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DebtorState))
+#: The stored fields of each format, in order. Formats 1 and 2 grew at the end without a new
+#: number: their states hold a prefix of the layout (missing fields keep their defaults).
+_LAYOUTS: dict[int, tuple[str, ...]] = {1: _FIELDS, 2: _FIELDS, 3: _FIELDS}
+_RECENT = _FIELDS.index("recent")
 _ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
 
 
@@ -386,7 +426,7 @@ def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: f
     state.principal_cents += principal
     state.outstanding_cents += principal
     state.creditor_bits |= 1 << (event_key(data["creditor_id"]) & 63)
-    state.decayed[_NEW_DEBT] += weight * principal / 100
+    state.decayed[NEW_DEBT] += weight * principal / 100
 
 
 def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
@@ -394,29 +434,29 @@ def _payment_received(state: DebtorState, data: dict[str, Any], ts: float, weigh
     state.paid_cents += amount
     state.outstanding_cents = max(0, state.outstanding_cents - amount)
     state.last_payment_ts = max(state.last_payment_ts, ts)
-    state.decayed[_PAID] += weight * amount / 100
-    state.decayed[_PAYMENTS] += weight
+    state.decayed[PAID] += weight * amount / 100
+    state.decayed[PAYMENTS] += weight
     if state.first_arrangement_ts is not None and int(ts) >= state.first_arrangement_ts:
-        state.decayed[_KEPT] += weight
+        state.decayed[KEPT] += weight
     else:
         state.uncounted_payments.append(int(ts))
 
 
 def _arrangement_agreed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state.open_arrangements += 1
-    state.decayed[_ARRANGEMENTS] += weight
+    state.decayed[ARRANGEMENTS] += weight
     second = int(ts)
     if state.first_arrangement_ts is None or second < state.first_arrangement_ts:
         state.first_arrangement_ts = second
         # Payments made since this arrangement that arrived before it are kept after all.
         for paid_at in state.uncounted_payments:
             if paid_at >= second:
-                state.decayed[_KEPT] += 2.0 ** ((paid_at - state.watermark) / half_life_s)
+                state.decayed[KEPT] += 2.0 ** ((paid_at - state.watermark) / half_life_s)
         state.uncounted_payments = [p for p in state.uncounted_payments if p < second]
 
 
 def _installment_missed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
-    state.decayed[_MISSED] += weight
+    state.decayed[MISSED] += weight
 
 
 def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
@@ -436,33 +476,33 @@ def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weig
     state._decay_channels(half_life_s)
     state.channel_out[_CHANNEL_INDEX[data["channel"]]] += weight
     state.last_contact_ts = max(state.last_contact_ts, ts)
-    state.decayed[_OUTBOUND] += weight
+    state.decayed[OUTBOUND] += weight
     if data.get("tone") == "strict":
-        state.decayed[_STRICT] += weight
+        state.decayed[STRICT] += weight
 
 
 def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     state._decay_channels(half_life_s)
     state.channel_resp[_CHANNEL_INDEX[data["channel"]]] += weight
-    state.decayed[_RESPONDED] += weight
+    state.decayed[RESPONDED] += weight
 
 
 def _contact_initiated(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
-    state.decayed[_INBOUND] += weight
+    state.decayed[INBOUND] += weight
 
 
 def _call_rated(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
     stars = data["stars"]
     state.stars_total += stars
     state.ratings += 1
-    state.decayed[_STARS_SUM] += weight * stars
-    state.decayed[_STARS_N] += weight
+    state.decayed[STARS_SUM] += weight * stars
+    state.decayed[STARS_N] += weight
     assessment = _ASSESSMENT.get(data.get("assessment", ""))
     if assessment is not None:
-        state.decayed[_ABILITY_SUM] += weight * assessment
-        state.decayed[_ABILITY_N] += weight
+        state.decayed[ABILITY_SUM] += weight * assessment
+        state.decayed[ABILITY_N] += weight
     if data.get("hardship", "none") != "none":
-        state.decayed[_HARDSHIP] += weight
+        state.decayed[HARDSHIP] += weight
 
 
 _APPLY = {

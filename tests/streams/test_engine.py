@@ -160,7 +160,8 @@ def test_states_written_before_the_kept_rule_still_count_kept_payments() -> None
     engine = Engine(EngineConfig(min_evidence=10**9))
     engine.handle(make_event("arrangement_agreed", event_id="a", at="2026-03-01T10:00:00Z"))
     current = orjson.loads(engine.states["d1"].to_bytes())
-    legacy = current[: 1 + [f.name for f in dataclasses.fields(DebtorState)].index("first_arrangement_ts")]
+    # Such states were written in format 2, which grew at the end: a prefix of today's fields.
+    legacy = [2, *current[1 : 1 + [f.name for f in dataclasses.fields(DebtorState)].index("first_arrangement_ts")]]
     state = DebtorState.from_bytes(orjson.dumps(legacy))
     assert state.first_arrangement_ts is not None and state.uncounted_payments == [] and state.channel_ts is None
     engine.states["d1"] = state

@@ -94,9 +94,9 @@ def test_states_of_format_1_are_read_and_their_ids_still_recognised() -> None:
     assert engine.handle(make_event("payment_received", event_id="old-1", at="2026-02-01T10:00:00Z")).outcome == "duplicate"
     step = engine.handle(make_event("payment_received", event_id="new-1", at="2026-02-01T11:00:00Z"))
     assert step.outcome == "processed"
-    # Written back in format 2; read again, the same state.
+    # Written back in today's format (3); read again, the same state.
     data = engine.states["d1"].to_bytes()
-    assert orjson.loads(data)[0] == 2 and DebtorState.from_bytes(data).to_bytes() == data
+    assert orjson.loads(data)[0] == 3 and DebtorState.from_bytes(data).to_bytes() == data
 
 
 def test_change_event_ids_are_unambiguous() -> None:

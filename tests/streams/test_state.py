@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,3 +31,48 @@ def test_a_state_read_back_serialises_to_the_same_bytes(values: list[float], cha
     state.decayed, state.channel_out, state.channel_resp = list(values), list(channels), list(reversed(channels))
     once = state.to_bytes()
     assert DebtorState.from_bytes(once).to_bytes() == once
+
+
+def _busy_state() -> DebtorState:
+    from streams.events import decode_object
+
+    state = DebtorState.new("d1")
+    for i, (kind, extra) in enumerate((
+        ("claim_opened", {"claim_id": "c1", "creditor_id": "shop", "principal_cents": 30_000}),
+        ("arrangement_agreed", {"claim_id": "c1", "arrangement_id": "a1", "installments": 3, "installment_cents": 10_000}),
+        ("payment_received", {"claim_id": "c1", "amount_cents": 10_000}),
+    )):
+        event = decode_object({"event_id": f"e{i}", "debtor_id": "d1", "type": kind, "occurred_at": f"2026-01-0{i + 1}T09:00:00Z", **extra})
+        state.apply(event, half_life_days=120.0)
+        state.remember(event.ts, f"token-{i}", 7 * 86_400.0, 24)
+    return state
+
+
+def test_a_new_field_needs_a_new_format_with_its_layout() -> None:
+    """Issue 13: states are read by the field names of the format they were written in."""
+    from streams import state as module
+
+    assert module._LAYOUTS[module._STATE_FORMAT] == tuple(f.name for f in dataclasses.fields(DebtorState)), (
+        "DebtorState's fields changed: add a state format with its layout in streams/state.py"
+    )
+    stored = orjson.loads(_busy_state().to_bytes())
+    assert stored[0] == 3
+    with pytest.raises(ValueError, match="has .* fields"):
+        DebtorState.from_bytes(orjson.dumps(stored[:-1]))  # format 3 holds every field of its layout
+    with pytest.raises(ValueError, match="has .* fields"):
+        DebtorState.from_bytes(orjson.dumps([*stored, 0]))
+    with pytest.raises(ValueError, match="unsupported"):
+        DebtorState.from_bytes(orjson.dumps([99, *stored[1:]]))
+
+
+def test_states_of_format_2_are_still_read_whatever_their_length() -> None:
+    state = _busy_state()
+    body = orjson.loads(state.to_bytes())[1:]
+    assert DebtorState.from_bytes(orjson.dumps([2, *body])).to_bytes() == state.to_bytes()
+    # Written before the last fields were appended: they keep their defaults, and a debtor with
+    # arrangements then counts payments as kept from its first event on (the old rule).
+    names = [f.name for f in dataclasses.fields(DebtorState)]
+    short = DebtorState.from_bytes(orjson.dumps([2, *body[: names.index("first_arrangement_ts")]]))
+    assert short.first_arrangement_ts == int(short.first_ts) and short.uncounted_payments == [] and short.channel_ts is None
+    full = DebtorState.from_bytes(state.to_bytes())
+    assert short.decayed == full.decayed and short.recent == full.recent
