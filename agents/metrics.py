@@ -35,9 +35,6 @@ Service families (owned by :class:`ServiceMetrics`):
 ``debtor_segments_partition_idle_seconds{topic, partition}``
     Gauge, per owned inbound partition, of seconds since it last processed a record
     (:mod:`agents.progress`): a stall is idle time growing while the partition has lag.
-``debtor_segments_partition_stalls_total{topic}``
-    Counter of partitions seen stalled: idle while records after the last processed one
-    wait (a takeover after kill -9 left one so, a few times in ten; a restart clears it).
 ``debtor_segments_send_failures_total{topic}``
     Counter of sends (change events, dead letters, model updates) that failed; the first
     failure stops the partition's commits and the worker (agents/pending.py).
@@ -262,12 +259,6 @@ class ServiceMetrics:
             ("topic",),
             registry=reg,
         )
-        self._stalls = Counter(
-            "debtor_segments_partition_stalls_total",
-            "Partitions seen stalled: idle with records after the last processed one, by topic.",
-            ("topic",),
-            registry=reg,
-        )
         self._idle_source: Callable[[], Mapping[tuple[str, int], float]] = dict
         reg.register(_IdleCollector(self))
         self._event_children = LabelChildren(self._events)
@@ -440,10 +431,6 @@ class ServiceMetrics:
         True
         """
         self._idle_source = source
-
-    def count_stall(self, topic: str) -> None:
-        """Count a partition seen stalled (agents/worker.py, stall_watch)."""
-        self._stalls.labels(topic=topic).inc()
 
     def count_send_failure(self, topic: str) -> None:
         """Count a send that failed (its record's offset is never committed)."""

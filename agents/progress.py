@@ -46,7 +46,6 @@ class PartitionProgress:
         self._tracked = tracked
         self._clock = clock
         self._last: dict[Any, float] = {}
-        self._offsets: dict[Any, int] = {}
         self._assigned_at: dict[Any, float] = {}
         self._resumed: set[Any] = set()
 
@@ -57,16 +56,10 @@ class PartitionProgress:
         self._assigned_at = {tp: self._assigned_at.get(tp, now) for tp in tps}
         self._resumed.clear()
 
-    def processed(self, tp: Any, offset: int | None = None) -> None:
-        """A record of ``tp`` (at ``offset``) was processed just now (called for every record: kept cheap)."""
+    def processed(self, tp: Any) -> None:
+        """A record of ``tp`` was processed just now (called for every record: kept cheap)."""
         self._last[tp] = self._clock()
         self._resumed.add(tp)
-        if offset is not None:
-            self._offsets[tp] = offset
-
-    def last_offset(self, tp: Any) -> int | None:
-        """Offset of the last record of ``tp`` processed in this process, if any."""
-        return self._offsets.get(tp)
 
     def waiting(self, caught_up: Callable[[Any], bool]) -> list[Any]:
         """Assigned partitions that neither processed a record since their assignment nor are

@@ -637,18 +637,6 @@ class ModelLearner:
 # --- delivery in timestamp order across co-partitioned inbound topics ------------------------
 
 
-def _consumer_assignment(app: Any) -> set[Any]:
-    try:
-        return set(app.consumer.assignment())
-    except Exception:  # noqa: BLE001 - best effort, for /health
-        return set()
-
-
-#: Seconds a partition with records to process may go without processing one before
-#: ``stall_watch`` reports it stalled.
-STALL_S = 15.0
-
-
 class AligningScheduler(SchedulingStrategyT):
     """Faust consumer scheduler that merges the inbound topics by Kafka record timestamp.
 
@@ -951,37 +939,6 @@ class AligningScheduler(SchedulingStrategyT):
             return False
         record = self._buffers[tp][0]
         return abs(record.timestamp - self._tie_key(tp, record).event_time * 1000.0) <= self.live_window_ms
-
-    def behind(self) -> dict[str, dict[str, Any]]:
-        """Fetch state of every assigned gated partition that is not caught up and holds
-        nothing here: what an SRE (and a failing test) needs to see a stalled partition
-        (Faust and aiokafka internals, best effort)."""
-        out: dict[str, dict[str, Any]] = {}
-        for tp in sorted(self._assignment() or ()):
-            if self._buffers.get(tp) or self.caught_up(tp):
-                continue
-            out[f"{tp.topic}[{tp.partition}]"] = self.behind_state(tp)
-        return out
-
-    async def committed(self, tp: TP) -> int | None:
-        """The group's committed offset of ``tp``, asked on the consumer's own thread and loop."""
-        thread = self.app.consumer._thread
-        result = await thread.call_thread(thread._ensure_consumer().committed, tp)
-        return None if result is None else int(result)
-
-    def behind_state(self, tp: TP) -> dict[str, Any]:
-        state: dict[str, Any] = {"position": self._position(tp), "highwater": self._highwater(tp), "next_offset": self._next_offset.get(tp)}
-        try:
-            consumer = self.app.consumer
-            state.update(
-                active=tp in (consumer._active_partitions or ()), paused=tp in consumer._paused_partitions,
-                buffered=tp in consumer._buffered_partitions, fetch_active=None if self._fetch_active is None else tp in self._fetch_active,
-                given_up=tp in self._given_up, waiting=tp in self._waiting,
-            )
-            state["aiokafka_paused"] = tp in consumer._thread._ensure_consumer().paused()
-        except Exception as error:  # noqa: BLE001 - Faust internals, best effort
-            state["error"] = type(error).__name__
-        return state
 
     def _forget(self, tp: TP) -> None:
         for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):
@@ -1326,7 +1283,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             if handled.event_ts is not None:
                 metrics.observe_event_age(time.time() - handled.event_ts)
             metrics.observe_processing(time.perf_counter() - started)
-            progress.processed(message.tp, message.offset)
+            progress.processed(message.tp)
             if handled.erase:
                 erased_at[message.partition] = time.monotonic()
             if len(pending) >= pending.limit:
@@ -1375,39 +1332,6 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             for path in faust_internals.unowned_partition_paths(table, owned, p):
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("removed the local state of a partition this worker no longer serves: %s", path.name)
-    stalled: set[TP] = set()
-
-    @app.timer(interval=2.0)
-    async def stall_watch() -> None:
-        # A partition can stall after a killed member's partitions move to this worker: fetched
-        # to its end, nothing held, yet nothing after its committed offset processed (a few
-        # times in ten in tests/integration/test_reliability.py's takeover, not understood yet;
-        # fetching it again by a seek was tried and left states that differ from a replay).
-        # Nothing is lost (the offsets are not committed; a restart processes them), so this
-        # says so, once per stall, in the log and in debtor_segments_partition_stalls_total.
-        live = getattr(app.consumer, "scheduler", None)
-        if not isinstance(live, AligningScheduler) or app.rebalancing or app.in_recovery or not service.assigned_once or len(pending):
-            return
-        idle = progress.idle_seconds()
-        for tp in sorted(live._assignment() or ()):
-            if idle.get((tp.topic, tp.partition), 0.0) < STALL_S or live._buffers.get(tp):
-                stalled.discard(tp)
-                continue
-            highwater = live._highwater(tp)
-            done = progress.last_offset(tp)
-            if tp in stalled or highwater is None or (done is not None and done + 1 >= highwater):
-                continue
-            try:
-                start = (await live.committed(tp) or 0) if done is None else done + 1
-            except Exception as error:  # noqa: BLE001 - best effort: ask again at the next tick
-                log.debug("committed offset of %s[%d] unknown: %s", tp.topic, tp.partition, error)
-                continue
-            if start < highwater:
-                stalled.add(tp)
-                metrics.count_stall(tp.topic)
-                log.warning("%s[%d] stalled %.0fs with %d records to process (%s): a restart of this worker processes them",
-                            tp.topic, tp.partition, idle[(tp.topic, tp.partition)], highwater - start, live.behind_state(tp))
-
     if treatments is not None:
         treatments.install_pages(app, settings.api_tokens)
 
@@ -1451,10 +1375,6 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
                 "held": getattr(scheduler, "held", 0),
                 "pending_writes": len(pending),
                 "gave_up": getattr(scheduler, "gave_up", 0),
-                "behind": scheduler.behind() if isinstance(scheduler, AligningScheduler) else {},
-                "rebalancing": bool(app.rebalancing),
-                "in_recovery": bool(app.in_recovery),
-                "assigned_not_fetched": sorted(f"{tp.topic}[{tp.partition}]" for tp in service.assigned - _consumer_assignment(app)),
             }
         )
 

@@ -42,7 +42,6 @@ SERVICE_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "debtor_segments_model_drift_psi": ("gauge", frozenset()),
     "debtor_segments_info": ("gauge", frozenset({"version"})),
     "debtor_segments_partition_idle_seconds": ("gauge", frozenset({"topic", "partition"})),
-    "debtor_segments_partition_stalls": ("counter", frozenset({"topic"})),
     "debtor_segments_send_failures": ("counter", frozenset({"topic"})),
     "debtor_segments_signature_failures": ("counter", frozenset({"topic"})),
 }
