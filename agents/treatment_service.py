@@ -38,7 +38,7 @@ from streams.policy import PolicyError, load_policy
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.state import DebtorState
 from streams.treatment_runner import TreatmentRunner
-from streams.treatments import read_stored, stored_key, stored_value
+from streams.treatments import TreatmentState, read_stored, stored_key, stored_value
 
 __all__ = ["TreatmentService"]
 
@@ -160,7 +160,7 @@ class TreatmentService:
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at, partition=partition)
         if changes:
             self._mark(partition, [handled.debtor_id])
-        self._mark(partition, [o.key for o in outputs])
+        self._mark(partition, _debtors(outputs))
         return self._sends(outputs)
 
     def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes]]:
@@ -174,7 +174,7 @@ class TreatmentService:
                 continue
             self._last_seen[partition] = now
             idle = self.runner.idle(partition, now - last, emitted_at=emitted_at)
-            self._mark(partition, [o.key for o in idle])
+            self._mark(partition, _debtors(idle))
             outputs += idle
         return self._sends(outputs)
 
@@ -200,18 +200,20 @@ class TreatmentService:
                 self._partition_of.pop(debtor_id, None)
         return writes
 
-    def restore(self, partition: int, entries: Iterable[tuple[Any, Any]]) -> int:
-        """Take back ``partition``'s treatment states from the table's (key, value) entries, once
-        per assignment; the number restored."""
-        states = []
+    def restore(self, partitions: Iterable[int], entries: Iterable[tuple[Any, Any]]) -> int:
+        """Take back the treatment states of ``partitions`` from the table's (key, value)
+        entries, in one scan, once per assignment; the number restored."""
+        wanted = set(partitions) - self.restored
+        states: dict[int, list[TreatmentState]] = {partition: [] for partition in wanted}
         for key, value in entries:
             stored = read_stored(key, value) if isinstance(key, bytes) else None
-            if stored is not None and stored[0] == partition and stored[1].debtor_id not in self.runner.states:
-                states.append(stored[1])
-                self._partition_of[stored[1].debtor_id] = partition
-        self.runner.restore(partition, states)
-        self.restored.add(partition)
-        return len(states)
+            if stored is not None and stored[0] in wanted and stored[1].debtor_id not in self.runner.states:
+                states[stored[0]].append(stored[1])
+                self._partition_of[stored[1].debtor_id] = stored[0]
+        for partition, theirs in states.items():
+            self.runner.restore(partition, theirs)
+        self.restored |= wanted
+        return sum(len(theirs) for theirs in states.values())
 
     def revoked(self, partitions: Iterable[int]) -> None:
         """Partitions this worker no longer serves: forget their treatments (the new owner
@@ -274,3 +276,9 @@ class TreatmentService:
             if body is None:
                 return web.json({"error": "not_found", "detail": "no such experiment"}, status=404)
             return web.json(body)
+
+
+def _debtors(outputs: list[Output]) -> list[str]:
+    """The debtors whose treatment state made ``outputs`` (an experiment's conclusion is keyed
+    by the experiment, not a debtor)."""
+    return [o.key for o in outputs if o.value["type"] != "experiment_concluded"]

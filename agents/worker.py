@@ -1251,11 +1251,13 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             sent = [await send_tracked(outbound[name], name, key, value) for name, key, value in handled.sends]
             if treatments is not None:
                 if message.partition not in treatments.restored:
-                    # First record of this partition since it was assigned: its treatment
-                    # states come back from the table (recovered by now) before it is handled.
+                    # First record since an assignment: the treatment states of every partition
+                    # assigned and not restored yet come back from the table (recovered by
+                    # now), in one scan, before the record is handled.
+                    partitions = {tp.partition for tp in service.assigned} | {message.partition}
                     entries = table.items() if settings.store == "rocksdb" else list(table.items())
-                    restored = treatments.restore(message.partition, entries)
-                    log.info("restored %d treatment states of partition %d", restored, message.partition)
+                    restored = treatments.restore(partitions, entries)
+                    log.info("restored %d treatment states of partitions %s", restored, sorted(partitions))
                 for name, key, value in treatments.after_record(handled, message.value, _now(), message.partition):
                     if name not in outbound:
                         outbound[name] = app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p)
@@ -1343,8 +1345,9 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         @app.timer(interval=1.0)
         async def treatment_steps_due() -> None:
             # The partition timer: steps fall due on idle partitions too. What it sends is not
-            # tied to a record's offset (treatment states live in memory), so a failed send is
-            # logged and counted by send_tracked and awaited here, not left to PendingWrites.
+            # tied to a record's offset (the states it changes are written with the partition's
+            # next record), so a failed send is logged and counted by send_tracked and awaited
+            # here, not left to PendingWrites.
             if app.rebalancing or not service.assigned_once:
                 return
             partitions = {tp.partition for tp in service.assigned}

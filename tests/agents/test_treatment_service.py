@@ -100,8 +100,8 @@ def test_a_new_worker_goes_on_from_the_stored_treatment_states(tmp_path: Path, h
                 table[key] = value
     stored = [key for key in table if key.startswith(b"\x00treatment:")]
     assert len(stored) == len(first.runner.states) > 10
-    assert second.restore(1, table.items()) == 0  # another partition's: not taken
-    assert second.restore(0, table.items()) == len(stored)
+    assert second.restore({1}, table.items()) == 0  # another partition's: not taken
+    assert second.restore({0}, table.items()) == len(stored)
     for line, h in handled[split:]:
         sent += [orjson.loads(v) for _, _, v in second.after_record(h, line, "x")]
     assert ids(sent) == expected
