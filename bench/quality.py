@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -328,28 +329,37 @@ def _anchor_ari(labels_true: list[str], x: np.ndarray, seed: int) -> float:
     return float(adjusted_rand_score(labels_true, labels))
 
 
+def _out_of_fold(model: Any, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """``model``'s predictions of ``y`` on standardised ``x``, each made without its fold (5 folds)."""
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a feature constant within a class (no ratings, say) is fine here
+        warnings.simplefilter("ignore", UserWarning)
+        return cross_val_predict(model, StandardScaler().fit_transform(x), y, cv=folds)
+
+
 def supervised_bounds(labels_true: list[str], x: np.ndarray, seed: int) -> tuple[float, float]:
     """Upper bounds on the same aggregates, from classifiers trained on the truth and scored out
-    of fold (5 folds): the best ARI of a nearest-centroid and a logistic regression, and the best
-    lowest per-persona recall of a nearest-centroid and a class-balanced logistic regression
-    (how well the rarest persona could be found at all: a persona the truth cannot separate caps
+    of fold: the best ARI of a nearest-centroid and a logistic regression, and the best lowest
+    per-persona recall of a nearest-centroid and a class-balanced logistic regression (how well
+    the rarest persona could be found at all: a persona the truth cannot separate caps
     ``recall_min`` below its target whatever the engine does)."""
     counts = Counter(labels_true)
     keep = np.array([counts[label] >= 5 for label in labels_true])  # a persona too rare to cross-validate is left out
     if keep.sum() < 20:
         return float("nan"), float("nan")
-    z = StandardScaler().fit_transform(x[keep])
     y = np.array(labels_true)[keep]
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    present = [p for p in PERSONAS if counts[p] >= 10]
     best_ari = best_recall = 0.0
-    for model in (NearestCentroid(), LogisticRegression(max_iter=2000), LogisticRegression(max_iter=2000, class_weight="balanced")):
-        with warnings.catch_warnings():  # a feature constant within a persona (no ratings, say) is fine here
-            warnings.simplefilter("ignore", UserWarning)
-            predicted = cross_val_predict(model, z, y, cv=folds)
-        if getattr(model, "class_weight", None) is None:
+    #   model, counts for the ARI bound, counts for the recall bound
+    for model, for_ari, for_recall in (
+        (NearestCentroid(), True, True),
+        (LogisticRegression(max_iter=2000), True, False),
+        (LogisticRegression(max_iter=2000, class_weight="balanced"), False, True),
+    ):
+        predicted = _out_of_fold(model, x[keep], y, seed)
+        if for_ari:
             best_ari = max(best_ari, float(adjusted_rand_score(y, predicted)))
-        if not isinstance(model, LogisticRegression) or model.class_weight == "balanced":
-            present = [p for p in PERSONAS if counts[p] >= 10]
+        if for_recall:
             recall = min(float(np.mean(predicted[y == p] == p)) for p in present) if present else float("nan")
             best_recall = max(best_recall, recall)
     return best_ari, best_recall
@@ -357,15 +367,12 @@ def supervised_bounds(labels_true: list[str], x: np.ndarray, seed: int) -> tuple
 
 def supervised_quadrant(quadrants_true: list[str], x: np.ndarray, seed: int) -> float:
     """Upper bound of the quadrant accuracy: a logistic regression trained on the true
-    quadrant over the same aggregates, out of fold (5 folds)."""
+    quadrant over the same aggregates, out of fold."""
     counts = Counter(quadrants_true)
     if len(counts) < 2 or min(counts.values()) < 5:
         return float("nan")
-    z = StandardScaler().fit_transform(x)
     y = np.array(quadrants_true)
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    predicted = cross_val_predict(LogisticRegression(max_iter=2000), z, y, cv=folds)
-    return float(np.mean(predicted == y))
+    return float(np.mean(_out_of_fold(LogisticRegression(max_iter=2000), x, y, seed) == y))
 
 
 def family_score(portfolio: Portfolio, run: Run, events: list[Event], seed: int) -> dict[str, float | dict]:
