@@ -416,7 +416,7 @@ _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DebtorState))
 #: number: their states hold a prefix of the layout (missing fields keep their defaults).
 _LAYOUTS: dict[int, tuple[str, ...]] = {1: _FIELDS, 2: _FIELDS, 3: _FIELDS}
 _RECENT = _FIELDS.index("recent")
-_ROUNDED = tuple(i for i, f in enumerate(fields(DebtorState)) if f.name in ("decayed", "channel_out", "channel_resp"))
+_ROUNDED = tuple(i for i, name in enumerate(_FIELDS) if name in ("decayed", "channel_out", "channel_resp"))
 
 
 def _claim_opened(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
