@@ -16,15 +16,29 @@ benefit: its restart within the session timeout is the same member.
 against and still has the private pieces it relies on; if not it raises (the worker does not
 start), rather than silently running without the behaviour the figures in docs/reliability.md
 were measured with. Set ``DEBTOR_SEGMENTS_LEAVE_GROUP_ON_STOP=0`` to run without it.
+
+**Partitions without a committed offset are rewound too.** After every rebalance Faust seeks each
+assigned partition back to its committed offset (``perform_seek``), so records it fetched but
+dropped unprocessed (the streams' queues are cleared when they resume after recovery; a message
+of an older generation is skipped) are fetched again. aiokafka's ``seek_to_committed`` leaves a
+partition with no committed offset (or offset 0) where its fetch position is: a partition taken
+over from a member killed before it ever committed stayed fetched to its end with none of its
+records processed until the next restart (tests/integration/test_reliability.py
+``test_two_workers_one_killed_survivor_finishes``, about half of the runs before this).
+:func:`install_seek_reset` makes the seek reset such partitions as the consumer's
+``auto_offset_reset`` says (Faust's default: earliest), as a fresh consumer would start them.
+Changelog partitions are left alone: Faust's recovery positions those itself. It is always
+installed: without it the worker would not be at-least-once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-__all__ = ["VERIFIED", "InternalsMismatch", "install", "installed", "skip_venusian_attach"]
+__all__ = ["VERIFIED", "InternalsMismatch", "install", "install_seek_reset", "installed", "seek_to_committed_or_reset", "skip_venusian_attach"]
 
 log = logging.getLogger("debtor_segments.faust_internals")
 
@@ -43,15 +57,19 @@ def installed() -> bool:
     return _installed
 
 
-def _check() -> Any:
+def _check_versions() -> None:
     found = {name: version(name) for name in VERIFIED}
     wrong = {name: v for name, v in found.items() if v not in VERIFIED[name]}
     if wrong:
         raise InternalsMismatch(
             f"agents/faust_internals.py was verified with {VERIFIED}, found {found}: re-verify it "
             "(tests/integration/test_failover.py, bench/failover.py) and extend VERIFIED, "
-            "or set DEBTOR_SEGMENTS_LEAVE_GROUP_ON_STOP=0"
+            "(the worker relies on it to rewind partitions without a committed offset after a rebalance)"
         )
+
+
+def _check() -> Any:
+    _check_versions()
     from aiokafka.consumer import group_coordinator
 
     coordinator = group_coordinator.GroupCoordinator
@@ -127,6 +145,55 @@ def install() -> None:
 
     coordinator._maybe_leave_group = _maybe_leave_group
     _installed = True
+
+
+# --- the seek after a rebalance ----------------------------------------------------------------
+
+
+async def seek_to_committed_or_reset(consumer: Any, is_changelog: Callable[[Any], bool], reset: str) -> dict[Any, int | None]:
+    """Seek every assigned partition of an ``aiokafka.AIOKafkaConsumer`` to its committed
+    offset, and one without a committed offset (none, or 0, which aiokafka does not seek to)
+    to where ``reset`` (``earliest``/``latest``) starts it; ``is_changelog`` partitions are
+    only sought to committed offsets, as aiokafka does. Returns the committed offsets
+    (None: none), as ``seek_to_committed`` does."""
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    unset = [tp for tp, offset in committed.items() if (offset is None or offset <= 0) and not is_changelog(tp)]
+    if unset and reset == "earliest":
+        await consumer.seek_to_beginning(*unset)
+    elif unset and reset == "latest":
+        await consumer.seek_to_end(*unset)
+    return committed
+
+
+_seek_installed = False
+
+
+def install_seek_reset() -> None:
+    """Make Faust's seek after a rebalance also rewind partitions without a committed offset
+    (idempotent; see the module docstring).
+
+    Raises
+    ------
+    InternalsMismatch
+        If aiokafka/Faust are not the versions verified, or the private API is gone.
+    """
+    global _seek_installed
+    if _seek_installed:
+        return
+    _check_versions()
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    missing = [name for name in ("seek_to_committed", "call_thread", "_ensure_consumer") if not callable(getattr(AIOKafkaConsumerThread, name, None))]
+    if missing:
+        raise InternalsMismatch(f"Faust's AIOKafkaConsumerThread lacks {missing}")
+
+    async def seek_to_committed(self: Any) -> Any:
+        changelogs = self.app.tables.changelog_topics
+        reset = self.app.conf.consumer_auto_offset_reset
+        return await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(), lambda tp: tp.topic in changelogs, reset)
+
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    _seek_installed = True
 
 
 # --- local RocksDB store: compaction after erasure, files of partitions no longer owned ---------

@@ -1101,10 +1101,11 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         _patch_transactional_commit()
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     instance_id = settings.instance_id(config.id)
-    if instance_id is not None and settings.leave_group_on_stop:
-        from agents import faust_internals
+    from agents import faust_internals
 
-        faust_internals.install()  # raises if aiokafka is not a version it was verified with
+    faust_internals.install_seek_reset()  # raises if aiokafka/Faust are not versions it was verified with
+    if instance_id is not None and settings.leave_group_on_stop:
+        faust_internals.install()
     app = faust.App(
         config.id,
         broker=settings.broker,
@@ -1127,8 +1128,6 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         **FAUST_TUNING,
     )
     cast(Any, scheduler).app = app
-    from agents import faust_internals
-
     faust_internals.skip_venusian_attach(app)  # before the decorators below: a faster restart
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)

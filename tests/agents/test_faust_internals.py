@@ -53,3 +53,20 @@ def test_a_static_member_leaves_on_close_and_a_dynamic_one_as_before() -> None:
     dynamic = Coordinator(None)
     asyncio.run(GroupCoordinator._maybe_leave_group(dynamic))  # type: ignore[arg-type]
     assert dynamic.reset and [s.API_VERSION for s in sent] == [3, 1]
+
+
+def test_seek_reset_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_internals, "VERIFIED", {"aiokafka": {"0.14.0"}, "faust-streaming": {"0.0.0"}})
+    monkeypatch.setattr(faust_internals, "_seek_installed", False)
+    with pytest.raises(faust_internals.InternalsMismatch, match="rewind partitions"):
+        faust_internals.install_seek_reset()
+
+
+def test_seek_reset_replaces_the_seek_faust_calls_after_a_rebalance(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    monkeypatch.setattr(faust_internals, "_seek_installed", False)
+    monkeypatch.setattr(AIOKafkaConsumerThread, "seek_to_committed", AIOKafkaConsumerThread.seek_to_committed)
+    original = AIOKafkaConsumerThread.seek_to_committed
+    faust_internals.install_seek_reset()
+    assert AIOKafkaConsumerThread.seek_to_committed is not original
