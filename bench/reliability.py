@@ -229,10 +229,13 @@ def restart_and_soak(bootstrap: str, tmp: Path, debtors: int, minutes: float, ra
     result: dict[str, Any] = {"debtors": debtors, "events": len(lines)}
     result["produce_s"] = round(produce(bootstrap, prefix, lines), 1)
     data = tmp / "big-rocks"
+    started = time.monotonic()
     first = Proc(bootstrap, prefix, data, "--store", "rocksdb")
     try:
         result["first_ready_s"] = round(first.wait_ready(), 1)
-        seconds = wait_events(first, len(lines))
+        wait_events(first, len(lines))
+        # From the start: the worker processes the backlog before it reports ready.
+        seconds = time.monotonic() - started
         result["load_s"] = round(seconds, 1)
         result["load_events_per_s"] = round(len(lines) / seconds)
         result["rss_after_load_mb"] = round(first.rss_mb())
