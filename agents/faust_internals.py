@@ -34,11 +34,21 @@ installed: without it the worker would not be at-least-once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import version
 from typing import Any
 
-__all__ = ["VERIFIED", "InternalsMismatch", "install", "install_seek_reset", "installed", "seek_to_committed_or_reset", "skip_venusian_attach"]
+__all__ = [
+    "VERIFIED",
+    "ConsumerView",
+    "InternalsMismatch",
+    "install",
+    "install_seek_reset",
+    "installed",
+    "patch_transactional_commit",
+    "seek_to_committed_or_reset",
+    "skip_venusian_attach",
+]
 
 log = logging.getLogger("debtor_segments.faust_internals")
 
@@ -194,6 +204,125 @@ def install_seek_reset() -> None:
 
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
     _seek_installed = True
+
+
+# --- the consumer as the inbound scheduler sees it --------------------------------------------
+
+
+class ConsumerView:
+    """What :class:`agents.worker.AligningScheduler` reads of Faust's consumer and of the
+    aiokafka consumer under it: the scheduler's port, so its tests fake this, not private names.
+
+    Every read but :meth:`deliverable` is best effort (None/False while the consumer is not
+    started or is between generations): they only decide how long records wait. A wrong
+    :meth:`deliverable` would let Faust skip a record and commit it unprocessed, so it fails
+    closed: when it cannot tell, nothing is deliverable and records stay held.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._hooked = False
+        self._fetch_active: set[Any] | None = None
+
+    def assignment(self, topics: frozenset[str]) -> set[Any] | None:
+        """Assigned partitions of ``topics``, None if unknown."""
+        try:
+            return {tp for tp in self.app.consumer.assignment() if tp.topic in topics}
+        except Exception:  # noqa: BLE001 - best effort (see the class docstring)
+            return None
+
+    def highwater(self, tp: Any) -> int | None:
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def position(self, tp: Any) -> int | None:
+        """Next offset the consumer will fetch."""
+        try:
+            consumer = self.app.consumer._thread._ensure_consumer()
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+            return state.position if state is not None and state.has_valid_position else None
+        except Exception:  # noqa: BLE001
+            return None
+
+    def client_backlog(self, topics: frozenset[str]) -> bool:
+        """Whether the Kafka client holds fetched records of ``topics`` it has not handed out
+        yet, or Faust paused one of their partitions because its stream buffer is full."""
+        try:
+            consumer = self.app.consumer
+            fetched = consumer._thread._ensure_consumer()._fetcher._records
+            return any(tp.topic in topics for tp in (*consumer._buffered_partitions, *fetched))
+        except Exception:  # noqa: BLE001
+            return False
+
+    def settling(self) -> bool:
+        """Whether a rebalance (with its recovery and seek) is under way.
+
+        Faust clears the streams' queues when it resumes after recovery and only then seeks
+        back to the committed offsets; a record released before that would be dropped from
+        the queue yet count as read. When unknown: settling (release nothing).
+        """
+        try:
+            app = self.app
+            return bool(app.rebalancing) or not app.flow_control.is_active() or not app.consumer.flow_active
+        except Exception:  # noqa: BLE001 - fail closed
+            return True
+
+    def deliverable(self) -> Callable[[Any], bool]:
+        """Whether Faust hands a record of a partition to the streams in the current fetch.
+
+        Faust silently skips records of partitions that are paused (recovery, rebalance) and
+        later counts the skipped offsets as a gap it may commit. It filters a fetch by the
+        set of active partitions it took *before* awaiting the fetch (the live set may have
+        been replaced since: a partition resumed after recovery), so that set is captured from
+        Faust's ``_wait_next_records``. Fails closed: nothing is deliverable when unknown.
+        """
+        try:
+            consumer = self.app.consumer
+            # Faust's own sets, not copies: Faust checks them as they are when it yields.
+            buffered = consumer._buffered_partitions
+            if not self._hooked:
+                self._hook(consumer)
+                active = consumer._get_active_partitions()
+            else:
+                active = self._fetch_active
+        except Exception:  # noqa: BLE001 - fail closed
+            log.exception("cannot tell which partitions Faust delivers: holding the records")
+            return lambda tp: False
+        if active is None:
+            return lambda tp: True  # a client-only app: Faust filters nothing
+        return lambda tp: tp in active or tp in buffered
+
+    def _hook(self, consumer: Any) -> None:
+        original = consumer._wait_next_records
+
+        async def wait_next_records(timeout: float) -> Any:
+            records, active = await original(timeout)
+            self._fetch_active = active
+            return records, active
+
+        consumer._wait_next_records = wait_next_records
+        self._hooked = True
+
+
+def patch_transactional_commit() -> None:
+    """Make Faust's exactly_once commit work with aiokafka: faust-streaming 0.15 passes its own
+    ``TP`` tuples to ``send_offsets_to_transaction``, which aiokafka rejects ("Key should be
+    TopicPartition instance"). Convert the keys; idempotent."""
+    from aiokafka.structs import TopicPartition
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.Producer.commit_transactions
+    if getattr(original, "_debtor_segments", False):
+        return
+
+    async def commit_transactions(self: Any, tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str, start_new_transaction: bool = True) -> None:
+        converted = {tid: {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()} for tid, offsets in tid_to_offset_map.items()}
+        await original(self, converted, group_id, start_new_transaction=start_new_transaction)
+
+    commit_transactions._debtor_segments = True  # type: ignore[attr-defined]
+    driver.Producer.commit_transactions = commit_transactions  # type: ignore[method-assign]
 
 
 # --- local RocksDB store: compaction after erasure, files of partitions no longer owned ---------

@@ -648,7 +648,7 @@ class AligningScheduler(SchedulingStrategyT):
     other topic of that partition number may still deliver an earlier one: one whose buffer is
     empty, that has not caught up with its high-water mark and whose last record is older.
     Such a topic is waited for at most ``max_wait_s`` (like Kafka Streams' max.task.idle.ms),
-    counted once the client has handed out every record it fetched (:meth:`_client_backlog`);
+    counted once the client has handed out every record it fetched (``view.client_backlog``);
     an idle, caught-up topic holds a record back for ``grace_ms`` at most, and a *live* record
     not at all (see :meth:`_live`). Records with the same millisecond go by the publisher's
     sequence header, else by event time. Other topics (changelogs) pass straight through.
@@ -656,7 +656,7 @@ class AligningScheduler(SchedulingStrategyT):
     Held records were never handed to Faust, so they are neither acknowledged nor committed:
     when the consumer seeks back (rebalance, recovery) they are fetched again and the held
     copies are dropped. Nothing is released while a rebalance settles or for a partition Faust
-    would skip (see :meth:`_settling`, :meth:`_deliverable`): Faust counts skipped offsets as a
+    would skip (``view.settling``, ``view.deliverable``; :class:`agents.faust_internals.ConsumerView`): Faust counts skipped offsets as a
     gap and would commit them unprocessed.
     """
 
@@ -673,7 +673,9 @@ class AligningScheduler(SchedulingStrategyT):
     #: a caught-up partition at once (0: never); records of ``strict_topics`` always wait.
     live_window_ms: float = 60_000.0
     strict_topics: frozenset[str] = frozenset()
-    app: Any = None  # set per app by :func:`build_service`
+    #: The consumer as this scheduler reads it (:class:`agents.faust_internals.ConsumerView`),
+    #: set per app by :func:`build_service`.
+    view: Any = None
 
     def __init__(self) -> None:
         self._default = DefaultSchedulingStrategy()  # type: ignore[abstract]
@@ -685,8 +687,6 @@ class AligningScheduler(SchedulingStrategyT):
         self._given_up: set[TP] = set()
         self._calls = 0
         self._backlog = False
-        self._hooked = False
-        self._fetch_active: set[TP] | None = None
         self._tie_keys: dict[tuple[TP, int], _TieKey] = {}
         #: How often a partition was given up on (it stayed silent though not caught up).
         self.gave_up = 0
@@ -698,7 +698,7 @@ class AligningScheduler(SchedulingStrategyT):
 
     def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
         self._calls += 1
-        self._backlog = self._client_backlog()
+        self._backlog = self.view.client_backlog(self.gated_topics)
         other: dict[TP, list[Any]] = {}
         for tp, batch in records.items():
             if tp.topic in self.gated_topics:
@@ -726,37 +726,6 @@ class AligningScheduler(SchedulingStrategyT):
         self._waiting.pop(tp, None)
         self._given_up.discard(tp)
 
-    def _assignment(self) -> set[TP] | None:
-        try:
-            return {tp for tp in self.app.consumer.assignment() if tp.topic in self.gated_topics}
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return None
-
-    def _highwater(self, tp: TP) -> int | None:
-        try:
-            return self.app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return None
-
-    def _position(self, tp: TP) -> int | None:
-        """Next offset the consumer will fetch (aiokafka internals, best effort)."""
-        try:
-            consumer = self.app.consumer._thread._ensure_consumer()
-            state = consumer._subscription.subscription.assignment.state_value(tp)
-            return state.position if state is not None and state.has_valid_position else None
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return None
-
-    def _client_backlog(self) -> bool:
-        """Whether the Kafka client holds fetched records of gated partitions it has not handed
-        out yet, or Faust paused one whose stream buffer is full (aiokafka internals, best effort)."""
-        try:
-            consumer = self.app.consumer
-            fetched = consumer._thread._ensure_consumer()._fetcher._records
-            return any(tp.topic in self.gated_topics for tp in (*consumer._buffered_partitions, *fetched))
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return False
-
     def nothing_to_deliver(self, tp: TP) -> bool:
         """Whether ``tp`` has no record to hand out: none held here, none fetched beyond.
 
@@ -765,19 +734,19 @@ class AligningScheduler(SchedulingStrategyT):
         return not self._buffers.get(tp) and self.caught_up(tp)
 
     def caught_up(self, tp: TP) -> bool:
-        highwater = self._highwater(tp)
+        highwater = self.view.highwater(tp)
         if highwater is None:
             return False
         position = self._next_offset.get(tp)
         if position is None:
-            position = self._position(tp)
+            position = self.view.position(tp)
         return position is not None and position >= highwater
 
     def drain(self, now: float | None = None, wall_ms: float | None = None) -> Iterator[tuple[TP, Any]]:
         """Release every held record that can go now, in timestamp order per partition number."""
-        if self._settling():
+        if self.view.settling():
             return
-        assignment = self._assignment()
+        assignment = self.view.assignment(self.gated_topics)
         if assignment is not None:
             for tp in [tp for tp in self._buffers if tp not in assignment]:
                 self._forget(tp)
@@ -789,7 +758,7 @@ class AligningScheduler(SchedulingStrategyT):
             groups.setdefault(tp.partition, []).append(tp)
         now = time.monotonic() if now is None else now
         wall_ms = time.time() * 1000.0 if wall_ms is None else wall_ms
-        deliverable = self._deliverable()
+        deliverable = self.view.deliverable()
         active = dict(groups)
         while active:
             for partition in list(active):
@@ -809,57 +778,6 @@ class AligningScheduler(SchedulingStrategyT):
                     if buffer and buffer[0] is record:
                         buffer.popleft()
                     released += 1
-
-    def _settling(self) -> bool:
-        """Whether a rebalance (with its recovery and seek) is under way: release nothing then.
-
-        Faust clears the streams' queues when it resumes after recovery and only then seeks
-        back to the committed offsets; a record released before that would be dropped from
-        the queue yet count as read (its offset later committed without being processed).
-        """
-        try:
-            app = self.app
-            return bool(app.rebalancing) or not app.flow_control.is_active() or not app.consumer.flow_active
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return False
-
-    def _deliverable(self) -> Callable[[TP], bool]:
-        """Whether Faust hands a record of this partition to the streams right now.
-
-        Faust silently skips records of partitions that are paused (recovery, rebalance) and
-        later counts the skipped offsets as a gap it may commit; so held records of such a
-        partition stay held until it is active again (or is sought back and fetched anew).
-        """
-        try:
-            consumer = self.app.consumer
-            buffered = consumer._buffered_partitions
-            if not self._hooked:
-                self._hook(consumer)
-                active = consumer._get_active_partitions()
-            else:
-                active = self._fetch_active
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            return lambda tp: True
-        if active is None:
-            return lambda tp: True
-        return lambda tp: tp in active or tp in buffered
-
-    def _hook(self, consumer: Any) -> None:
-        """Remember the set of active partitions Faust's getmany filters this batch with.
-
-        Faust takes that set before it awaits the fetch; the live set may have changed since
-        (a partition resumed after recovery), and a record released for a partition that is
-        not in the taken set would be skipped.
-        """
-        original = consumer._wait_next_records
-
-        async def wait_next_records(timeout: float) -> Any:
-            records, active = await original(timeout)
-            self._fetch_active = active
-            return records, active
-
-        consumer._wait_next_records = wait_next_records
-        self._hooked = True
 
     def _head(self, tps: list[TP]) -> tuple[int, TP] | None:
         """The partition whose next record goes first: smallest Kafka timestamp; on a tie (one
@@ -1003,26 +921,6 @@ def _occurred_at(value: bytes | None) -> float:
 # --- the Faust app ---------------------------------------------------------------------------
 
 
-def _patch_transactional_commit() -> None:
-    """Make Faust's exactly_once commit work with aiokafka: faust-streaming 0.15 passes its own
-    ``TP`` tuples to ``send_offsets_to_transaction``, which aiokafka rejects ("Key should be
-    TopicPartition instance"). Convert the keys; idempotent."""
-    from aiokafka.structs import TopicPartition
-    from faust.transport.drivers import aiokafka as driver
-
-    original = driver.Producer.commit_transactions
-    if getattr(original, "_debtor_segments", False):
-        return
-
-    async def commit_transactions(self: Any, tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str, start_new_transaction: bool = True) -> None:
-        converted = {tid: {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()} for tid, offsets in tid_to_offset_map.items()}
-        await original(self, converted, group_id, start_new_transaction=start_new_transaction)
-
-    commit_transactions._debtor_segments = True  # type: ignore[attr-defined]
-    driver.Producer.commit_transactions = commit_transactions  # type: ignore[method-assign]
-
-
-
 @dataclass
 class Service:
     """The Faust app and the parts its agents share (exposed for tests and the CLI)."""
@@ -1097,12 +995,12 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
             "strict_topics": frozenset({config.topic(ERASURE_TOPIC)}),
         },
     )
-    if settings.guarantee == "exactly_once":
-        _patch_transactional_commit()
-    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
-    instance_id = settings.instance_id(config.id)
     from agents import faust_internals
 
+    if settings.guarantee == "exactly_once":
+        faust_internals.patch_transactional_commit()
+    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    instance_id = settings.instance_id(config.id)
     faust_internals.install_seek_reset()  # raises if aiokafka/Faust are not versions it was verified with
     if instance_id is not None and settings.leave_group_on_stop:
         faust_internals.install()
@@ -1127,7 +1025,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         broker_credentials=settings.faust_broker_credentials(),
         **FAUST_TUNING,
     )
-    cast(Any, scheduler).app = app
+    cast(Any, scheduler).view = faust_internals.ConsumerView(app)
     faust_internals.skip_venusian_attach(app)  # before the decorators below: a faster restart
     p = settings.partitions
     inbound = app.topic(*inbound_names, key_type=bytes, value_type=bytes, partitions=p)

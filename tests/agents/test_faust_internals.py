@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from agents import faust_internals
 
@@ -70,3 +71,50 @@ def test_seek_reset_replaces_the_seek_faust_calls_after_a_rebalance(monkeypatch:
     original = AIOKafkaConsumerThread.seek_to_committed
     faust_internals.install_seek_reset()
     assert AIOKafkaConsumerThread.seek_to_committed is not original
+
+
+def _faust_consumer(**fields: Any) -> SimpleNamespace:
+    """The private shape of Faust's consumer that ConsumerView reads (faust-streaming 0.15.3)."""
+    active: set[Any] = set(fields.pop("active", ()))
+    consumer = SimpleNamespace(_buffered_partitions=set(), flow_active=True, assignment=lambda: set(), highwater=lambda tp: None, **fields)
+    consumer._get_active_partitions = lambda: active
+
+    async def wait_next_records(timeout: float) -> Any:
+        return {}, active
+
+    consumer._wait_next_records = wait_next_records
+    return consumer
+
+
+def test_the_client_backlog_counts_fetched_records_of_the_given_topics_only() -> None:
+    fetcher = SimpleNamespace(_records={})
+    consumer = _faust_consumer(_thread=SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_fetcher=fetcher)))
+    view = faust_internals.ConsumerView(SimpleNamespace(consumer=consumer))
+    topics = frozenset({"a", "b"})
+    assert view.client_backlog(topics) is False
+    fetcher._records = {TP("changelog", 0): object()}
+    assert view.client_backlog(topics) is False
+    fetcher._records = {TP("b", 0): object()}
+    assert view.client_backlog(topics) is True
+    fetcher._records = {}
+    consumer._buffered_partitions = {TP("a", 0)}  # Faust paused it: its stream buffer is full
+    assert view.client_backlog(topics) is True
+
+
+def test_deliverable_follows_the_active_set_faust_took_for_the_fetch() -> None:
+    a0, a1 = TP("a", 0), TP("a", 1)
+    consumer = _faust_consumer(active={a0})
+    view = faust_internals.ConsumerView(SimpleNamespace(consumer=consumer))
+    deliverable = view.deliverable()
+    assert deliverable(a0) and not deliverable(a1)
+    consumer._buffered_partitions.add(a1)
+    assert view.deliverable()(a1)
+    records, active = asyncio.run(consumer._wait_next_records(1.0))  # now through the hook
+    assert view._fetch_active is active
+
+
+def test_the_view_fails_closed_where_a_wrong_answer_would_commit_unprocessed_records() -> None:
+    view = faust_internals.ConsumerView(SimpleNamespace(consumer=SimpleNamespace()))  # no private fields
+    assert view.deliverable()(TP("a", 0)) is False
+    assert view.settling() is True
+    assert view.position(TP("a", 0)) is None and view.client_backlog(frozenset({"a"})) is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -291,53 +292,42 @@ class Rec(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class _Flow:
-    def __init__(self) -> None:
-        self.active = True
+class _View:
+    """The scheduler's port (agents.faust_internals.ConsumerView), faked."""
 
-    def is_active(self) -> bool:
-        return self.active
-
-
-class _Consumer:
     def __init__(self, tps: set[TP]) -> None:
         self.tps = tps
         self.hw: dict[TP, int] = {}
         self.active = set(tps)
-        self._buffered_partitions: set[TP] = set()
-        self.flow_active = True
+        self.buffered: set[TP] = set()
+        self.rebalancing = False
+        self.backlog = False
+        self.position: Callable[[TP], int | None] = lambda tp: None
 
-    def assignment(self) -> set[TP]:
-        return set(self.tps)
+    def assignment(self, topics: frozenset[str]) -> set[TP]:
+        return {tp for tp in self.tps if tp.topic in topics}
 
     def highwater(self, tp: TP) -> int | None:
         return self.hw.get(tp)
 
-    def _get_active_partitions(self) -> set[TP]:
-        return self.active
+    def client_backlog(self, topics: frozenset[str]) -> bool:
+        return self.backlog
 
-    async def _wait_next_records(self, timeout: float) -> Any:
-        raise NotImplementedError
+    def settling(self) -> bool:
+        return self.rebalancing
 
-
-class _App:
-    def __init__(self, consumer: _Consumer) -> None:
-        self.consumer = consumer
-        self.rebalancing = False
-        self.flow_control = _Flow()
+    def deliverable(self) -> Callable[[TP], bool]:
+        return lambda tp: tp in self.active or tp in self.buffered
 
 
 A0, B0, C0, A1, B1 = TP("a", 0), TP("b", 0), TP("c", 0), TP("a", 1), TP("b", 1)
 NOW_MS = 10_000_000.0
 
 
-def _scheduler(tps: set[TP], **hw: int) -> tuple[AligningScheduler, _Consumer, _App]:
-    consumer = _Consumer(tps)
-    app = _App(consumer)
-    cls = type("S", (AligningScheduler,), {"gated_topics": frozenset({"a", "b", "c"}), "app": app})
-    scheduler = cls()
-    scheduler._position = lambda tp: None  # type: ignore[method-assign]
-    return scheduler, consumer, app
+def _scheduler(tps: set[TP], **hw: int) -> tuple[AligningScheduler, _View, _View]:
+    view = _View(tps)
+    cls = type("S", (AligningScheduler,), {"gated_topics": frozenset({"a", "b", "c"}), "view": view})
+    return cls(), view, view
 
 
 def _recs(first_offset: int, *timestamps: int) -> list[Rec]:
@@ -360,7 +350,7 @@ def test_scheduler_waits_for_a_lagging_topic_of_the_same_partition_only() -> Non
     consumer.hw = {A0: 2, B0: 5, A1: 1, B1: 0}
     scheduler.add(A0, _recs(0, 10, 20))
     scheduler.add(A1, _recs(0, 30))
-    scheduler._position = lambda tp: 0 if tp == B1 else None  # type: ignore[method-assign]
+    consumer.position = lambda tp: 0 if tp == B1 else None
     # b[0] has records it has not delivered yet: a[0] waits; b[1] is empty and caught up.
     assert _drain(scheduler) == [(A1, 0)]
     scheduler.add(B0, _recs(0, 5, 6, 7, 15, 16))
@@ -400,7 +390,7 @@ def test_a_partition_that_delivered_later_records_does_not_block() -> None:
 def test_caught_up_partitions_pass_only_records_older_than_the_grace() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
     consumer.hw = {A0: 1, B0: 0}
-    scheduler._position = lambda tp: 0  # type: ignore[method-assign]
+    consumer.position = lambda tp: 0
     scheduler.add(A0, _recs(0, int(NOW_MS) - 500))
     assert _drain(scheduler) == []
     assert _drain(scheduler, wall_ms=NOW_MS + 2000) == [(A0, 0)]
@@ -411,7 +401,7 @@ def test_live_records_pass_a_caught_up_partition_at_once_bulk_records_and_erasur
     scheduler, consumer, _ = _scheduler({A0, B0, C0})
     type(scheduler).strict_topics = frozenset({"c"})  # the erasure topic
     consumer.hw = {A0: 2, B0: 0, C0: 0}
-    scheduler._position = lambda tp: 0  # type: ignore[method-assign]
+    consumer.position = lambda tp: 0
     sent = int(NOW_MS) - 5  # 5 ms ago: well inside the 2 s grace
 
     def at(seconds: float) -> bytes:
@@ -459,22 +449,18 @@ def test_no_partition_is_given_up_while_the_client_holds_fetched_records() -> No
     assert scheduler.gave_up == 1
 
 
-def test_the_client_backlog_counts_fetched_records_of_gated_partitions_only() -> None:
+def test_a_topic_is_not_given_up_on_while_the_client_holds_a_backlog() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
-    fetcher = SimpleNamespace(_records={})
-    consumer._thread = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_fetcher=fetcher))  # type: ignore[attr-defined]
+    consumer.hw = {A0: 1, B0: 5}
+    consumer.backlog = True
+    assert list(scheduler.iterate({A0: _recs(0, 10)})) == [] and scheduler._backlog is True
+    scheduler._calls = 100
+    assert _drain(scheduler, now=1000.0) == [] and scheduler.gave_up == 0
+    consumer.backlog = False
     list(scheduler.iterate({}))
-    assert scheduler._backlog is False
-    fetcher._records = {TP("changelog", 0): object()}
-    list(scheduler.iterate({}))
-    assert scheduler._backlog is False
-    fetcher._records = {B0: object()}
-    list(scheduler.iterate({}))
-    assert scheduler._backlog is True
-    fetcher._records = {}
-    consumer._buffered_partitions = {A0}  # Faust paused it: its stream buffer is full
-    list(scheduler.iterate({}))
-    assert scheduler._backlog is True
+    assert _drain(scheduler, now=1000.0) == [] and _drain(scheduler, now=2000.0) == []  # waited for ...
+    scheduler._calls += 10
+    assert _drain(scheduler, now=3000.0) == [(A0, 0)] and scheduler.gave_up == 1  # ... then given up
 
 
 def test_seeking_back_replaces_held_records() -> None:
@@ -496,7 +482,7 @@ def test_nothing_is_released_while_rebalancing_or_for_paused_partitions() -> Non
     app.rebalancing = False
     consumer.active = set()
     assert _drain(scheduler) == []
-    consumer._buffered_partitions = {A0}
+    consumer.buffered = {A0}
     assert _drain(scheduler) == [(A0, 0), (A0, 1)]
 
 
