@@ -149,27 +149,10 @@ def feature_variance(state: DebtorState, x: list[float], months: float | None = 
 
 
 def evidence(state: DebtorState) -> float:
-    """Days of history times a saturating count of events: 0 for a debtor never seen.
-
-    A debtor whose every claim is closed told a whole story, however short: it counts as at
-    least half a year of history. Who pays a single file in full after two reminders has no
-    later events (their event time stops) and would otherwise stay unknown for good (64 of 73
-    unknown Saidas and 63 of 72 unknown Hendrik-Jans of the insurer variant of
-    ``bench/quality.py --family`` lacked evidence by days alone). Half a year, not a whole
-    one: the evidence stays below three times the engine's ``min_evidence``, so the first
-    persona still needs a clear margin and separation; counted as a year, debtors labelled
-    early on one closed claim were relabelled when their next claims came (steady switching
-    on the worst variant 9% -> 13%).
-
-    >>> state = DebtorState(debtor_id="d1", applied=6, first_ts=0.0, watermark=40 * 86_400.0, claims=1, claims_paid=1)
-    >>> round(evidence(state)), round(evidence(DebtorState(debtor_id="d1", applied=6, watermark=40 * 86_400.0, claims=1, open_claims=1)))
-    (108, 24)
-    """
+    """Days of history times a saturating count of events: 0 for a debtor never seen."""
     if state.applied == 0:
         return 0.0
     days = (state.watermark - state.first_ts) / 86_400
-    if state.open_claims == 0 and state.claims_paid + state.claims_unpaid > 0:
-        days = max(days, 180.0)
     return min(days, 365.0) * state.applied / (state.applied + 4.0)
 
 
