@@ -73,20 +73,25 @@ def _check_versions() -> None:
     if wrong:
         raise InternalsMismatch(
             f"agents/faust_internals.py was verified with {VERIFIED}, found {found}: re-verify it "
-            "(tests/integration/test_failover.py, bench/failover.py) and extend VERIFIED, "
-            "(the worker relies on it to rewind partitions without a committed offset after a rebalance)"
+            "(tests/integration/test_failover.py, tests/integration/test_faust_internals.py, "
+            "bench/failover.py) and extend VERIFIED: the worker needs it to rewind partitions "
+            "without a committed offset after a rebalance"
         )
+
+
+def _require(owner: Any, names: tuple[str, ...], what: str) -> Any:
+    """``owner`` if it has every method in ``names``, else :class:`InternalsMismatch`."""
+    missing = [name for name in names if not callable(getattr(owner, name, None))]
+    if missing:
+        raise InternalsMismatch(f"{what} lacks {missing}")
+    return owner
 
 
 def _check() -> Any:
     _check_versions()
     from aiokafka.consumer import group_coordinator
 
-    coordinator = group_coordinator.GroupCoordinator
-    missing = [name for name in ("_maybe_leave_group", "_send_req", "reset_generation") if not callable(getattr(coordinator, name, None))]
-    if missing:
-        raise InternalsMismatch(f"aiokafka's GroupCoordinator lacks {missing}")
-    return coordinator
+    return _require(group_coordinator.GroupCoordinator, ("_maybe_leave_group", "_send_req", "reset_generation"), "aiokafka's GroupCoordinator")
 
 
 def _leave_request() -> Any:
@@ -193,9 +198,7 @@ def install_seek_reset() -> None:
     _check_versions()
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    missing = [name for name in ("seek_to_committed", "call_thread", "_ensure_consumer") if not callable(getattr(AIOKafkaConsumerThread, name, None))]
-    if missing:
-        raise InternalsMismatch(f"Faust's AIOKafkaConsumerThread lacks {missing}")
+    _require(AIOKafkaConsumerThread, ("seek_to_committed", "call_thread", "_ensure_consumer"), "Faust's AIOKafkaConsumerThread")
 
     async def seek_to_committed(self: Any) -> Any:
         changelogs = self.app.tables.changelog_topics
@@ -223,6 +226,8 @@ class ConsumerView:
         self.app = app
         self._hooked = False
         self._fetch_active: set[Any] | None = None
+        # deliverable() runs once per fetch: a failure is logged when it starts, not per fetch.
+        self._failing = False
 
     def assignment(self, topics: frozenset[str]) -> set[Any] | None:
         """Assigned partitions of ``topics``, None if unknown."""
@@ -288,8 +293,11 @@ class ConsumerView:
             else:
                 active = self._fetch_active
         except Exception:  # noqa: BLE001 - fail closed
-            log.exception("cannot tell which partitions Faust delivers: holding the records")
+            if not self._failing:
+                log.exception("cannot tell which partitions Faust delivers: holding the records")
+            self._failing = True
             return lambda tp: False
+        self._failing = False
         if active is None:
             return lambda tp: True  # a client-only app: Faust filters nothing
         return lambda tp: tp in active or tp in buffered

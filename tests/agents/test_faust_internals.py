@@ -113,8 +113,10 @@ def test_deliverable_follows_the_active_set_faust_took_for_the_fetch() -> None:
     assert view._fetch_active is active
 
 
-def test_the_view_fails_closed_where_a_wrong_answer_would_commit_unprocessed_records() -> None:
+def test_the_view_fails_closed_where_a_wrong_answer_would_commit_unprocessed_records(caplog: pytest.LogCaptureFixture) -> None:
     view = faust_internals.ConsumerView(SimpleNamespace(consumer=SimpleNamespace()))  # no private fields
     assert view.deliverable()(TP("a", 0)) is False
+    assert view.deliverable()(TP("a", 0)) is False
+    assert len([r for r in caplog.records if "cannot tell" in r.getMessage()]) == 1  # once, not per fetch
     assert view.settling() is True
     assert view.position(TP("a", 0)) is None and view.client_backlog(frozenset({"a"})) is False
