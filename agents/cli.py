@@ -116,7 +116,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
     if experiments_report is not None and policy_path is None:
         raise click.UsageError("--experiments-report needs --policy")
     policy = load_policy_for_cli(policy_path)
-    treatments = TreatmentRunner(policy) if policy is not None else None
+    treatments = TreatmentRunner(policy, default_timezone=settings.default_timezone) if policy is not None else None
     engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), load_model_file(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
@@ -230,7 +230,8 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
     engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key))
-    treatments = ReactingRunner(policy, {d: t.persona for d, t in portfolio.truth.items()}, seed) if policy is not None else None
+    truth = {d: t.persona for d, t in portfolio.truth.items()}
+    treatments = ReactingRunner(policy, truth, seed, default_timezone=settings.default_timezone) if policy is not None else None
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
     # Monthly snapshots of the mix for the portfolio page (every 30 days of event time).

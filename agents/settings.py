@@ -90,6 +90,8 @@ class Settings:
     producer_linger_ms: float = field(default_factory=lambda: float(_env("PRODUCER_LINGER_MS", "5")))
     # Treatment policy file (policies/*.yaml; issue 15); empty: no treatment events.
     policy: str = field(default_factory=lambda: _env("POLICY", ""))
+    # Time zone (IANA name) of debtors whose events give none: the contact rules' local hours.
+    default_timezone: str = field(default_factory=lambda: _env("DEFAULT_TIMEZONE", "Europe/Amsterdam"))
     # Model snapshot to start from (``debtor-segments fit``; issue 12): every worker predicts with
     # it until the model topic holds a newer snapshot, and the model writer learns on from it.
     # Empty: the persona prototypes.
@@ -128,6 +130,9 @@ class Settings:
     # deleted after these (time-based retention; a segment goes once all of it is older).
     dead_letter_retention_ms: int = field(default_factory=lambda: int(_env("DEAD_LETTER_RETENTION_MS", str(14 * 24 * 3600 * 1000))))
     change_retention_ms: int = field(default_factory=lambda: int(_env("CHANGE_RETENTION_MS", str(7 * 24 * 3600 * 1000))))
+    # Contact decisions are compliance records (12 CFR 1006.100: three years after the last
+    # activity): kept this long, compacted so an erasure's tombstones delete them (issue 16).
+    decision_retention_ms: int = field(default_factory=lambda: int(_env("DECISION_RETENTION_MS", str(3 * 365 * 24 * 3600 * 1000))))
     # Segment size of the dead-letter and change topics (retention deletes whole segments).
     outbound_segment_ms: int = field(default_factory=lambda: int(_env("OUTBOUND_SEGMENT_MS", str(24 * 3600 * 1000))))
     # How often a RocksDB worker compacts the local store of partitions with erasures (so the

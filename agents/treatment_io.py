@@ -21,7 +21,7 @@ from streams.events import Event
 from streams.policy import Policy, PolicyError, load_policy
 from streams.reaction import draw_outcome, plan_fit
 from streams.report import format_table
-from streams.treatment_runner import TreatmentRunner
+from streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
 
 __all__ = ["ReactingRunner", "experiment_tables", "load_policy_for_cli"]
 
@@ -48,8 +48,8 @@ class ReactingRunner(TreatmentRunner):
     passes it, so the sequential test decides on the simulated reaction.
     """
 
-    def __init__(self, policy: Policy, truth: dict[str, str], seed: int = 0) -> None:
-        super().__init__(policy, payments_from_events=False)
+    def __init__(self, policy: Policy, truth: dict[str, str], seed: int = 0, *, default_timezone: str = DEFAULT_TIMEZONE) -> None:
+        super().__init__(policy, payments_from_events=False, default_timezone=default_timezone)
         self.truth = truth
         self.rng = random.Random(seed)
         self._payments: list[tuple[float, str, int]] = []
@@ -62,7 +62,7 @@ class ReactingRunner(TreatmentRunner):
         outputs = super().after(event, step, engine_state, emitted_at=emitted_at)
         for output in outputs:
             value = output.value
-            if value["type"] == "treatment_assigned":
+            if value is not None and value["type"] == "treatment_assigned":
                 placed = getattr(engine_state, "outstanding_cents", 0) if engine_state is not None else 0
                 if placed <= 0:
                     continue

@@ -31,13 +31,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.auth import AGGREGATES, authorize, parse_tokens
 from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from streams.contact_state import OBSERVED_TYPES
 from streams.engine import Output, Step
 from streams.events import Event
 from streams.page import render_page
 from streams.policy import PolicyError, load_policy
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
 from streams.state import DebtorState
-from streams.treatment_runner import TreatmentRunner
+from streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
 from streams.treatments import TreatmentState, read_stored, stored_key, stored_value
 
 __all__ = ["TreatmentService"]
@@ -49,10 +50,10 @@ _CHANGES = (PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC)
 class TreatmentService:
     """The policy file in force, its runner, and the glue to the worker's handled records."""
 
-    def __init__(self, path: Path, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, path: Path, registry: CollectorRegistry | None = None, *, default_timezone: str = DEFAULT_TIMEZONE) -> None:
         self.path = path
         policy = load_policy(path)  # PolicyError at start: the worker refuses to run
-        self.runner = TreatmentRunner(policy)
+        self.runner = TreatmentRunner(policy, default_timezone=default_timezone)  # ValueError: an unknown zone
         self._mtime = self._stat()
         log.info("treatment policy %s in force (%s)", policy.version, path)
         reg = self.registry = CollectorRegistry() if registry is None else registry
@@ -67,6 +68,13 @@ class TreatmentService:
         self.arm_share = Gauge(
             "debtor_segments_experiment_collected_share", "Collected share of an experiment arm at the horizon (days).",
             ["experiment", "arm", "horizon"], registry=reg,
+        )
+        self.decisions = Counter(
+            "debtor_segments_contact_decisions", "Decisions of the contact guard, by verdict, first reason and channel decided on.",
+            ["verdict", "reason", "channel"], registry=reg,
+        )
+        self.tombstones = Counter(
+            "debtor_segments_contact_decision_tombstones", "Tombstones sent for the contact decisions of erased debtors.", registry=reg,
         )
         self.policy_info = Gauge("debtor_segments_policy_info", "The treatment policy in force (value 1).", ["version"], registry=reg)
         self.policy_info.labels(policy.version).set(1)
@@ -137,7 +145,7 @@ class TreatmentService:
             log.info("treatment policy %s in force (%s)", policy.version, self.path)
         return True
 
-    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str, partition: int = 0) -> list[tuple[str, bytes, bytes]]:
+    def after_record(self, handled: Any, raw: bytes | None, emitted_at: str, partition: int = 0) -> list[tuple[str, bytes, bytes | None]]:
         """(unprefixed topic, key, value) to send after one handled inbound record."""
         self._last_seen[partition] = time.monotonic()
         if handled.event_ts is None or not handled.debtor_id:
@@ -146,7 +154,8 @@ class TreatmentService:
             Output(topic, handled.debtor_id, orjson.loads(value)) for topic, _, value in handled.sends if topic in _CHANGES
         ]
         data: dict[str, Any] = {}
-        if handled.event_type == "payment_received" and handled.outcome == "processed" and raw:
+        observed = handled.outcome == "processed" and handled.event_type in OBSERVED_TYPES
+        if (observed or handled.event_type == "payment_received") and handled.outcome == "processed" and raw:
             data = orjson.loads(raw)
         event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
         for change in changes:
@@ -158,12 +167,12 @@ class TreatmentService:
             self._next_snapshot = handled.event_ts + 30 * 86_400.0
         state = DebtorState.from_bytes(handled.state) if changes and handled.state is not None else None
         outputs = self.runner.after(event, Step(None, tuple(changes), handled.outcome), state, emitted_at=emitted_at, partition=partition)
-        if changes:
+        if changes or observed:
             self._mark(partition, [handled.debtor_id])
         self._mark(partition, _debtors(outputs))
         return self._sends(outputs)
 
-    def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes]]:
+    def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes | None]]:
         """(unprefixed topic, key, value) of the steps that fell due on ``partitions`` (the
         worker's assigned ones) while they had no record since the last call."""
         now = time.monotonic() if now is None else now
@@ -228,11 +237,16 @@ class TreatmentService:
             self._last_seen.pop(partition, None)
             self.restored.discard(partition)
 
-    def _sends(self, outputs: list[Output]) -> list[tuple[str, bytes, bytes]]:
+    def _sends(self, outputs: list[Output]) -> list[tuple[str, bytes, bytes | None]]:
+        """(topic, key, value) to send; a value of None is a tombstone."""
         for o in outputs:
-            if o.value["type"] != "experiment_concluded":
+            if o.value is None:
+                self.tombstones.inc()
+            elif o.value["type"] == "contact_decision":
+                self.decisions.labels(o.value["verdict"], o.value["reason"], o.value["channel"]).inc()
+            elif o.value["type"] != "experiment_concluded":
                 self.sent.labels(o.value["type"], o.value["plan_id"], o.value["arm"] or "").inc()
-        return [(o.topic, o.key.encode(), orjson.dumps(o.value)) for o in outputs]
+        return [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
 
     def experiments(self) -> dict[str, Any]:
         """The body of ``GET /experiments``."""
@@ -279,6 +293,8 @@ class TreatmentService:
 
 
 def _debtors(outputs: list[Output]) -> list[str]:
-    """The debtors whose treatment state made ``outputs`` (an experiment's conclusion is keyed
-    by the experiment, not a debtor)."""
-    return [o.key for o in outputs if o.value["type"] != "experiment_concluded"]
+    """The debtors whose treatment state made ``outputs`` (an experiment's conclusion is about
+    the experiment, not a debtor)."""
+    # A contact decision is keyed <debtor>/<n>, a tombstone deletes one: the debtor is in the value
+    # or was marked by the erasure that made it.
+    return [o.value["debtor_id"] for o in outputs if o.value is not None and o.value["type"] != "experiment_concluded"]

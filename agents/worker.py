@@ -66,6 +66,7 @@ from agents.replay import DEAD_LETTER_RAW_MAX, dead_letter
 from agents.settings import Settings
 from agents.treatment_service import TreatmentService
 from schemas import (
+    CONTACT_DECISIONS_TOPIC,
     CONTACT_DUE_TOPIC,
     DEAD_LETTERS_TOPIC,
     ERASURE_TOPIC,
@@ -117,7 +118,7 @@ MAX_KEY_BYTES = 1024
 #: Attempts of a send that raises at once (the client's own retries are inside each attempt).
 SEND_ATTEMPTS = 3
 #: Sent only with a treatment policy (agents/treatment_service.py).
-_TREATMENT_OUTBOUND = (TREATMENTS_TOPIC, CONTACT_DUE_TOPIC)
+_TREATMENT_OUTBOUND = (TREATMENTS_TOPIC, CONTACT_DUE_TOPIC, CONTACT_DECISIONS_TOPIC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,9 @@ def outbound_config(settings: Settings, name: str) -> dict[str, str]:
     >>> outbound_config(Settings(), DEAD_LETTERS_TOPIC)["retention.ms"]
     '1209600000'
     """
+    if name == CONTACT_DECISIONS_TOPIC:
+        # Keyed <debtor>/<n>: compaction keeps every decision and removes an erased debtor's.
+        return {"cleanup.policy": "compact,delete", "retention.ms": str(settings.decision_retention_ms), "segment.ms": str(settings.outbound_segment_ms)}
     retention = settings.dead_letter_retention_ms if name == DEAD_LETTERS_TOPIC else settings.change_retention_ms
     return {"cleanup.policy": "delete", "retention.ms": str(retention), "segment.ms": str(min(settings.outbound_segment_ms, retention))}
 
@@ -1032,7 +1036,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     outbound = {name: app.topic(config.topic(name), key_type=bytes, value_type=bytes, partitions=p) for name in _OUTBOUND}
     # Treatments (issue 15) only with a policy: one call site in the agent, the rest in
     # agents/treatment_service.py.
-    treatments = TreatmentService(Path(settings.policy), metrics.registry) if settings.policy else None
+    treatments = TreatmentService(Path(settings.policy), metrics.registry, default_timezone=settings.default_timezone) if settings.policy else None
     updates = app.topic(config.topic(MODEL_UPDATES_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     model_topic = app.topic(config.topic(MODEL_TOPIC), key_type=bytes, value_type=bytes, partitions=1)
     table = app.Table(

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "CHANNEL_TOPIC_PREFIX",
     "CONTACTS_TOPIC",
+    "CONTACT_DECISIONS_TOPIC",
     "CONTACT_DUE_TOPIC",
     "DEAD_LETTERS_TOPIC",
     "ERASURE_TOPIC",
@@ -46,6 +47,8 @@ DEAD_LETTERS_TOPIC = "debtor.dead-letters"
 TREATMENTS_TOPIC = "debtor.treatments"
 #: contact_due: a plan step fell due (only with a treatment policy).
 CONTACT_DUE_TOPIC = "debtor.contact-due"
+#: contact_decision: every decision of the contact guard, allowed or not (only with a policy).
+CONTACT_DECISIONS_TOPIC = "debtor.contact-decisions"
 #: With the policy's ``channel_topics``, each contact_due also goes to this prefix + channel.
 CHANNEL_TOPIC_PREFIX = "debtor.channel."
 
@@ -58,6 +61,7 @@ TOPIC_BY_TYPE: dict[str, str] = {
     "contact_attempted": CONTACTS_TOPIC,
     "contact_responded": CONTACTS_TOPIC,
     "contact_initiated": CONTACTS_TOPIC,
+    "contact_preference_set": CONTACTS_TOPIC,
     "call_rated": RATINGS_TOPIC,
     "erasure_requested": ERASURE_TOPIC,
 }
@@ -72,6 +76,7 @@ TREATMENT_TYPES: dict[str, str] = {
     "treatment_assigned": TREATMENTS_TOPIC,
     "experiment_concluded": TREATMENTS_TOPIC,
     "contact_due": CONTACT_DUE_TOPIC,
+    "contact_decision": CONTACT_DECISIONS_TOPIC,
 }
 
 

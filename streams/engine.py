@@ -118,11 +118,15 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """A record for the shell to send: topic, key (the debtor id) and JSON value."""
+    """A record for the shell to send: topic, key (the debtor id) and JSON value.
+
+    A ``value`` of ``None`` is a tombstone: on a compacted topic it deletes the key's records
+    (an erased debtor's contact decisions, :func:`streams.contact_guard.erasure_tombstones`).
+    """
 
     topic: str
     key: str
-    value: dict[str, Any]
+    value: dict[str, Any] | None
 
 
 class Step(NamedTuple):

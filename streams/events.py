@@ -26,6 +26,7 @@ import fastjsonschema
 import orjson
 
 from schemas import INBOUND_TYPES, load_schema
+from streams.local_time import zone
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -109,6 +110,8 @@ _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt](\d\d:\d\d):(\d\d)(\.\d+)?([Zz]|[+-
 # A key is a string directly followed by a colon: every key of the record matches, so fewer
 # matches than keys parsed proves there were no repeated keys (see _check_unique_keys).
 _KEY_LIKE = re.compile(rb'"\s*:')
+#: Types with a ``timezone`` field, checked against the time zone database.
+_ZONED = frozenset(name for name in INBOUND_TYPES if "timezone" in load_schema(name)["properties"])
 _ENVELOPE_FIELDS = ("event_id", "debtor_id", "type", "occurred_at")
 
 
@@ -211,6 +214,8 @@ def decode_object(
         amount = obj[name]
         if amount > max_amount_cents:
             raise DecodeError("amount_above_ceiling", f"{name} {amount} > {max_amount_cents}")
+    if "timezone" in obj and event_type in _ZONED and zone(obj["timezone"]) is None:
+        raise DecodeError("invalid_timezone", f"timezone {_short(obj['timezone'])} is not an IANA time zone name")
     occurred_at = obj["occurred_at"]
     ts = _parse_timestamp(occurred_at)
     if ts < limits.earliest_ts:

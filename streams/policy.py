@@ -39,6 +39,7 @@ from schemas import load_schema
 __all__ = [
     "CHANNELS",
     "Arm",
+    "ContactRules",
     "Experiment",
     "Plan",
     "PlanStep",
@@ -126,6 +127,22 @@ class Experiment:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactRules:
+    """The contact guard's rules (``contact_rules`` in the policy; defaults: US Regulation F's
+    presumptions, 12 CFR 1006.14(b)(2) and 1006.6(b)(1)(i)); see :mod:`streams.contact_guard`."""
+
+    #: Written on every decision, so an audit knows which rules applied.
+    version: str = "reg-f-2021"
+    max_calls: int = 7
+    call_window_days: int = 7
+    quiet_days_after_conversation: int = 7
+    earliest_hour: int = 8
+    latest_hour: int = 21
+    adapt_channels: bool = False
+    adapt_after: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy. ``segments`` maps a segment label to a plan or experiment id."""
 
@@ -137,6 +154,7 @@ class Policy:
     #: Days after a plan's last step after which a debtor still in the segment starts its plan
     #: again (``treatment_assigned`` reason ``plan_finished``); ``None``: a finished plan stays so.
     restart_after_days: int | None = None
+    contact_rules: ContactRules = ContactRules()
 
     def segment_of(self, persona: str, quadrant: str) -> str | None:
         """The most specific label that has an entry: persona/quadrant, persona, quadrant, unknown.
@@ -190,6 +208,10 @@ def policy_problems(document: Any) -> list[Problem]:
             problems.append(Problem(f"experiments.{experiment_id}.segment", f"segment {body['segment']!r} does not use this experiment"))
         if isinstance(body.get("min_days"), int) and isinstance(body.get("max_days"), int) and body["max_days"] < body["min_days"]:
             problems.append(Problem(f"experiments.{experiment_id}.max_days", "is below min_days"))
+    rules = document.get("contact_rules")
+    if isinstance(rules, dict) and isinstance(rules.get("earliest_hour", 8), int) and isinstance(rules.get("latest_hour", 21), int):
+        if rules.get("latest_hour", 21) <= rules.get("earliest_hour", 8):
+            problems.append(Problem("contact_rules.latest_hour", "must be after earliest_hour"))
     return problems
 
 
@@ -209,7 +231,7 @@ def parse_policy(document: Any) -> Policy:
         experiments[experiment_id] = Experiment(experiment_id, arms=arms, salt=body.get("salt", experiment_id), **fields)
     return Policy(
         str(document["version"]), plans, dict(document["segments"]), experiments, bool(document.get("channel_topics", False)),
-        document.get("restart_after_days"),
+        document.get("restart_after_days"), ContactRules(**document.get("contact_rules", {})),
     )
 
 

@@ -505,6 +505,10 @@ def _call_rated(state: DebtorState, data: dict[str, Any], ts: float, weight: flo
         state.decayed[HARDSHIP] += weight
 
 
+def _preference_set(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
+    """Preferences are the contact guard's (streams.contact_state), never a clustering feature."""
+
+
 _APPLY = {
     "claim_opened": _claim_opened,
     "payment_received": _payment_received,
@@ -515,4 +519,5 @@ _APPLY = {
     "contact_responded": _contact_responded,
     "contact_initiated": _contact_initiated,
     "call_rated": _call_rated,
+    "contact_preference_set": _preference_set,
 }

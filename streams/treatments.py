@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
+from schemas import CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
+from streams.contact_state import ContactState
 from streams.engine import Output
 from streams.policy import Experiment, PlanStep, Policy
 
@@ -123,12 +124,15 @@ class TreatmentState:
     next_step: int = 0
     next_due_ts: float = NEVER
     policy_version: str = ""
+    #: What the contact guard knows about the debtor (streams.contact_state).
+    contact: ContactState = field(default_factory=ContactState)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (for a table); ``next_due_ts`` infinity is stored as -1."""
-        out = asdict(self)
+        out = {name: getattr(self, name) for name in _PLAIN}
         if out["next_due_ts"] == NEVER:
             out["next_due_ts"] = -1.0
+        out["contact"] = self.contact.to_dict()
         return out
 
     @classmethod
@@ -138,7 +142,8 @@ class TreatmentState:
         >>> TreatmentState.from_dict(TreatmentState("d1").to_dict()) == TreatmentState("d1")
         True
         """
-        state = cls(**data)
+        values = {name: data[name] for name in _PLAIN if name in data}
+        state = cls(debtor_id=data["debtor_id"], contact=ContactState.from_dict(data.get("contact") or {}), **{k: v for k, v in values.items() if k != "debtor_id"})
         if state.next_due_ts < 0:
             state.next_due_ts = NEVER
         return state
@@ -290,9 +295,9 @@ def due(
             "persona": state.persona,
             "quadrant": state.quadrant,
         }
+        # The contact guard (streams.contact_guard) decides when and on which channel it goes,
+        # and routes it to its channel topic.
         outputs.append(Output(CONTACT_DUE_TOPIC, state.debtor_id, value))
-        if policy.channel_topics:
-            outputs.append(Output(CHANNEL_TOPIC_PREFIX + step.channel, state.debtor_id, value))
         state.next_step += 1
     state.next_due_ts = _next_due(state, steps, policy)
     return TreatmentStep(state, tuple(outputs))
@@ -309,6 +314,7 @@ def _next_due(state: TreatmentState, steps: tuple[PlanStep, ...], policy: Policy
 
 
 _FIELDS = tuple(TreatmentState.__dataclass_fields__)
+_PLAIN = tuple(name for name in _FIELDS if name != "contact")
 
 
 def _assign(

@@ -35,7 +35,7 @@ def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path, hand
     embedded: list[dict] = []
     runner = TreatmentRunner(load_policy(ROOT / "policies" / "default.yaml"))
     replay_lines(lines, Engine(), lambda o: embedded.append(o.value), lambda _: None, max_amount_cents=10**9, emitted_at=lambda: "x", treatments=runner)
-    treatment_ids = [v["event_id"] for v in embedded if v["type"] in ("treatment_assigned", "contact_due")]
+    treatment_ids = [v["event_id"] for v in embedded if v["type"] in ("treatment_assigned", "contact_due", "contact_decision")]
     assert [v["event_id"] for v in sent if v["type"] != "experiment_concluded"] == treatment_ids
     assert service.experiments()["experiments"][0]["experiment_id"] == "strict-vs-fair"
     assert service.experiment("strict-vs-fair")["segment"] == "unwilling_able" and service.experiment("nope") is None

@@ -20,6 +20,7 @@ def make_event(event_type: str, debtor_id: str = "d1", event_id: str = "e1", at:
         "contact_responded": {"channel": "email", "outcome": "opened"},
         "contact_initiated": {"channel": "portal", "direction": "inbound"},
         "call_rated": {"stars": 4, "assessment": "partly"},
+        "contact_preference_set": {"timezone": "Europe/Paris"},
         "erasure_requested": {},
     }
     body = {"event_id": event_id, "debtor_id": debtor_id, "type": event_type, "occurred_at": at}

@@ -33,7 +33,7 @@ def test_outputs_follow_their_contracts_and_replay_is_deterministic() -> None:
     runner, sent = _run()
     kinds = {o.value["type"] for _, o in sent}
     assert {"treatment_assigned", "contact_due"} <= kinds
-    validators = {name: Draft202012Validator(load_schema(name)) for name in ("treatment_assigned", "contact_due", "experiment_concluded")}
+    validators = {name: Draft202012Validator(load_schema(name)) for name in ("treatment_assigned", "contact_due", "experiment_concluded", "contact_decision")}
     for _, output in sent:
         errors = list(validators[output.value["type"]].iter_errors(output.value))
         assert not errors, (output.value, errors[0].message)
@@ -71,8 +71,8 @@ def test_each_partition_has_its_own_clock() -> None:
 
     runner = TreatmentRunner(POLICY)
     day = 86_400.0
-    change = {"type": "quadrant_changed", "quadrant": "willing_able", "cause_event_id": "c1", "occurred_at": "2026-03-01T00:00:00Z", "reason": "behaviour"}
-    t0 = 1_772_323_200.0
+    change = {"type": "quadrant_changed", "quadrant": "willing_able", "cause_event_id": "c1", "occurred_at": "2026-03-01T10:00:00Z", "reason": "behaviour"}
+    t0 = 1_772_359_200.0  # 2026-03-01T10:00:00Z: inside the contact hours
     step = Step(None, (Output("debtor.quadrant-changes", "d1", change),), "processed")
     sent = runner.after(Event("c1", "d1", "call_rated", "", t0, {}), step, partition=0)
     assert [o.value["step"] for o in sent if o.value["type"] == "contact_due"] == [0]
@@ -80,7 +80,7 @@ def test_each_partition_has_its_own_clock() -> None:
     # Partition 1 runs 30 days ahead: d1's steps (partition 0) do not fall due on its clock.
     assert not [o for o in runner.after(Event("x", "d2", "call_rated", "", t0 + 30 * day, {}), quiet, partition=1) if o.value.get("debtor_id") == "d1"]
     due_now = runner.after(Event("y", "d3", "call_rated", "", t0 + 8 * day, {}), quiet, partition=0)
-    assert [o.value["message_id"] for o in due_now if o.value.get("debtor_id") == "d1"] == ["unburden-paylink-sms", "unburden-pay-later"]
+    assert [o.value["message_id"] for o in due_now if o.value.get("debtor_id") == "d1" and o.value["type"] == "contact_due"] == ["unburden-paylink-sms", "unburden-pay-later"]
 
 
 def test_idle_time_sends_the_steps_that_fall_due_meanwhile_and_only_those() -> None:

@@ -155,10 +155,17 @@ def test_a_finished_plan_starts_again_after_the_rest_while_the_segment_stays() -
 
 
 def test_channel_topics_route_each_step_to_its_channel() -> None:
+    from streams.engine import Output, Step
+    from streams.events import Event
+    from streams.treatment_runner import TreatmentRunner
+
     doc = _doc()
     doc["channel_topics"] = True
-    step = _assign("d1", "willing_unable", parse_policy(doc))
-    assert [o.topic for o in step.outputs] == ["debtor.treatments", "debtor.contact-due", "debtor.channel.letter"]
+    runner = TreatmentRunner(parse_policy(doc))
+    change = {"type": "quadrant_changed", "quadrant": "willing_unable", "event_id": "q1", "cause_event_id": "e1", "occurred_at": "2026-03-01T10:00:00Z"}
+    sent = runner.after(Event("e1", "d1", "call_rated", "", T0 + 36_000.0, {}), Step(None, (Output("debtor.quadrant-changes", "d1", change),), "processed"))
+    # The contact guard routes the step it lets go (and only that) to its channel's topic.
+    assert [o.topic for o in sent] == ["debtor.treatments", "debtor.contact-decisions", "debtor.contact-due", "debtor.channel.letter"]
 
 
 def test_a_reloaded_policy_moves_debtors_whose_plan_changed_keeping_their_day() -> None:
