@@ -1094,7 +1094,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
     prefix_len = len(settings.topic_prefix)
     limits = settings.limits
 
-    async def send_tracked(topic: Any, name: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+    async def send_tracked(topic: Any, name: str, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
         """Send, retrying a send that raises at once; the delivery to wait for, or a failed
         future if every attempt raised (PendingWrites then stops the writes and the worker).
         Never raises: an exception here would let Faust ack the record and restart the agent
