@@ -285,6 +285,8 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     if treatments is not None:
         click.echo("\nCollected share at 60 days by true persona and plan (simulated reaction, calibrated on the published comparison):")
         click.echo(treatments.persona_plan_table(ALL_PERSONAS))
+        click.echo("\nContact guard decisions (debtor.contact-decisions; contact rules of policy " + treatments.policy.contact_rules.version + "):")
+        click.echo(treatments.decision_summary())
         report = treatments.book.report()
         click.echo("\n" + experiment_tables(report))
         report_path = out_dir / "experiments.json"

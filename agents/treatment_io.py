@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class ReactingRunner(TreatmentRunner):
         self.rng = random.Random(seed)
         self._payments: list[tuple[float, str, int]] = []
         self.outcomes: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        #: (verdict, first reason) -> contact guard decisions, for the demo's summary.
+        self.decisions: Counter[tuple[str, str]] = Counter()
 
     def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "") -> list[Output]:
         while self._payments and self._payments[0][0] <= event.ts:
@@ -62,6 +64,8 @@ class ReactingRunner(TreatmentRunner):
         outputs = super().after(event, step, engine_state, emitted_at=emitted_at)
         for output in outputs:
             value = output.value
+            if value is not None and value["type"] == "contact_decision":
+                self.decisions[value["verdict"], value["reason"]] += 1
             if value is not None and value["type"] == "treatment_assigned":
                 placed = getattr(engine_state, "outstanding_cents", 0) if engine_state is not None else 0
                 if placed <= 0:
@@ -75,6 +79,16 @@ class ReactingRunner(TreatmentRunner):
                 if outcome.paid_cents:
                     heapq.heappush(self._payments, (event.ts + outcome.paid_day * _DAY, value["debtor_id"], outcome.paid_cents))
         return outputs
+
+    def decision_summary(self) -> str:
+        """One line per verdict: how many contact guard decisions, by first reason."""
+        lines = []
+        for verdict in ("allowed", "rescheduled", "skipped"):
+            reasons = sorted(((n, reason) for (v, reason), n in self.decisions.items() if v == verdict), reverse=True)
+            total = sum(n for n, _ in reasons)
+            detail = ", ".join(f"{reason} {n:,}" for n, reason in reasons)
+            lines.append(f"  {verdict:<11} {total:>7,}" + (f"  ({detail})" if detail else ""))
+        return "\n".join(lines)
 
     def persona_plan_table(self, personas: tuple[str, ...]) -> str:
         """Collected share at 60 days per persona (rows) and plan (columns), as published."""
