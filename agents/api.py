@@ -4,7 +4,8 @@
 
 * ``GET /debtors/{debtor_id}``: :func:`streams.profile.profile` of one debtor (role ``agent``),
   answered by the worker that owns the debtor's table partition: any worker takes the
-  request and forwards it there;
+  request and forwards it there; with a treatment policy also the debtor's contact facts
+  (:func:`contact_facts`: time zone, best window to call, opt-outs, call counts);
 * ``GET /personas``: debtors by persona, by quadrant and by both (roles ``agent``, ``ops``);
 * ``GET /personas/transitions?days=30|90|365``: persona ``days`` ago -> persona now, counts and
   row shares (roles ``agent``, ``ops``).
@@ -55,11 +56,17 @@ from agents.auth import (
 from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
 from agents.metrics import population_stability_index
 from schemas import load_schema
+from streams.answer_rates import PortfolioRates, best_band
+from streams.contact_guard import quiet_until
+from streams.contact_state import ContactState
+from streams.local_time import HourMask, local_datetime, local_iso, zone
 from streams.personas import UNKNOWN
+from streams.policy import CHANNELS, ContactRules
 from streams.profile import profile
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS, row_shares
 from streams.signing import sign, unsigned, verify
 from streams.state import DebtorState, is_debtor_key
+from streams.treatments import read_stored, stored_key
 
 if TYPE_CHECKING:
     from agents.worker import Service
@@ -76,6 +83,7 @@ __all__ = [
     "ApiConfigError",
     "BadRequest",
     "PopulationBoard",
+    "contact_facts",
     "PopulationPublisher",
     "key_partition",
     "merge_population",
@@ -395,6 +403,62 @@ def parse_days(query: Mapping[str, str]) -> int:
     return days
 
 
+# --- a debtor's contact facts ----------------------------------------------------------------
+
+
+def contact_facts(contact: ContactState, rules: ContactRules, portfolio: PortfolioRates, default_tz: str, now: float) -> dict[str, Any]:
+    """What the contact guard knows about one debtor and would apply at ``now`` (wall clock):
+    the ``contact`` member of ``GET /debtors/{debtor_id}`` with a treatment policy.
+
+    ``best_window`` is the contact_due's (:func:`streams.contact_guard.guard_step`): the best
+    band of the debtor's answer rates shrunk to ``portfolio``'s, within the rules' hours
+    minus the debtor's inconvenient hours, for a weekday or a weekend as ``now`` is one in
+    the debtor's time zone. Call counts are those of the rolling window ending at ``now``.
+
+    >>> facts = contact_facts(ContactState(tz_name="America/New_York", opt_out=["sms"], inconvenient=[[8, 10]]),
+    ...                       ContactRules(), PortfolioRates(), "Europe/Amsterdam", 1772449200.0)
+    >>> facts["timezone"], facts["timezone_source"], facts["local_time"], facts["opted_out_channels"]
+    ('America/New_York', 'preference', '2026-03-02T06:00:00-05:00', ['sms'])
+    >>> facts["best_window"], facts["allowed_hours"]
+    ({'from_hour': 10, 'to_hour': 12, 'timezone': 'America/New_York'}, [{'from_hour': 10, 'to_hour': 21}])
+    """
+    tz_name, tz_source = contact.timezone(default_tz)
+    tz = zone(tz_name)
+    if tz is None:  # as the guard does: a stored name this zone database no longer has
+        tz_name, tz_source, tz = default_tz, "default", zone(default_tz)
+    if tz is None:
+        raise ValueError(f"unknown default time zone {default_tz!r}")
+    mask = HourMask.between(rules.earliest_hour, rules.latest_hour).without((span[0], span[1]) for span in contact.inconvenient)
+    local = local_datetime(now, tz)
+    band = best_band(contact.rates, portfolio, weekend=local.weekday() >= 5, allowed=mask)
+    window_s = rules.call_window_days * _DAY
+    answered, attempts = contact.rates.overall()
+    quiet = quiet_until(contact, now, tz, rules.quiet_days_after_conversation)
+    return {
+        "timezone": tz_name,
+        "timezone_source": tz_source,
+        "local_time": local_iso(now, tz),
+        "weekend": local.weekday() >= 5,
+        "allowed_hours": [{"from_hour": start, "to_hour": end} for start, end in mask.windows()],
+        "inconvenient_hours": [{"from_hour": span[0], "to_hour": span[1]} for span in contact.inconvenient],
+        "best_window": None if band is None else {"from_hour": band[0], "to_hour": band[1], "timezone": tz_name},
+        "opted_out_channels": [channel for channel in CHANNELS if contact.opted_out(channel)],
+        "calls": {
+            "in_window": sum(1 for entry in contact.calls if now - window_s < entry[0] <= now),
+            "max_calls": rules.max_calls,
+            "window_days": rules.call_window_days,
+            "last_call_at": _iso(contact.calls[-1][0]) if contact.calls else None,
+            "recorded_attempts": attempts,
+            "answered": answered,
+        },
+        "last_conversation_at": _iso(contact.conversations[-1]) if contact.conversations else None,
+        "quiet_until": _iso(quiet),
+        "held_steps": len(contact.held),
+        "decisions": contact.decisions,
+        "rule_version": rules.version,
+    }
+
+
 # --- publishing and reading the summaries --------------------------------------------------------
 
 
@@ -656,6 +720,8 @@ class Api:
         self.debug_ids = service.config.settings.debug_ids
         self.peer_secret = service.config.settings.peer_secret
         self.forwarded = 0  # requests this worker forwarded to the owner of the debtor
+        #: The wall clock of the contact facts (their "now"; tests set it).
+        self.clock: Callable[[], float] = time.time
 
     # helpers
 
@@ -725,7 +791,22 @@ class Api:
         if data is None:
             return self._error(view, 404, "not_found", "no debtor with this id", PROFILE_HEADERS)
         body = profile(DebtorState.from_bytes(data), self.service.holder.model)
+        treatments = self.service.treatments
+        if treatments is not None:
+            body["contact"] = self._contact(key.decode("utf-8"), treatments.runner)
         return view.bytes(orjson.dumps(_finite(body)), content_type=_JSON, headers=PROFILE_HEADERS)
+
+    def _contact(self, debtor_id: str, runner: Any) -> dict[str, Any]:
+        """The debtor's contact facts: from the runner's state (the newest; the table's copy is
+        written with the partition's next record), else from the table (a partition not
+        restored yet), else those of a debtor the guard knows nothing about yet."""
+        state = runner.states.get(debtor_id)
+        if state is None:
+            key = stored_key(debtor_id)
+            stored = read_stored(key, self.service.table.get(key))
+            state = stored[1] if stored is not None else None
+        contact = state.contact if state is not None else ContactState()
+        return contact_facts(contact, runner.policy.contact_rules, runner.portfolio, runner.default_timezone, self.clock())
 
     def _owner(self, partition: int) -> str | None:
         """Base URL of the worker that actively owns ``partition`` of the state table (Faust's

@@ -157,7 +157,9 @@ class TreatmentService:
         observed = handled.outcome == "processed" and handled.event_type in OBSERVED_TYPES
         if (observed or handled.event_type == "payment_received") and handled.outcome == "processed" and raw:
             data = orjson.loads(raw)
-        event = Event("", handled.debtor_id, handled.event_type, "", handled.event_ts, data)
+        # The event id names a recorded call attempt in the contact state (ContactState.add_call):
+        # without it every attempt would replace the one before and the call limit count one.
+        event = Event(str(data.get("event_id", "")), handled.debtor_id, handled.event_type, "", handled.event_ts, data)
         for change in changes:
             if change.value["type"] == "persona_changed" and change.value.get("reason") != "erased":
                 self.transitions[change.value["previous"]][change.value["persona"]] += 1

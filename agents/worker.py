@@ -940,6 +940,8 @@ class Service:
     assigned_once: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     progress: PartitionProgress = field(default_factory=lambda: PartitionProgress(lambda tp: True))
+    #: With a policy: the treatments (GET /debtors/{id} shows the debtor's contact facts from them).
+    treatments: TreatmentService | None = None
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Readiness: partitions assigned, table recovery done, model loaded, and processing
@@ -1088,7 +1090,7 @@ def build_service(config: WorkerConfig, metrics: ServiceMetrics | None = None) -
         app.sensors.on_message_out(message.tp, message.offset, message)
 
     pending = PendingWrites(table, on_failure=writes_failed, on_acked=released, limit=settings.pending_writes)
-    service = Service(app, config, metrics, holder, writer, reader, table)
+    service = Service(app, config, metrics, holder, writer, reader, table, treatments=treatments)
     service.progress = progress = PartitionProgress(lambda tp: tp.topic in scheduler.gated_topics)
     metrics.watch_partitions(progress.idle_seconds)
     prefix_len = len(settings.topic_prefix)

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -605,3 +606,161 @@ def test_a_state_dated_9999_does_not_break_any_endpoint(service: Service) -> Non
     for state in (frozen, ancient):
         reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t-0123456789"), state.debtor_id))
         assert reply.status == 200 and reply.body["debtor_id"] == state.debtor_id
+
+
+# --- the contact facts of GET /debtors/{debtor_id} with a treatment policy (issue 16) -------------
+
+#: Rules other than the defaults: the facts must come from the policy in force.
+CONTACT_RULES = {"version": "unit-rules", "earliest_hour": 9, "latest_hour": 20, "max_calls": 5, "call_window_days": 6, "quiet_days_after_conversation": 3}
+#: Monday 2 March 2026, 15:00 UTC: 10:00 in New York, 00:00 (Tuesday) in Tokyo.
+MONDAY = 1772463600.0
+
+
+@pytest.fixture
+def policy_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    policy = tmp_path / "policy.json"
+    policy.write_bytes(orjson.dumps({
+        "version": "unit-contact", "contact_rules": CONTACT_RULES,
+        "plans": {"p": [{"day": 0, "channel": "call", "tone": "neutral", "message_id": "m"}]}, "segments": {"unknown": "p"},
+    }))  # fmt: skip
+    service = build_service(WorkerConfig(Settings(
+        api_tokens="agent-t-0123456789=agent,ops-t-0123456789ab=ops", partitions=4, topic_prefix="unit-", peer_secret=PEER_SECRET,
+        policy=str(policy), default_timezone="Europe/Amsterdam",
+    )))  # fmt: skip
+    service.assigned_once = True
+    monkeypatch.setattr(service.api.publisher, "owned", lambda: {0, 1, 2, 3})  # type: ignore[attr-defined]
+    service.api.clock = lambda: MONDAY  # type: ignore[attr-defined]
+    yield service
+
+
+def _treatment(debtor_id: str, **contact: Any) -> Any:
+    from streams.contact_state import ContactState
+    from streams.treatments import TreatmentState
+
+    return TreatmentState(debtor_id, contact=ContactState(**contact))
+
+
+def _store(service: Service, state: Any) -> None:
+    from agents.api import key_partition
+    from streams.treatments import stored_key, stored_value
+
+    service.table.data[stored_key(state.debtor_id)] = stored_value(state, key_partition(state.debtor_id.encode(), 4))
+
+
+def _get(service: Service, debtor_id: str, token: str = "agent-t-0123456789") -> Reply:
+    return run(service.api.debtor(FakeView(), request(f"/debtors/{debtor_id}", token), debtor_id))  # type: ignore[attr-defined]
+
+
+def test_the_profile_shows_the_contact_facts_the_guard_applies(policy_service: Service) -> None:
+    from zoneinfo import ZoneInfo
+
+    from streams.answer_rates import AnswerCounts
+    from streams.contact_guard import guard_step
+    from streams.contact_state import ContactState
+
+    put(policy_service, DebtorState.new("d-ny"))
+    # Answers in the evening on weekdays, none in the morning; a later opt-in lifts the opt-out of call.
+    attempts, answers = [0] * 16, [0] * 16
+    attempts[3], attempts[6], answers[6] = 6, 6, 5  # weekday 09-12: 0/6, weekday 18-21: 5/6
+    treatment = _treatment(
+        "d-ny", tz_name="America/New_York", tz_ts=1.0, opt_out=["call", "sms"], opt_out_ts=1.0, opt_in=["call"], opt_in_ts=2.0,
+        inconvenient=[[12, 14], [19, 20]], calls=[[MONDAY - 8 * DAY, "a"], [MONDAY - 5 * DAY, "b"], [MONDAY - 3600, "c"], [MONDAY + 60, "d"]],
+        conversations=[MONDAY - 2 * DAY], rates=AnswerCounts(attempts, answers), held=[[MONDAY + DAY, {}, MONDAY]], decisions=9,
+    )  # fmt: skip
+    _store(policy_service, treatment)
+    reply = _get(policy_service, "d-ny")
+    assert reply.status == 200 and reply.headers["Cache-Control"] == "no-store"
+    facts = reply.body["contact"]
+    assert (facts["timezone"], facts["timezone_source"], facts["local_time"], facts["weekend"]) == ("America/New_York", "preference", "2026-03-02T10:00:00-05:00", False)
+    assert facts["opted_out_channels"] == ["sms"]
+    # The policy's 09-20 minus the debtor's 12-14 and 19-20.
+    assert facts["allowed_hours"] == [{"from_hour": 9, "to_hour": 12}, {"from_hour": 14, "to_hour": 19}]
+    assert facts["inconvenient_hours"] == [{"from_hour": 12, "to_hour": 14}, {"from_hour": 19, "to_hour": 20}]
+    # Weekday evenings answer best: the 18-21 band, narrowed to its allowed 18-19.
+    assert facts["best_window"] == {"from_hour": 18, "to_hour": 19, "timezone": "America/New_York"}
+    assert facts["calls"] == {"in_window": 2, "max_calls": 5, "window_days": 6, "last_call_at": "2026-03-02T15:01:00+00:00", "recorded_attempts": 12, "answered": 5}
+    quiet_end = datetime(2026, 3, 3, tzinfo=ZoneInfo("America/New_York")).timestamp()  # the conversation's day (28 Feb) + 3 days
+    assert facts["last_conversation_at"] == "2026-02-28T15:00:00+00:00" and facts["quiet_until"] == datetime.fromtimestamp(quiet_end, UTC).isoformat()
+    assert (facts["held_steps"], facts["decisions"], facts["rule_version"]) == (1, 9, "unit-rules")
+    # The same window as the contact_due of a call the guard lets go at this instant.
+    runner = policy_service.treatments.runner  # type: ignore[union-attr]
+    step = {"event_id": "due-x", "debtor_id": "d-ny", "type": "contact_due", "channel": "call", "plan_id": "p", "step": 0, "due_at": "2026-03-02T15:00:00Z"}
+    contact = ContactState.from_dict({**treatment.contact.to_dict(), "conversations": [], "calls": []})  # a call may go now
+    outputs = guard_step(contact, step, MONDAY, MONDAY, runner.policy.contact_rules, (), "Europe/Amsterdam", emitted_at="x", portfolio=runner.portfolio)
+    [due] = [o.value for o in outputs if o.value is not None and o.value["type"] == "contact_due"]
+    assert due["best_window"] == facts["best_window"]
+    # The role model of the personal-data endpoint holds: ops may not read them, nobody without a token.
+    assert _get(policy_service, "d-ny", "ops-t-0123456789ab").status == 403
+    denied = run(policy_service.api.debtor(FakeView(), request("/debtors/d-ny"), "d-ny"))  # type: ignore[attr-defined]
+    assert denied.status == 401 and "contact" not in denied.body
+
+
+def test_the_best_window_is_for_the_weekday_or_weekend_it_is_for_the_debtor(policy_service: Service) -> None:
+    from streams.answer_rates import AnswerCounts
+
+    put(policy_service, DebtorState.new("d-tokyo"))
+    attempts, answers = [0] * 16, [0] * 16
+    attempts[6], answers[6] = 8, 8  # weekdays 18-21: always
+    attempts[8 + 3], answers[8 + 3] = 8, 8  # weekends 09-12: always
+    attempts[8 + 6] = attempts[3] = 8  # weekend evenings, weekday mornings: never
+    _store(policy_service, _treatment("d-tokyo", claim_tz_name="Asia/Tokyo", claim_tz_ts=1.0, rates=AnswerCounts(attempts, answers)))
+    api = policy_service.api  # type: ignore[attr-defined]
+    # Friday 6 March, 23:30 UTC: still Friday in UTC (and Amsterdam), Saturday 08:30 in Tokyo.
+    api.clock = lambda: 1772839800.0
+    saturday = _get(policy_service, "d-tokyo").body["contact"]
+    assert (saturday["timezone"], saturday["timezone_source"], saturday["weekend"]) == ("Asia/Tokyo", "claim", True)
+    assert saturday["local_time"] == "2026-03-07T08:30:00+09:00"
+    assert saturday["best_window"] == {"from_hour": 9, "to_hour": 12, "timezone": "Asia/Tokyo"}
+    api.clock = lambda: 1772839800.0 - 12 * 3600  # Friday 20:30 in Tokyo
+    friday = _get(policy_service, "d-tokyo").body["contact"]
+    assert friday["weekend"] is False and friday["best_window"] == {"from_hour": 18, "to_hour": 20, "timezone": "Asia/Tokyo"}
+
+
+def test_the_contact_facts_come_from_the_runner_then_the_table(policy_service: Service) -> None:
+    put(policy_service, DebtorState.new("d-live"))
+    _store(policy_service, _treatment("d-live", tz_name="Asia/Tokyo", tz_ts=1.0))
+    assert _get(policy_service, "d-live").body["contact"]["timezone"] == "Asia/Tokyo"  # partition not restored yet: the table's
+    runner = policy_service.treatments.runner  # type: ignore[union-attr]
+    runner.states["d-live"] = _treatment("d-live", tz_name="America/Chicago", tz_ts=2.0, opt_out=["email"], opt_out_ts=2.0)
+    live = _get(policy_service, "d-live").body["contact"]  # the runner's is newer (written with the next record)
+    assert (live["timezone"], live["opted_out_channels"]) == ("America/Chicago", ["email"])
+    # A debtor the guard knows nothing about: the deployment default and the portfolio's prior.
+    put(policy_service, DebtorState.new("d-new"))
+    fresh = _get(policy_service, "d-new").body["contact"]
+    assert (fresh["timezone"], fresh["timezone_source"], fresh["opted_out_channels"], fresh["held_steps"]) == ("Europe/Amsterdam", "default", [], 0)
+    assert fresh["best_window"] == {"from_hour": 9, "to_hour": 12, "timezone": "Europe/Amsterdam"}  # no answers anywhere: the first band
+    assert fresh["calls"]["in_window"] == 0 and fresh["calls"]["last_call_at"] is None and fresh["quiet_until"] is None
+    # No contact hour left at all: no window. A zone gone from the database: the default, as the guard does.
+    _store(policy_service, _treatment("d-new", tz_name="Mars/Olympus", tz_ts=1.0, inconvenient=[[0, 24]]))
+    none = _get(policy_service, "d-new").body["contact"]
+    assert (none["best_window"], none["allowed_hours"], none["timezone"], none["timezone_source"]) == (None, [], "Europe/Amsterdam", "default")
+    # Erased (no state in the table): 404, nothing about its contacts.
+    assert _get(policy_service, "d-gone").status == 404
+
+
+def test_without_a_policy_the_profile_has_no_contact_facts(service: Service) -> None:
+    assert service.treatments is None
+    put(service, DebtorState.new("d1"))
+    reply = _get(service, "d1")
+    assert reply.status == 200 and "contact" not in reply.body
+
+
+def test_forwarded_profiles_carry_the_contact_facts(policy_service: Service) -> None:
+    put(policy_service, DebtorState.new("d-peer"))
+    _store(policy_service, _treatment("d-peer", tz_name="Europe/Lisbon", tz_ts=1.0))
+    req = SimpleNamespace(headers={PEER_HEADER: sign_peer(PEER_SECRET, "d-peer")}, query={"debtor_id": "d-peer"}, rel_url=PEER_PATH)
+    reply = run(policy_service.api.peer_profile(FakeView(), req))  # type: ignore[attr-defined]
+    assert reply.status == 200 and reply.body["contact"]["timezone"] == "Europe/Lisbon"
+
+
+def test_profiles_with_contact_facts_match_the_documented_schema(openapi: dict[str, Any], policy_service: Service, states: list[DebtorState]) -> None:
+    validator = Draft202012Validator({"$ref": "#/components/schemas/Profile", "components": openapi["components"]})
+    put(policy_service, states[0])
+    _store(policy_service, _treatment(states[0].debtor_id, tz_name="Asia/Kolkata", tz_ts=1.0, opt_out=["sms"], opt_out_ts=1.0,
+                                      inconvenient=[[20, 9]], calls=[[MONDAY - DAY, "x"]], conversations=[MONDAY - DAY]))  # fmt: skip
+    put(policy_service, DebtorState.new("d-bare"))
+    for debtor_id in (states[0].debtor_id, "d-bare"):
+        body = _get(policy_service, debtor_id).body
+        assert "contact" in body
+        validator.validate(body)
+    assert set(openapi["components"]["schemas"]["ContactFacts"]["required"]) == set(body["contact"])
