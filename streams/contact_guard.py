@@ -37,6 +37,7 @@ calls :func:`guard_step` for each step the plans make due):
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,8 +55,6 @@ __all__ = ["VERDICTS", "Decision", "decide", "erasure_tombstones", "guard_step"]
 
 _DAY = 86_400.0
 VERDICTS = ("allowed", "rescheduled", "skipped")
-#: A step is judged again at most this many times in one go (each pass moves it strictly later).
-_MAX_PASSES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +104,10 @@ def decide(
         reasons.append("inconvenient_hours")
     send_ts = at_ts
     calls = [entry[0] for entry in state.calls]
-    for _ in range(_MAX_PASSES):
+    # Each pass that moves the step passes a counted call's leaving the window or a
+    # conversation's quiet days for good, so this many passes always settle. (A fixed 200 did
+    # not once a debtor keeps up to 200 calls, streams.contact_state._MAX_CALLS.)
+    for _ in range(len(calls) + len(state.conversations) + 1):
         allowed_ts = next_allowed(send_ts, mask, tz)
         if allowed_ts is None:
             reasons.append("no_allowed_hour")
@@ -155,7 +157,10 @@ def _limit_release(calls: list[float], ts: float, max_calls: int, window_s: floa
     for first in range(max(0, position - max_calls), position + 1):
         last = first + max_calls
         if last < len(merged) and merged[last] - merged[first] < window_s:
-            return min(call + window_s for call in calls if call + window_s > ts)
+            # Up to the whole second: times are written to the second (truncated), and a call
+            # attempted at 10:00:00.5 leaves the window at 10:00:00.5, which written as 10:00:00
+            # would still have it in the window (an eighth call in 7 days less half a second).
+            return float(math.ceil(min(call + window_s for call in calls if call + window_s > ts)))
     return None
 
 
@@ -222,7 +227,7 @@ def guard_step(
         weekend = local_datetime(send_ts, tz).weekday() >= 5
         band = best_band(state.rates, portfolio if portfolio is not None else PortfolioRates(), weekend=weekend, allowed=mask)
         due["best_window"] = None if band is None else {"from_hour": band[0], "to_hour": band[1], "timezone": tz_name}
-        state.add_call(send_ts, str(value["event_id"]))
+        state.add_call(send_ts, str(value["event_id"]), now=at_ts)
     else:
         due.pop("best_window", None)
     outputs.append(Output(CONTACT_DUE_TOPIC, str(value["debtor_id"]), due))

@@ -25,6 +25,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import load_schema
 from streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
 from streams.events import Event
 from streams.local_time import local_datetime, zone
@@ -36,14 +37,18 @@ __all__ = ["OBSERVED_TYPES", "ContactState", "observe"]
 OBSERVED_TYPES = frozenset(
     ("claim_opened", "claim_closed", "contact_attempted", "contact_responded", "contact_initiated", "contact_preference_set")
 )
-#: Calls kept per debtor: more than two rolling windows' worth at the default 7 calls (older
-#: calls cannot change a decision about a newer one).
-_MAX_CALLS = 32
+#: The largest contact rules a policy may set (schemas/policy.json): the bounds below must hold
+#: for every rule setting a policy may set, not only the defaults.
+_RULE_BOUNDS = load_schema("policy")["properties"]["contact_rules"]["properties"]
+#: Calls kept per debtor: two rolling windows' worth at the largest ``max_calls`` (older calls
+#: cannot change a decision about a newer one). 32, two windows' worth at the default 7 calls,
+#: let the 34th call of a day through under ``max_calls: 33``.
+_MAX_CALLS = 2 * int(_RULE_BOUNDS["max_calls"]["maximum"])
 _MAX_CONVERSATIONS = 4
 _MAX_CLAIMS = 16
-#: A call is dropped once it is this much older than the newest one kept (two windows of 7 days
-#: at most are ever counted).
-_CALL_HORIZON_S = 31 * 86_400.0
+#: A call is dropped once it is this much older than the time decided (or observed): two of the
+#: longest windows. 31 days forgot calls a ``call_window_days: 60`` window still counts.
+_CALL_HORIZON_S = 2 * int(_RULE_BOUNDS["call_window_days"]["maximum"]) * 86_400.0
 
 
 @dataclass(slots=True)
@@ -93,15 +98,23 @@ class ContactState:
     def unanswered_on(self, channel: str) -> int:
         return self.unanswered[_CHANNEL_INDEX[channel]] if channel in _CHANNEL_INDEX else 0
 
-    def add_call(self, ts: float, call_id: str) -> None:
-        """Count a call at ``ts``; a recorded attempt of a call the guard counted replaces it."""
+    def add_call(self, ts: float, call_id: str, now: float | None = None) -> None:
+        """Count a call at ``ts``; a recorded attempt of a call the guard counted replaces it.
+
+        ``now`` is the time being decided (default ``ts``): calls older than the horizon before
+        it are dropped. Not before the newest call: the guard places calls ahead of the clock
+        when it moves steps, and the steps decided after them can be about earlier times (a
+        partition clock that jumps decides a whole plan at once, in due order). Dropping by the
+        newest call forgot calls those decisions must count: a 36-call plan under
+        ``max_calls: 1`` decided in one go got a second call within 7 days.
+        """
         for entry in self.calls:
             if entry[1] == call_id:
                 self.calls.remove(entry)
                 break
         bisect.insort(self.calls, [ts, call_id])
-        newest = self.calls[-1][0]
-        self.calls = [entry for entry in self.calls if entry[0] > newest - _CALL_HORIZON_S][-_MAX_CALLS:]
+        oldest = (ts if now is None else min(ts, now)) - _CALL_HORIZON_S
+        self.calls = [entry for entry in self.calls if entry[0] > oldest][-_MAX_CALLS:]
 
     def next_release(self) -> float:
         """When the earliest held step is to be decided again (infinity: none held)."""

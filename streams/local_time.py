@@ -18,6 +18,7 @@ allowed hour nor allow a forbidden one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -138,9 +139,14 @@ def next_allowed(ts: float, mask: HourMask, tz: ZoneInfo) -> float | None:
     candidate = ts
     limit = ts + _HORIZON_S
     while candidate <= limit:
-        local = local_datetime(candidate, tz)
+        # Judge and step from the whole second, as times are written (RFC 3339, truncated to
+        # the second). Stepping from the microseconds fromtimestamp rounds a float to could
+        # land a hair before the next hour's start, still in the forbidden hour: from
+        # 1767225600.123456789 (01:00 in Amsterdam) 08:00 came out as 07:59:59.9999998, which
+        # is written 06:59:59Z, a contact at 07:59:59 local.
+        whole = math.floor(candidate)
+        local = local_datetime(whole, tz)
         if mask.allowed[local.hour]:
             return candidate
-        into_hour = local.minute * 60 + local.second + local.microsecond / 1e6
-        candidate = candidate - into_hour + 3600.0
+        candidate = float(whole - local.minute * 60 - local.second + 3600)
     return None
