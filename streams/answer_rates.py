@@ -21,6 +21,7 @@ weak prior (debtors' own hours decide sooner), a uniform one a strong prior.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from streams.local_time import HourMask
@@ -161,12 +162,21 @@ def best_band(debtor: AnswerCounts, portfolio: PortfolioRates, *, weekend: bool,
     kappa = portfolio.strength()
     base = _BANDS if weekend else 0
     best: tuple[float, tuple[int, int]] | None = None
-    for band in range(_BANDS):
-        hours = HourMask(tuple(allowed.allowed[h] and band * BAND_HOURS <= h < (band + 1) * BAND_HOURS for h in range(24)))
-        runs = hours.windows()
-        if not runs:
-            continue
+    for band, run in _band_runs(allowed):
         rate = portfolio.posterior(debtor, base + band, kappa)
         if best is None or rate > best[0]:
-            best = (rate, max(runs, key=lambda run: run[1] - run[0]))
+            best = (rate, run)
     return None if best is None else best[1]
+
+
+@lru_cache(maxsize=256)
+def _band_runs(allowed: HourMask) -> tuple[tuple[int, tuple[int, int]], ...]:
+    """(band, its longest allowed run) of each band with an allowed hour; few masks recur
+    (the rules' hours minus a debtor's inconvenient ones), so they are computed once each."""
+    runs = []
+    for band in range(_BANDS):
+        hours = HourMask(tuple(allowed.allowed[h] and band * BAND_HOURS <= h < (band + 1) * BAND_HOURS for h in range(24)))
+        windows = hours.windows()
+        if windows:
+            runs.append((band, max(windows, key=lambda run: run[1] - run[0])))
+    return tuple(runs)

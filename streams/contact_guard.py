@@ -51,7 +51,7 @@ from streams.engine import Output
 from streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
 from streams.policy import ContactRules
 
-__all__ = ["VERDICTS", "Decision", "decide", "erasure_tombstones", "guard_step"]
+__all__ = ["VERDICTS", "Decision", "decide", "erasure_tombstones", "guard_step", "skip_step"]
 
 _DAY = 86_400.0
 VERDICTS = ("allowed", "rescheduled", "skipped")
@@ -91,12 +91,12 @@ def decide(
             reasons.append("adapted")
     if state.opted_out(channel):
         replacement = next((c for c in later_channels if c != channel and not state.opted_out(c)), None)
-        reasons.append("opted_out")
         if replacement is None:
-            return Decision("skipped", None, channel, tuple(reasons), adapted_from)
+            return Decision("skipped", None, channel, ("opted_out", *reasons), adapted_from)
+        reasons.append("opted_out")
         replaced_from, channel = channel, replacement
-    hours = HourMask.between(rules.earliest_hour, rules.latest_hour)
-    mask = hours.without((span[0], span[1]) for span in state.inconvenient)
+    hours = HourMask.allowed_by(rules.earliest_hour, rules.latest_hour, ())
+    mask = HourMask.allowed_by(rules.earliest_hour, rules.latest_hour, tuple((span[0], span[1]) for span in state.inconvenient))
     hour = local_datetime(at_ts, tz).hour
     if not hours.allowed[hour]:
         reasons.append("outside_hours")
@@ -110,8 +110,7 @@ def decide(
     for _ in range(len(calls) + len(state.conversations) + 1):
         allowed_ts = next_allowed(send_ts, mask, tz)
         if allowed_ts is None:
-            reasons.append("no_allowed_hour")
-            return Decision("skipped", None, channel, tuple(reasons), adapted_from, replaced_from)
+            return Decision("skipped", None, channel, ("no_allowed_hour", *reasons), adapted_from, replaced_from)
         send_ts = allowed_ts
         if channel != "call":
             break
@@ -203,11 +202,9 @@ def guard_step(
     if decision.send_ts is None:
         return outputs
     if held:
-        moved = dict(value, channel=decision.channel)
-        if decision.adapted_from or decision.replaced_from:
-            moved.setdefault("adapted_from", decision.adapted_from)
-            moved.setdefault("replaced_from", decision.replaced_from)
-        state.held.append([decision.send_ts, moved, planned_ts])
+        # Held as the plan made it: decided again from the plan's channel at release, so the
+        # decision that lets it go says what the plan asked for and why it changed.
+        state.held.append([decision.send_ts, dict(value), planned_ts])
         return outputs
     send_ts = decision.send_ts
     due = dict(value)
@@ -217,13 +214,13 @@ def guard_step(
         due_at=_rfc3339(send_ts),
         planned_at=_rfc3339(planned_ts),
         channel=decision.channel,
-        adapted_from=decision.adapted_from or value.get("adapted_from"),
-        replaced_from=decision.replaced_from or value.get("replaced_from"),
+        adapted_from=decision.adapted_from,
+        replaced_from=decision.replaced_from,
         decision_id=outputs[0].value["event_id"] if outputs[0].value else None,
         timezone=tz_name,
     )
     if decision.channel == "call":
-        mask = HourMask.between(rules.earliest_hour, rules.latest_hour).without((s[0], s[1]) for s in state.inconvenient)
+        mask = HourMask.allowed_by(rules.earliest_hour, rules.latest_hour, tuple((s[0], s[1]) for s in state.inconvenient))
         weekend = local_datetime(send_ts, tz).weekday() >= 5
         band = best_band(state.rates, portfolio if portfolio is not None else PortfolioRates(), weekend=weekend, allowed=mask)
         due["best_window"] = None if band is None else {"from_hour": band[0], "to_hour": band[1], "timezone": tz_name}
@@ -263,6 +260,7 @@ def _decision_record(
         "occurred_at": _rfc3339(at_ts),
         "emitted_at": emitted_at,
         "cause_event_id": value["event_id"],
+        "assignment_id": value.get("cause_event_id"),
         "claim_ids": list(state.claims),
         "plan_id": value.get("plan_id"),
         "step": value.get("step"),
@@ -295,6 +293,29 @@ def _decision_record(
         "reasons": list(decision.reasons),
     }
     return Output(CONTACT_DECISIONS_TOPIC, f"{debtor_id}/{number}", record)
+
+
+def skip_step(
+    state: ContactState,
+    value: Mapping[str, Any],
+    planned_ts: float,
+    at_ts: float,
+    reason: str,
+    rules: ContactRules,
+    default_tz: str,
+    *,
+    emitted_at: str,
+    policy_version: str = "",
+) -> Output:
+    """The decision that a held step will not go out after all: its plan ended
+    (``plan_ended``), or a later step on the same channel goes out in its place
+    (``superseded``: a backlog of calls held through the quiet days is one call, not seven at
+    08:00 on the first day after)."""
+    tz_name, tz_source = state.timezone(default_tz)
+    if zone(tz_name) is None:
+        tz_name, tz_source = default_tz, "default"
+    decision = Decision("skipped", None, str(value["channel"]), (reason,))
+    return _decision_record(state, value, planned_ts, at_ts, decision, rules, tz_name, tz_source, emitted_at, policy_version)
 
 
 def erasure_tombstones(debtor_id: str, state: ContactState | None) -> list[Output]:

@@ -45,6 +45,8 @@ _RULE_BOUNDS = load_schema("policy")["properties"]["contact_rules"]["properties"
 #: let the 34th call of a day through under ``max_calls: 33``.
 _MAX_CALLS = 2 * int(_RULE_BOUNDS["max_calls"]["maximum"])
 _MAX_CONVERSATIONS = 4
+#: An answered call is filed under the latest call attempt this long before it, if any.
+_ANSWER_WITHIN_S = 3600.0
 _MAX_CLAIMS = 16
 #: A call is dropped once it is this much older than the time decided (or observed): two of the
 #: longest windows. 31 days forgot calls a ``call_window_days: 60`` window still counts.
@@ -185,7 +187,11 @@ def observe(state: ContactState, event: Event, portfolio: PortfolioRates | None 
         if channel == "call" and (kind == "contact_initiated" or data.get("outcome") == "answered"):
             state.conversations = sorted([*state.conversations, ts])[-_MAX_CONVERSATIONS:]
             if kind == "contact_responded":
-                _learn(state, ts, portfolio, default_tz, answered=True)
+                # The answer belongs to the band of the call it answers (the latest attempt of
+                # the hour before it), not of the moment it was recorded: a call at 11:59:50
+                # answered at 12:00:05 is a 09-12 answer.
+                attempt = max((entry[0] for entry in state.calls if ts - _ANSWER_WITHIN_S <= entry[0] <= ts), default=ts)
+                _learn(state, attempt, portfolio, default_tz, answered=True)
         return True
     return False
 

@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["HourMask", "local_datetime", "local_iso", "next_allowed", "start_of_local_day", "zone"]
@@ -31,7 +31,9 @@ __all__ = ["HourMask", "local_datetime", "local_iso", "next_allowed", "start_of_
 _HORIZON_S = 8 * 86_400.0
 
 
-@cache
+# Bounded: the names come from inbound events, and a producer sending a new name in every
+# event must not grow the cache without end.
+@lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo | None:
     """The time zone named ``name``, or ``None`` if the database has no such zone.
 
@@ -88,6 +90,17 @@ class HourMask:
         ((8, 21),)
         """
         return cls(tuple(earliest_hour <= hour < latest_hour for hour in range(24)))
+
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def allowed_by(earliest_hour: int, latest_hour: int, spans: tuple[tuple[int, int], ...]) -> HourMask:
+        """``between(earliest_hour, latest_hour).without(spans)``, computed once per setting
+        (decided for every step: the rules' hours and a debtor's inconvenient spans recur).
+
+        >>> HourMask.allowed_by(8, 21, ((12, 14),)) == HourMask.between(8, 21).without([(12, 14)])
+        True
+        """
+        return HourMask.between(earliest_hour, latest_hour).without(spans)
 
     def without(self, spans: Iterable[tuple[int, int]]) -> HourMask:
         """This mask minus local spans ``[from_hour, to_hour)``; a span with ``from_hour >

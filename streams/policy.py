@@ -140,6 +140,10 @@ class ContactRules:
     latest_hour: int = 21
     adapt_channels: bool = False
     adapt_after: int = 3
+    #: A held step that a later step of its plan on the same channel has fallen due after is
+    #: skipped (reason ``superseded``): a backlog goes as one contact. Off: all go, each within
+    #: the rules.
+    supersede_held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC
 from streams.answer_rates import PortfolioRates
-from streams.contact_guard import erasure_tombstones, guard_step
+from streams.contact_guard import erasure_tombstones, guard_step, skip_step
 from streams.contact_state import OBSERVED_TYPES, observe
 from streams.engine import Output, Step
 from streams.events import Event
@@ -212,17 +212,35 @@ class TreatmentRunner:
             if output.topic != CONTACT_DUE_TOPIC or output.value is None:
                 guarded.append(output)
                 continue
-            planned_ts = float(calendar.timegm(time.strptime(output.value["due_at"], "%Y-%m-%dT%H:%M:%SZ")))
+            planned_ts = _utc_ts(output.value["due_at"])
             guarded += self._decide(state, output.value, planned_ts, planned_ts, now_ts, emitted_at)
         return guarded
 
     def _release(self, state: TreatmentState, now_ts: float, emitted_at: str) -> list[Output]:
-        """Decide again the held steps whose time the clock reached (in release order)."""
+        """Decide again the held steps whose time the clock reached (in release order).
+
+        A held step of a plan the debtor has left is not sent (``plan_ended``: its message was
+        for the old segment); with ``supersede_held``, one that a later step of its plan on the
+        same channel has fallen due after is not sent either (``superseded``).
+        """
         outputs: list[Output] = []
-        while state.contact.held and state.contact.next_release() <= now_ts:
-            entry = min(state.contact.held, key=lambda held: held[0])
-            state.contact.held.remove(entry)
+        contact = state.contact
+        while contact.held and contact.next_release() <= now_ts:
+            entry = min(contact.held, key=lambda held: held[0])
+            contact.held.remove(entry)
             release_ts, value, planned_ts = entry
+            plan = self.policy.plans.get(value["plan_id"])
+            # Superseded: a later step of the plan on the same channel has fallen due since.
+            later = self.policy.contact_rules.supersede_held and plan is not None and any(
+                step.channel == value["channel"] for step in plan.steps[value["step"] + 1 : state.next_step]
+            )
+            reason = "plan_ended" if value["cause_event_id"] != state.assignment_id else "superseded" if later else ""
+            if reason:
+                outputs.append(skip_step(
+                    contact, value, planned_ts, release_ts, reason, self.policy.contact_rules, self.default_timezone,
+                    emitted_at=emitted_at, policy_version=self.policy.version,
+                ))
+                continue
             outputs += self._decide(state, value, planned_ts, release_ts, now_ts, emitted_at)
         return outputs
 
@@ -250,6 +268,17 @@ class TreatmentRunner:
 def _pending(state: TreatmentState) -> float:
     """When the debtor next needs the clock: its next plan step or its earliest held step."""
     return min(state.next_due_ts, state.contact.next_release())
+
+
+def _utc_ts(text: str) -> float:
+    """Seconds since the epoch of a ``YYYY-MM-DDTHH:MM:SSZ`` time (as streams.treatments
+    writes ``due_at``); strptime cost a tenth of the guard.
+
+    >>> _utc_ts("2026-03-01T10:00:00Z")
+    1772359200.0
+    """
+    day = (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]))
+    return float(calendar.timegm(day))
 
 
 def _iso(ts: float) -> str:

@@ -301,6 +301,59 @@ def test_a_plan_decided_at_once_keeps_the_call_limit() -> None:
         assert all(later - first >= window for first, later in zip(calls, calls[limit:], strict=False)), rules
 
 
+def test_an_adapted_step_held_and_released_still_says_what_the_plan_asked_for() -> None:
+    rules = ContactRules(adapt_channels=True)
+    state = ContactState(unanswered=[0, 0, 0, 3, 0, 0], responsive="sms")
+    at = _ts("2026-03-02T05:00:00Z")  # 06:00 in Amsterdam: held till 08:00
+    first = guard_step(state, _step(due_at=_iso(at)), at, at, rules, (), "Europe/Amsterdam", emitted_at="x")
+    assert first[0].value is not None and first[0].value["reasons"] == ["adapted", "outside_hours"]
+    release_ts, value, planned_ts = state.held.pop()
+    assert value["channel"] == "call"  # held as planned, decided again from the plan's channel
+    again = guard_step(state, value, planned_ts, release_ts, rules, (), "Europe/Amsterdam", emitted_at="x")
+    decision, due_value = again[0].value, again[1].value
+    assert decision is not None and due_value is not None
+    assert (decision["planned_channel"], decision["channel"], decision["adapted_from"], decision["reasons"]) == ("call", "sms", "call", ["adapted"])
+    assert (due_value["channel"], due_value["adapted_from"]) == ("sms", "call")
+
+
+def _daily_calls_after_a_conversation(supersede: bool) -> list[Output]:
+    steps = [{"day": day, "channel": "call", "tone": "neutral", "message_id": f"m{day}"} for day in range(0, 10, 2)]
+    policy = parse_policy({"version": "v1", "segments": {"unknown": "p"}, "plans": {"p": steps}, "contact_rules": {"supersede_held": supersede}})
+    runner = TreatmentRunner(policy, default_timezone="UTC")
+    outputs = runner.after(*_change("d1", "willing_able", _ts("2026-03-02T09:00:00Z"), "q1"))
+    answered = _event("contact_responded", _ts("2026-03-02T09:30:00Z"), "r1", channel="call", outcome="answered")
+    outputs += runner.after(answered, Step(None, (), "processed"))
+    for _ in range(4):
+        outputs += runner.idle(0, 4 * DAY)
+    return outputs
+
+
+def test_calls_held_through_the_quiet_days_go_as_one_with_supersede_held() -> None:
+    def calls(outputs: list[Output]) -> list[str]:
+        return [o.value["due_at"] for o in outputs if o.topic == CONTACT_DUE_TOPIC and o.value]
+
+    # Calls on days 2, 4 and 6 are held until day 7 (a conversation on day 0): by default all
+    # three go at 08:00 that day (each within 7 in 7 days); superseded, only the day-6 one.
+    assert calls(_daily_calls_after_a_conversation(False)).count("2026-03-09T08:00:00Z") == 3
+    outputs = _daily_calls_after_a_conversation(True)
+    assert calls(outputs).count("2026-03-09T08:00:00Z") == 1
+    skipped = [o.value for o in outputs if o.topic == CONTACT_DECISIONS_TOPIC and o.value and o.value["verdict"] == "skipped"]
+    assert [(v["step"], v["reason"]) for v in skipped] == [(1, "superseded"), (2, "superseded")]
+
+
+def test_a_held_step_of_a_plan_the_debtor_left_is_not_sent() -> None:
+    policy = parse_policy({"version": "v1", "segments": {"willing_able": "a", "unwilling_able": "b"}, "plans": {
+        "a": [{"day": 0, "channel": "call", "tone": "friendly", "message_id": "a0"}],
+        "b": [{"day": 3, "channel": "letter", "tone": "strict", "message_id": "b3"}]}})
+    runner = TreatmentRunner(policy, default_timezone="UTC")
+    outputs = runner.after(*_change("d1", "willing_able", _ts("2026-03-02T05:00:00Z"), "q1"))  # held till 08:00
+    outputs += runner.after(*_change("d1", "unwilling_able", _ts("2026-03-02T06:00:00Z"), "q2"))
+    outputs += runner.idle(0, DAY)
+    decisions = [o.value for o in outputs if o.topic == CONTACT_DECISIONS_TOPIC and o.value]
+    assert [(d["planned_channel"], d["verdict"], d["reason"]) for d in decisions] == [("call", "rescheduled", "outside_hours"), ("call", "skipped", "plan_ended")]
+    assert not [o for o in outputs if o.topic == CONTACT_DUE_TOPIC]
+
+
 # -- the property test: random policies and histories through a TreatmentRunner ------------------
 
 
@@ -400,6 +453,7 @@ class Checker:
         self.decisions: dict[str, list[dict[str, Any]]] = defaultdict(list)  # per step (contact_due id)
         self.sent: dict[str, dict[str, Any]] = {}  # contact_due id -> the record
         self.counts: dict[str, int] = defaultdict(int)
+        self.assignment: dict[str, str] = {}  # debtor -> its latest treatment_assigned
 
     def fed(self, event: Event) -> None:
         known = self.known[event.debtor_id]
@@ -416,6 +470,8 @@ class Checker:
                 self.due(output.value)
             else:
                 assert output.topic == TREATMENTS_TOPIC or output.topic.startswith("debtor.channel.")
+                if output.value["type"] == "treatment_assigned":
+                    self.assignment[output.value["debtor_id"]] = output.value["event_id"]
 
     def decision(self, record: dict[str, Any]) -> None:
         errors = list(DECISION_SCHEMA.iter_errors(record))
@@ -440,8 +496,17 @@ class Checker:
             assert channel == next(c for c in later if c != base and not known.opted_out(c))
         if verdict == "skipped":
             assert record["send_at"] is None
-            assert {"opted_out", "no_allowed_hour"} & set(reasons), reasons
-            if "no_allowed_hour" in reasons:
+            held_before = self.decisions[record["cause_event_id"]]
+            assert reasons[0] in ("opted_out", "no_allowed_hour", "plan_ended", "superseded"), reasons
+            if reasons[0] in ("plan_ended", "superseded"):
+                # Only a held step, decided again at its time: its plan ended, or (with
+                # supersede_held) a later held step on its channel goes in its place.
+                assert held_before and held_before[-1]["verdict"] == "rescheduled"
+                if reasons[0] == "plan_ended":
+                    assert record["assignment_id"] != self.assignment[record["debtor_id"]]
+                else:
+                    assert rules.supersede_held and record["assignment_id"] == self.assignment[record["debtor_id"]]
+            elif "no_allowed_hour" in reasons:
                 assert not any(known.mask_allows(rules, hour) for hour in range(24))
             else:
                 assert known.opted_out(channel) and all(known.opted_out(c) for c in later if c != channel)
@@ -556,6 +621,8 @@ def contact_rules(draw: Any) -> dict[str, Any]:
         rules["earliest_hour"], rules["latest_hour"] = earliest, draw(st.integers(earliest + 1, 24))
     if draw(st.booleans()):
         rules["adapt_channels"], rules["adapt_after"] = True, draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        rules["supersede_held"] = True
     return rules
 
 

@@ -344,3 +344,13 @@ def test_a_new_state_stores_as_nothing() -> None:
     assert ContactState.from_dict({}) == ContactState()
     state = ContactState(decisions=3, calls=[[T0, "a"]])
     assert state.to_dict() == {"decisions": 3, "calls": [[T0, "a"]]}
+
+
+def test_an_answer_is_filed_under_the_band_of_the_call_it_answers() -> None:
+    state = ContactState()
+    # 11:59:50 in UTC (the default zone here), answered 15 s later, in the next band
+    observe(state, make_event("contact_attempted", event_id="a1", at="2026-03-02T11:59:50Z", channel="call"), default_tz="UTC")
+    observe(state, make_event("contact_responded", event_id="r1", at="2026-03-02T12:00:05Z", channel="call", outcome="answered"), default_tz="UTC")
+    band = cell_of(0, 11)
+    assert (state.rates.attempts[band], state.rates.answers[band]) == (1, 1)
+    assert state.rates.overall() == (1, 1)
