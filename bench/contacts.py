@@ -2,7 +2,7 @@
 
 Every portfolio of simulated debtors (:mod:`streams.contact_simulation`: true answer
 probabilities per local weekday/weekend x 3-hour band, time zones with and without DST, a
-favourite channel) goes through the same closed loop four times, side by side in one run:
+favourite channel) goes through the same closed loop five times, side by side in one run:
 the :class:`~streams.treatment_runner.TreatmentRunner` with a call-heavy 60-day plan sends
 ``contact_due``; a simulated dialer calls
 
@@ -11,7 +11,8 @@ the :class:`~streams.treatment_runner.TreatmentRunner` with a call-heavy 60-day 
 - ``oracle``: in the debtor's true best band (the ceiling no learner can beat),
 
 and the debtor's answers go back in as ``contact_attempted`` / ``contact_responded``. The fourth
-run is ``best_window`` with ``contact_rules.adapt_channels`` on (``adapt_after`` 3).
+run is ``best_window`` with ``contact_rules.adapt_channels`` on (``adapt_after`` 3), the fifth
+``best_window`` with ``contact_rules.supersede_held`` on (adaptation off).
 
 - Best time: for debtors with >= 10 call attempts, the share whose suggested band (the
   best_window of the due of their latest call) is their true best band among the allowed
@@ -23,12 +24,14 @@ run is ``best_window`` with ``contact_rules.adapt_channels`` on (``adapt_after``
   rescheduling delay (``due_at - planned_at`` of the steps sent), calls per debtor per local
   day, and calls the dialer placed in the quiet days after a conversation (dues decided
   before that conversation).
+- Supersede: the same rule and burst figures and the response rate and days to the first
+  payment, ``supersede_held`` off (the ``best_window`` run) vs on.
 - Hot path: replay (:func:`agents.replay.replay_lines`) of a :func:`streams.simulation.simulate`
   portfolio through the engine and a runner with ``policies/default.yaml``, with the guard
   vs without it (:class:`_UnguardedRunner`), alternating order, same process.
 
-Usage: ``nice .venv/bin/python -m bench.contacts [--quick] [--debtors 300] [--out bench/contacts.json]`` (about 3 minutes
-on 2 cores; ``--quick``, about 20 s, writes ``out/bench/contacts-quick.json``).
+Usage: ``nice .venv/bin/python -m bench.contacts [--quick] [--debtors 300] [--out bench/contacts.json]`` (about 3.5 minutes
+on 2 cores; ``--quick``, about 25 s, writes ``out/bench/contacts-quick.json``).
 """
 
 from __future__ import annotations
@@ -66,12 +69,16 @@ PORTFOLIOS: tuple[tuple[str, str, int], ...] = (
     ("mixed-8", "mixed", 8),
 )
 QUICK = ("peaked-1", "flat-4", "mixed-8")
-RUNS: tuple[tuple[str, str, bool], ...] = (
-    ("random", "random", False),
-    ("best_window", "best_window", False),
-    ("oracle", "oracle", False),
-    ("best_window_adapt", "best_window", True),
+#: (label, dialer mode, adapt_channels, supersede_held) of the runs of every portfolio.
+RUNS: tuple[tuple[str, str, bool, bool], ...] = (
+    ("random", "random", False, False),
+    ("best_window", "best_window", False, False),
+    ("oracle", "oracle", False, False),
+    ("best_window_adapt", "best_window", True, False),
+    ("best_window_supersede", "best_window", False, True),
 )
+#: The runs whose rule and burst figures are reported.
+RULE_RUNS = ("random", "best_window", "best_window_adapt", "best_window_supersede")
 
 
 def best_time(run: ContactRun, debtors: Sequence[ContactDebtor]) -> dict[str, Any]:
@@ -154,7 +161,7 @@ def rules(run: ContactRun, debtors: Sequence[ContactDebtor]) -> dict[str, Any]:
             if reason not in ("within_rules", "adapted"):
                 blocked[reason].add(decision["cause_event_id"])
         if decision["verdict"] == "skipped":
-            skipped[decision["reasons"][-1]] += 1
+            skipped[decision["reason"]] += 1  # a skip's first reason is its cause
     delays = sorted((_ts(due["due_at"]) - _ts(due["planned_at"])) / 3600.0 for due in run.dues)
     moved = [delay for delay in delays if delay > 0]
     steps = len(per_step)
@@ -191,7 +198,7 @@ def _bursts(run: ContactRun, debtors: Sequence[ContactDebtor]) -> dict[str, Any]
         calls[call.debtor_id].append(call)
     # Dues of a debtor that went out at the same instant (held steps released together).
     released_with: Counter[tuple[str, float]] = Counter((call.debtor_id, call.due_ts) for call in run.calls)
-    in_quiet = in_quiet_bunched = 0
+    in_quiet = in_quiet_bunched = in_quiet_answered = 0
     for debtor_id, own in calls.items():
         own.sort(key=lambda call: call.ts)
         quiet_until = float("-inf")
@@ -199,6 +206,7 @@ def _bursts(run: ContactRun, debtors: Sequence[ContactDebtor]) -> dict[str, Any]
             if call.ts < quiet_until:
                 in_quiet += 1
                 in_quiet_bunched += released_with[(debtor_id, call.due_ts)] > 1
+                in_quiet_answered += call.answered
             if call.answered:
                 quiet_until = max(quiet_until, start_of_local_day(call.ts, tz[debtor_id], 7))
     days = list(per_day.values())
@@ -209,6 +217,9 @@ def _bursts(run: ContactRun, debtors: Sequence[ContactDebtor]) -> dict[str, Any]
         "share_of_calls_on_days_with_3_or_more": sum(n for n in days if n >= 3) / len(run.calls) if run.calls else 0.0,
         "calls_in_quiet_days_after_conversation": in_quiet,
         "of_which_due_together_with_another_call": in_quiet_bunched,
+        # Each of them a response (and a chance to pay) in the simulation's payment model.
+        "of_which_answered": in_quiet_answered,
+        "calls_answered": sum(call.answered for call in run.calls),
         "calls_due_together_with_another_call": sum(n for n in released_with.values() if n > 1),
     }
 
@@ -218,15 +229,19 @@ def _states(run: ContactRun) -> list[TreatmentState]:
 
 
 def portfolio(name: str, shape: str, seed: int, debtors: int) -> dict[str, Any]:
-    """The four runs of one portfolio and their figures."""
+    """The five runs of one portfolio and their figures."""
     population = draw_debtors(shape, debtors, seed)
     started = time.perf_counter()
-    runs = {label: run_contacts(population, mode=mode, adapt_channels=adapt, seed=seed) for label, mode, adapt in RUNS}
+    runs = {
+        label: run_contacts(population, mode=mode, adapt_channels=adapt, supersede_held=supersede, seed=seed)
+        for label, mode, adapt, supersede in RUNS
+    }
     rates = {label: answer_rate(run) for label, run in runs.items()}
     bw = runs["best_window"]
     tz = {debtor.debtor_id: debtor.tz for debtor in population}
     in_window = sum(1 for call in bw.calls if call.window is not None and call.window[0] <= local_datetime(call.ts, tz[call.debtor_id]).hour < call.window[1])
     off, on = adaptation(bw, population), adaptation(runs["best_window_adapt"], population)
+    superseding = adaptation(runs["best_window_supersede"], population)
     lift_ceiling = rates["oracle"] - rates["random"]
     result = {
         "name": name,
@@ -252,7 +267,14 @@ def portfolio(name: str, shape: str, seed: int, debtors: int) -> dict[str, Any]:
             "paid_within_60_days_difference": on["paid_within_60_days"] - off["paid_within_60_days"],
             "restricted_mean_days_difference": on["restricted_mean_days_60"] - off["restricted_mean_days_60"],
         },
-        "rules": {"best_window": rules(bw, population), "best_window_adapt": rules(runs["best_window_adapt"], population), "random": rules(runs["random"], population)},
+        "supersede": {
+            # "off" is the best_window run (adaptation.off); "on" the same with supersede_held.
+            "on": superseding,
+            "response_rate_ratio": superseding["response_rate"] / off["response_rate"] if off["response_rate"] else None,
+            "paid_within_60_days_difference": superseding["paid_within_60_days"] - off["paid_within_60_days"],
+            "restricted_mean_days_difference": superseding["restricted_mean_days_60"] - off["restricted_mean_days_60"],
+        },
+        "rules": {label: rules(runs[label], population) for label in RULE_RUNS},
         "seconds": round(time.perf_counter() - started, 1),
     }
     return result
@@ -318,7 +340,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     pooled_hits = sum(row["best_time"]["best_window_run"]["hit_rate"] * row["best_time"]["best_window_run"]["debtors"] for row in rows)
     pooled_debtors = sum(row["best_time"]["best_window_run"]["debtors"] for row in rows)
-    mean_rate = {label: statistics.mean(row["best_time"]["answer_rate"][label] for row in rows) for label, _, _ in RUNS}
+    mean_rate = {label: statistics.mean(row["best_time"]["answer_rate"][label] for row in rows) for label, *_ in RUNS}
 
     def pooled(run: str, rate: str, count: str) -> float | None:
         numerator = sum((row["best_time"][run][rate] or 0.0) * row["best_time"][run][count] for row in rows)
@@ -340,6 +362,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "true_rate_ratio_worst": worst(("best_time", "best_window_run", "true_rate_ratio")),
         "answer_rate_mean": mean_rate,
         "lift_of_means": mean_rate["best_window"] / mean_rate["random"],
+        # Answered over placed calls of all portfolios together.
+        "lift_pooled": _pooled_rate(rows, "best_window") / _pooled_rate(rows, "random"),
         "lift_worst": worst(("best_time", "lift")),
         "lift_best": worst(("best_time", "lift"), low=False),
         "oracle_lift_of_means": mean_rate["oracle"] / mean_rate["random"],
@@ -370,16 +394,71 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "max": worst(("rules", "best_window_adapt", "delay_hours", "max"), low=False),
         },
         "decisions_per_step_max_adapt": worst(("rules", "best_window_adapt", "decisions_per_step_max"), low=False),
-        "steps_still_held_at_end": {label: sum(row["rules"][label]["steps_still_held_at_end"] for row in rows) for label in ("random", "best_window", "best_window_adapt")},
-        "share_of_calls_on_days_with_3_or_more_mean": {label: mean(("rules", label, "share_of_calls_on_days_with_3_or_more")) for label in ("random", "best_window", "best_window_adapt")},
-        "calls": {label: sum(row["rules"][label]["calls"] for row in rows) for label in ("random", "best_window", "best_window_adapt")},
-        "calls_in_quiet_days_after_conversation": {
-            label: sum(row["rules"][label]["calls_in_quiet_days_after_conversation"] for row in rows) for label in ("random", "best_window", "best_window_adapt")
-        },
-        "of_which_due_together_with_another_call": {
-            label: sum(row["rules"][label]["of_which_due_together_with_another_call"] for row in rows) for label in ("random", "best_window", "best_window_adapt")
-        },
+        "steps_still_held_at_end": {label: sum(row["rules"][label]["steps_still_held_at_end"] for row in rows) for label in RULE_RUNS},
+        "share_of_calls_on_days_with_3_or_more_mean": {label: mean(("rules", label, "share_of_calls_on_days_with_3_or_more")) for label in RULE_RUNS},
+        "calls": {label: sum(row["rules"][label]["calls"] for row in rows) for label in RULE_RUNS},
+        "calls_in_quiet_days_after_conversation": {label: sum(row["rules"][label]["calls_in_quiet_days_after_conversation"] for row in rows) for label in RULE_RUNS},
+        "calls_in_quiet_days_answered": {label: sum(row["rules"][label]["of_which_answered"] for row in rows) for label in RULE_RUNS},
+        "of_which_due_together_with_another_call": {label: sum(row["rules"][label]["of_which_due_together_with_another_call"] for row in rows) for label in RULE_RUNS},
+        "supersede": supersede_summary(rows),
     }
+
+
+def supersede_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``supersede_held`` off (the best_window run) and on, side by side: rule and burst
+    figures, and the outcomes as in the adaptation figures."""
+
+    def side(label: str, outcomes: Sequence[str]) -> dict[str, Any]:
+        figures = [row["rules"][label] for row in rows]
+        worst_day = max((figure["calls_per_debtor_day_max"], row["name"]) for figure, row in zip(figures, rows, strict=True))
+        worst_p90 = max((figure["delay_hours"]["p90"] or 0.0, row["name"]) for figure, row in zip(figures, rows, strict=True))
+        worst_max = max((figure["delay_hours"]["max"] or 0.0, row["name"]) for figure, row in zip(figures, rows, strict=True))
+        results = [_get(row, outcomes) for row in rows]
+        return {
+            "calls": sum(figure["calls"] for figure in figures),
+            "answer_rate_mean": statistics.mean(row["best_time"]["answer_rate"][label] for row in rows),
+            "calls_per_debtor_day_max": {"value": worst_day[0], "portfolio": worst_day[1]},
+            "debtor_days_with_3_or_more_calls": sum(figure["debtor_days_with_3_or_more_calls"] for figure in figures),
+            "share_of_calls_on_days_with_3_or_more_mean": statistics.mean(figure["share_of_calls_on_days_with_3_or_more"] for figure in figures),
+            "calls_in_quiet_days_after_conversation": sum(figure["calls_in_quiet_days_after_conversation"] for figure in figures),
+            "of_which_due_together_with_another_call": sum(figure["of_which_due_together_with_another_call"] for figure in figures),
+            "of_which_answered": sum(figure["of_which_answered"] for figure in figures),
+            "calls_answered": sum(figure["calls_answered"] for figure in figures),
+            "calls_due_together_with_another_call": sum(figure["calls_due_together_with_another_call"] for figure in figures),
+            "steps_sent": sum(figure["steps_sent"] for figure in figures),
+            "skipped_by_reason": _add(figure["skipped_by_reason"] for figure in figures),
+            "steps_still_held_at_end": sum(figure["steps_still_held_at_end"] for figure in figures),
+            "steps_blocked_by_rule": _add(figure["steps_blocked_by_rule"] for figure in figures),
+            "share_delayed_mean": statistics.mean(figure["delay_hours"]["share_delayed"] for figure in figures),
+            "delay_median_hours_mean": statistics.mean(figure["delay_hours"]["median"] or 0.0 for figure in figures),
+            "delay_p90_hours_worst": {"value": worst_p90[0], "portfolio": worst_p90[1]},
+            "delay_max_hours_worst": {"value": worst_max[0], "portfolio": worst_max[1]},
+            "contacts": sum(result["contacts"] for result in results),
+            "responses": sum(result["responses"] for result in results),
+            "response_rate_mean": statistics.mean(result["response_rate"] for result in results),
+            "paid_within_60_days_mean": statistics.mean(result["paid_within_60_days"] for result in results),
+            "restricted_mean_days_60_mean": statistics.mean(result["restricted_mean_days_60"] for result in results),
+            "contacts_by_channel": _add(result["contacts_by_channel"] for result in results),
+        }
+
+    def extreme(field: str, *, low: bool) -> dict[str, Any]:
+        value, name = (min if low else max)((row["supersede"][field], row["name"]) for row in rows if row["supersede"][field] is not None)
+        return {"value": value, "portfolio": name}
+
+    return {
+        "best_window": side("best_window", ("adaptation", "off")),
+        "best_window_supersede": side("best_window_supersede", ("supersede", "on")),
+        "response_rate_ratio_worst": extreme("response_rate_ratio", low=True),
+        "response_rate_ratio_best": extreme("response_rate_ratio", low=False),
+        "paid_within_60_days_difference_worst": extreme("paid_within_60_days_difference", low=True),
+        "paid_within_60_days_difference_best": extreme("paid_within_60_days_difference", low=False),
+        "restricted_mean_days_difference_worst": extreme("restricted_mean_days_difference", low=False),
+        "restricted_mean_days_difference_best": extreme("restricted_mean_days_difference", low=True),
+    }
+
+
+def _pooled_rate(rows: list[dict[str, Any]], label: str) -> float:
+    return sum(row["rules"][label]["calls_answered"] for row in rows) / sum(row["rules"][label]["calls"] for row in rows)
 
 
 def _add(counters: Any) -> dict[str, int]:
@@ -415,7 +494,7 @@ def _ts(text: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="A smoke run of about 20 s: 3 portfolios of 80 debtors, a small hot path.")
+    parser.add_argument("--quick", action="store_true", help="A smoke run of about 25 s: 3 portfolios of 80 debtors, a small hot path.")
     parser.add_argument("--debtors", type=int, default=None, help="Debtors per portfolio (default 300; 80 with --quick).")
     parser.add_argument("--skip-hot-path", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="Default bench/contacts.json; out/bench/contacts-quick.json with --quick (a smoke run never overwrites the figures).")
@@ -434,12 +513,15 @@ def main() -> None:
     for name, shape, seed in chosen:
         row = portfolio(name, shape, seed, debtors)
         results["portfolios"].append(row)
-        bt, ad = row["best_time"], row["adaptation"]
+        bt, ad, su = row["best_time"], row["adaptation"], row["supersede"]
+        bursts = {label: row["rules"][label]["share_of_calls_on_days_with_3_or_more"] for label in ("best_window", "best_window_supersede")}
         print(
             f"{name:20s} hit {bt['best_window_run']['hit_rate']:.3f} (near {bt['best_window_run']['near_best_rate']:.3f}, n {bt['best_window_run']['debtors']})"
             f"  answer random {bt['answer_rate']['random']:.3f} window {bt['answer_rate']['best_window']:.3f} oracle {bt['answer_rate']['oracle']:.3f}"
             f"  lift {bt['lift']:.2f}x (oracle {bt['oracle_lift']:.2f}x)  response {ad['off']['response_rate']:.3f} -> {ad['on']['response_rate']:.3f}"
-            f"  paid60 {ad['off']['paid_within_60_days']:.3f} -> {ad['on']['paid_within_60_days']:.3f}  [{row['seconds']}s]",
+            f"  paid60 {ad['off']['paid_within_60_days']:.3f} -> {ad['on']['paid_within_60_days']:.3f}"
+            f"  supersede: 3+/day {bursts['best_window']:.3f} -> {bursts['best_window_supersede']:.3f}"
+            f" paid60 -> {su['on']['paid_within_60_days']:.3f}  [{row['seconds']}s]",
             flush=True,
         )
     results["summary"] = summary(results["portfolios"])

@@ -16,8 +16,9 @@ used to contact real debtors. Each :class:`ContactDebtor` has
   least in) or an opt-out of SMS or e-mail.
 
 :func:`run_contacts` closes the loop around a :class:`~streams.treatment_runner.TreatmentRunner`
-with a call-heavy plan (:func:`contact_policy`): every ``contact_due`` it sends is carried out
-by a simulated dialer (:func:`dial_at`), which calls at a random allowed local hour of the due
+with a call-heavy plan (:func:`contact_policy`; ``adapt_channels`` and ``supersede_held`` on
+or off): every ``contact_due`` it sends is carried out by a simulated dialer
+(:func:`dial_at`), which calls at a random allowed local hour of the due
 day (mode ``random``), inside the due's ``best_window`` (``best_window``) or in the debtor's
 true best band (``oracle``, the ceiling); the debtor answers with its true probability for the
 cell called, and the outcome goes back in as ``contact_attempted`` (``cause_event_id``: the
@@ -265,10 +266,19 @@ def _answer_profile(shape: str, level: float, rng: random.Random) -> tuple[float
     return tuple(cells)
 
 
-def contact_policy(*, adapt_channels: bool = False, adapt_after: int = 3, days: int = 60, call_every: int = 2, version: str = "contact-sim") -> Policy:
+def contact_policy(
+    *,
+    adapt_channels: bool = False,
+    adapt_after: int = 3,
+    supersede_held: bool = False,
+    days: int = 60,
+    call_every: int = 2,
+    version: str = "contact-sim",
+) -> Policy:
     """A call-heavy policy: a letter on day 0, a call every ``call_every`` days up to ``days``,
     an SMS and an e-mail every week and a WhatsApp message every two, for every quadrant
-    (a plan has at most 64 steps: 60 days of a call every two days is 54 steps)."""
+    (a plan has at most 64 steps: 60 days of a call every two days is 54 steps), with the
+    default contact rules but for ``adapt_channels``, ``adapt_after`` and ``supersede_held``."""
     steps: list[dict[str, Any]] = [{"day": 0, "channel": "letter", "tone": "neutral", "message_id": "sim-letter"}]
     steps += [{"day": day, "channel": "call", "tone": "neutral", "message_id": f"sim-call-{day}"} for day in range(1, days, call_every)]
     steps += [{"day": day, "channel": "sms", "tone": "friendly", "message_id": f"sim-sms-{day}"} for day in range(2, days, 7)]
@@ -279,7 +289,7 @@ def contact_policy(*, adapt_channels: bool = False, adapt_after: int = 3, days: 
         "version": version,
         "plans": {"calls": sorted(steps, key=lambda step: int(step["day"]))},
         "segments": dict.fromkeys(quadrants, "calls"),
-        "contact_rules": {"adapt_channels": adapt_channels, "adapt_after": adapt_after},
+        "contact_rules": {"adapt_channels": adapt_channels, "adapt_after": adapt_after, "supersede_held": supersede_held},
     })
 
 
@@ -346,6 +356,7 @@ class ContactRun:
 
     mode: str
     adapt_channels: bool
+    supersede_held: bool = False
     calls: list[CallRecord] = field(default_factory=list)
     #: Contacts carried out and responses, per channel.
     contacts: Counter[str] = field(default_factory=Counter)
@@ -372,6 +383,7 @@ def run_contacts(
     *,
     mode: str = "best_window",
     adapt_channels: bool = False,
+    supersede_held: bool = False,
     seed: int = 0,
     days: int = 60,
     call_every: int = 2,
@@ -381,12 +393,13 @@ def run_contacts(
 ) -> ContactRun:
     """Run the closed loop over ``debtors``: plans assigned over ``inflow_days`` (each at 08:00
     local time), every contact_due carried out by the dialer in ``mode``, until the last plan
-    ends. The same ``seed`` and debtors give the same run; the debtors' answers are drawn from a
-    stream of their own per debtor. ``keep_events`` keeps the decoded inbound events fed in
-    (:attr:`ContactRun.inbound`)."""
+    ends. ``adapt_channels`` and ``supersede_held`` are the policy's contact rules of those
+    names (:func:`contact_policy`). The same ``seed`` and debtors give the same run; the
+    debtors' answers are drawn from a stream of their own per debtor. ``keep_events`` keeps the
+    decoded inbound events fed in (:attr:`ContactRun.inbound`)."""
     if mode not in DIALER_MODES:
         raise ValueError(f"unknown dialer mode {mode!r}; known: {', '.join(DIALER_MODES)}")
-    policy = contact_policy(adapt_channels=adapt_channels, days=days, call_every=call_every)
+    policy = contact_policy(adapt_channels=adapt_channels, supersede_held=supersede_held, days=days, call_every=call_every)
     loop = _Loop(policy, mode, seed, TreatmentRunner(policy))
     loop.keep = keep_events
     by_id = {debtor.debtor_id: debtor for debtor in debtors}
@@ -406,7 +419,7 @@ class _Loop:
     def __init__(self, policy: Policy, mode: str, seed: int, runner: TreatmentRunner) -> None:
         self.policy, self.mode, self.seed, self.runner = policy, mode, seed, runner
         self.debtors: dict[str, ContactDebtor] = {}
-        self.result = ContactRun(mode, policy.contact_rules.adapt_channels)
+        self.result = ContactRun(mode, policy.contact_rules.adapt_channels, policy.contact_rules.supersede_held)
         self.pending: list[tuple[float, int, dict[str, Any], Step | None]] = []
         self.sequence = 0
         self.clock = -math.inf
@@ -468,12 +481,16 @@ class _Loop:
             self.handle(self.runner.after(event, step or quiet, None, emitted_at=_iso(ts)))
 
     def tick_to(self, target: float) -> None:
-        """Move the runner's clock to ``target`` in half-hour steps (the steps due meanwhile go out)."""
+        """Move the runner's clock towards ``target`` in half-hour steps (the steps due meanwhile
+        go out), stopping before any pending event: a step sent on the way is carried out at
+        once, and its attempt and answer must reach the runner before its clock passes them
+        (else the runner decides later steps without the conversation, and calls in its quiet
+        days)."""
         if self.clock == -math.inf:
             return
         while True:
             boundary = (math.floor(self.clock / _TICK_S) + 1) * _TICK_S
-            if boundary > target:
+            if boundary > target or self.pending and boundary > self.pending[0][0]:
                 return
             elapsed, self.clock = boundary - self.clock, boundary
             self.handle(self.runner.idle(0, elapsed, emitted_at=_iso(boundary)))

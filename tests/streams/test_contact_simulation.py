@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
 import math
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -22,7 +24,7 @@ from streams.contact_simulation import (
     run_contacts,
 )
 from streams.events import decode_object
-from streams.local_time import HourMask, local_datetime, zone
+from streams.local_time import HourMask, local_datetime, start_of_local_day, zone
 
 _POLICY = contact_policy()
 _ALLOWED = allowed_hours(_POLICY)
@@ -161,6 +163,24 @@ def test_events_are_valid_in_time_order_and_attempts_name_their_due() -> None:
             assert placed[call_id] == ts
 
 
+def test_the_runner_knows_every_conversation_before_its_clock_passes_it() -> None:
+    # A call the clock sends while moving is carried out at once; its answer must reach the
+    # runner before the clock moves past it. (It once did not: the clock ran on to the next
+    # event pending before the call, and later calls went out in the call's quiet days.)
+    population, run = _run("best_window")
+    tz = {d.debtor_id: d.tz for d in population}
+    answers: dict[str, list[float]] = {}
+    for call in run.calls:
+        if call.answered:
+            answers.setdefault(call.debtor_id, []).append(call.ts + 15.0)
+    calls = [due for due in run.dues if due["channel"] == "call"]
+    assert len(calls) > 200 and len(answers) > 10
+    for due in calls:
+        due_ts = float(calendar.timegm(time.strptime(due["due_at"], "%Y-%m-%dT%H:%M:%SZ")))
+        for answer in answers.get(due["debtor_id"], []):
+            assert not answer <= due_ts < start_of_local_day(answer, tz[due["debtor_id"]], 7), due
+
+
 def test_outputs_follow_their_contracts() -> None:
     _, run = _run("best_window", adapt_channels=True)
     validators = {name: Draft202012Validator(load_schema(name)) for name in ("contact_due", "contact_decision")}
@@ -169,6 +189,28 @@ def test_outputs_follow_their_contracts() -> None:
         assert not errors, (value, errors[0].message)
     reasons = Counter(reason for decision in run.decisions for reason in decision["reasons"])
     assert reasons["after_conversation"] and reasons["adapted"] and reasons["within_rules"]
+
+
+def test_supersede_held_sends_a_held_backlog_of_calls_as_one() -> None:
+    assert contact_policy(supersede_held=True).contact_rules.supersede_held and not _POLICY.contact_rules.supersede_held
+    population, off = _run("best_window")
+    _, on = _run("best_window", supersede_held=True)
+    assert on.supersede_held and not off.supersede_held
+    assert not any(decision["verdict"] == "skipped" for decision in off.decisions)
+    skipped = [decision for decision in on.decisions if decision["verdict"] == "skipped"]
+    assert skipped and {(d["reason"], d["planned_channel"]) for d in skipped} == {("superseded", "call")}
+    assert not {d["cause_event_id"] for d in skipped} & {due["event_id"] for due in on.dues}
+    # Fewer calls and fewer on a debtor's busiest day; calls due at the same instant are at
+    # most a plan call and an SMS or e-mail step the opt-out replaced by the call (a step is
+    # superseded by a later step on its plan's channel, not on the channel it went out on).
+    tz = {d.debtor_id: d.tz for d in population}
+
+    def busiest_day(run: ContactRun) -> int:
+        return max(Counter((c.debtor_id, local_datetime(c.ts, tz[c.debtor_id]).date()) for c in run.calls).values())
+
+    assert len(on.calls) < len(off.calls) and busiest_day(on) < busiest_day(off)
+    released_together = Counter((c.debtor_id, c.due_ts) for c in on.calls)
+    assert max(released_together.values()) <= 2
 
 
 def test_the_policy_and_the_payment_model() -> None:
