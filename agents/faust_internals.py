@@ -213,7 +213,7 @@ def install_seek_reset() -> None:
 
 
 class ConsumerView:
-    """What :class:`agents.worker.AligningScheduler` reads of Faust's consumer and of the
+    """What :class:`agents.scheduler.AligningScheduler` reads of Faust's consumer and of the
     aiokafka consumer under it: the scheduler's port, so its tests fake this, not private names.
 
     Every read but :meth:`deliverable` is best effort (None/False while the consumer is not

@@ -35,29 +35,11 @@ import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the agent's record outcome; agents.worker imports this module
-    from agents.worker import Handled
+from agents.records import Handled, apply_state
 
-__all__ = ["PendingWrites", "apply_state"]
-
-
-def apply_state(table: MutableMapping[bytes, bytes], handled: Handled) -> None:
-    """Store (or delete) the debtor state that :func:`agents.worker.handle_record` computed."""
-    key = handled.debtor_id.encode()
-    if handled.erase:
-        if key in table:
-            del table[key]
-    elif handled.state is not None:
-        table[key] = handled.state
-    if handled.marker is not None:  # an erasure's marker (streams.state.marker_key)
-        table[handled.marker[0]] = handled.marker[1]
-    for side_key, side_value in handled.side_writes:
-        if side_value is not None:
-            table[side_key] = side_value
-        elif side_key in table:
-            del table[side_key]
+__all__ = ["PendingWrites"]
 
 
 @dataclass(slots=True, eq=False)
@@ -91,7 +73,7 @@ class PendingWrites:
     Examples
     --------
     >>> import asyncio
-    >>> from agents.worker import Handled
+    >>> from agents.records import Handled
     >>> class Message:
     ...     refcount = 1
     ...     def incref(self): self.refcount += 1

@@ -99,7 +99,8 @@ def worker(
     model_path: Path | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
-    from agents.worker import WorkerConfig, run_worker, topic_plan
+    from agents.topics import WorkerConfig, topic_plan
+    from agents.worker import run_worker
 
     settings = _settings(
         broker=broker,

@@ -79,7 +79,7 @@ class Settings:
     model_snapshot_every: int = field(default_factory=lambda: int(_env("MODEL_SNAPSHOT_EVERY", "200")))
     # Records whose event time is within this many seconds of their Kafka timestamp are live
     # traffic: they pass an idle inbound topic at once instead of after a 2 s grace (0: never;
-    # agents.worker.AligningScheduler._live).
+    # agents.scheduler.AligningScheduler._live).
     live_window_s: float = field(default_factory=lambda: float(_env("LIVE_WINDOW_S", "60")))
     # State writes that may wait at once for the delivery of earlier change events (agents/pending.py).
     pending_writes: int = field(default_factory=lambda: int(_env("PENDING_WRITES", "1000")))

@@ -57,7 +57,7 @@ from reliability import free_port, http_get, wait_ready  # noqa: E402 - bench/ i
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line  # noqa: E402
 from agents.settings import Settings  # noqa: E402
-from agents.worker import WorkerConfig, topic_plan  # noqa: E402
+from agents.topics import WorkerConfig, topic_plan  # noqa: E402
 from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC  # noqa: E402
 
 PARTITIONS = 4

@@ -39,14 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
+from agents.model_sync import parse_update
 from agents.settings import Settings
-from agents.worker import (
-    MODEL_TOPIC,
-    MODEL_UPDATES_TOPIC,
-    WorkerConfig,
-    parse_update,
-    topic_plan,
-)
+from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
 from schemas import (
     CONTACTS_TOPIC,
     DEAD_LETTERS_TOPIC,

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.kafka_io import ensure_topics, route_line
 from agents.settings import Settings
-from agents.worker import WorkerConfig, topic_plan
+from agents.topics import WorkerConfig, topic_plan
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 import orjson
 import pytest
 
-from agents.worker import Handled, apply_state, handle_record
+from agents.records import Handled, apply_state, handle_record
 from streams.engine import EngineConfig
 from streams.model import SegmentModel
 
@@ -16,7 +16,7 @@ HandleLines = Callable[[Iterable[bytes]], Iterator[tuple[bytes, Handled]]]
 
 @pytest.fixture
 def handle_lines() -> HandleLines:
-    """Feed raw lines through :func:`agents.worker.handle_record` as the worker's agent does
+    """Feed raw lines through :func:`agents.records.handle_record` as the worker's agent does
     (one partition, states applied, the model learning), yielding each line with its result."""
 
     def run(lines: Iterable[bytes]) -> Iterator[tuple[bytes, Handled]]:

@@ -44,7 +44,8 @@ from agents.api import (
     verify_peer,
 )
 from agents.settings import Settings
-from agents.worker import Service, WorkerConfig, build_service
+from agents.topics import WorkerConfig
+from agents.worker import Service, build_service
 from streams.engine import Engine
 from streams.events import DecodeError, decode_event
 from streams.model import SegmentModel

@@ -9,8 +9,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.records import apply_state, handle_record
 from agents.replay import DEAD_LETTER_RAW_MAX
-from agents.worker import apply_state, handle_record
 from schemas import DEAD_LETTERS_TOPIC
 from streams.engine import EngineConfig
 from streams.model import SegmentModel

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.pending import PendingWrites
-from agents.worker import Handled
+from agents.records import Handled
 
 RECORD: contextvars.ContextVar[str] = contextvars.ContextVar("record", default="")
 

@@ -9,7 +9,7 @@ import orjson
 
 from agents.api import PopulationBoard, summarize
 from agents.metrics import ServiceMetrics
-from agents.worker import ModelHolder, ModelReader
+from agents.model_sync import ModelHolder, ModelReader
 from streams.model import SegmentModel
 from streams.signing import sign
 

@@ -23,22 +23,12 @@ from agents.kafka_io import (
     publish_plan,
     route_line,
 )
+from agents.model_sync import ModelHolder, ModelWriter, model_digest, parse_update
+from agents.records import apply_state, handle_record, key_problem
+from agents.scheduler import AligningScheduler
 from agents.settings import Settings
-from agents.worker import (
-    MODEL_TOPIC,
-    MODEL_UPDATES_TOPIC,
-    AligningScheduler,
-    ModelHolder,
-    ModelWriter,
-    WorkerConfig,
-    apply_state,
-    commit_acknowledged,
-    handle_record,
-    key_problem,
-    model_digest,
-    parse_update,
-    topic_plan,
-)
+from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
+from agents.worker import commit_acknowledged
 from schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from agents.worker import MODEL_UPDATES_TOPIC, STATE_TABLE
+from agents.topics import MODEL_UPDATES_TOPIC, STATE_TABLE
 from schemas import DEAD_LETTERS_TOPIC, ERASURE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from streams.personas import UNKNOWN
 from streams.simulation import simulate

@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics
 from agents.settings import Settings
-from agents.worker import WorkerConfig, topic_plan
+from agents.topics import WorkerConfig, topic_plan
 from schemas import (
     DEAD_LETTERS_TOPIC,
     PERSONA_CHANGES_TOPIC,

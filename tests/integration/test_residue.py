@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from agents.settings import Settings
-from agents.worker import WorkerConfig
+from agents.topics import WorkerConfig
 from schemas import DEAD_LETTERS_TOPIC, PAYMENTS_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from tests.integration.test_reliability import prepared
 from tests.integration.test_service import PREFIXES, Worker, delete_topics, start_workers, wait_caught_up

@@ -21,7 +21,7 @@ import pytest
 from agents.api import POPULATION_TOPIC
 from agents.kafka_io import route_line
 from agents.settings import Settings
-from agents.worker import MODEL_TOPIC
+from agents.topics import MODEL_TOPIC
 from streams.model import SegmentModel
 from streams.simulation import simulate
 from tests.integration.conftest import REPO_ROOT, missing

@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
 from agents.settings import Settings
-from agents.worker import MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
+from agents.topics import MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
 from schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,

@@ -11,7 +11,7 @@ import pytest
 
 from agents.kafka_io import ensure_topics
 from agents.settings import Settings
-from agents.worker import WorkerConfig, topic_plan
+from agents.topics import WorkerConfig, topic_plan
 from schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
 from streams.policy import load_policy
 from streams.simulation import simulate

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from agents.pending import PendingWrites
-from agents.worker import Handled, apply_state, handle_record
+from agents.records import Handled, apply_state, handle_record
 from streams.engine import Engine, EngineConfig
 from streams.model import SegmentModel
 from streams.state import marker_key, read_marker

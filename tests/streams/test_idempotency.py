@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agents.worker import handle_record
+from agents.records import handle_record
 from streams.engine import Engine, EngineConfig
 from streams.model import SegmentModel
 from streams.state import DebtorState, event_key, event_token
