@@ -69,7 +69,7 @@ from streams.state import DebtorState, is_debtor_key
 from streams.treatments import read_stored, stored_key
 
 if TYPE_CHECKING:
-    from agents.worker import Service
+    from agents.service import Service
 
 __all__ = [
     "DEFAULT_WINDOW_DAYS",

@@ -26,9 +26,7 @@ import functools
 import logging
 import shutil
 import time
-from collections import Counter
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,6 +41,7 @@ from agents.pending import PendingWrites
 from agents.progress import PartitionProgress
 from agents.records import handle_record, now_iso
 from agents.scheduler import AligningScheduler
+from agents.service import Service
 from agents.settings import Settings
 from agents.topics import MODEL_KEY, MODEL_TOPIC, MODEL_UPDATES_TOPIC, OUTBOUND_TOPICS, STATE_TABLE, WorkerConfig, changelog_config
 from agents.treatment_service import TreatmentService
@@ -80,49 +79,6 @@ FAUST_TUNING: dict[str, Any] = {
 
 
 # --- the Faust app ---------------------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    """The Faust app and the parts its agents share (exposed for tests and the CLI)."""
-
-    app: faust.App
-    config: WorkerConfig
-    metrics: ServiceMetrics
-    holder: ModelHolder
-    writer: ModelWriter
-    reader: ModelReader
-    table: Any
-    assigned: set[TP] = field(default_factory=set)
-    assigned_once: bool = False
-    counts: Counter[str] = field(default_factory=Counter)
-    progress: PartitionProgress = field(default_factory=lambda: PartitionProgress(lambda tp: True))
-    #: With a policy: the treatments (GET /debtors/{id} shows the debtor's contact facts from them).
-    treatments: TreatmentService | None = None
-
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Readiness: partitions assigned, table recovery done, model loaded, and processing
-        resumed: every owned inbound partition processed a record since its assignment or has
-        nothing to process (:class:`agents.progress.PartitionProgress`)."""
-        app = self.app
-        try:
-            recovered = cast(Any, app.tables).recovery.completed.is_set()
-            flowing = app.flow_control.is_active() and app.consumer.flow_active
-        except Exception:  # noqa: BLE001 - Faust internals, best effort
-            recovered = flowing = False
-        scheduler = getattr(app.consumer, "scheduler", None)
-        caught_up = getattr(scheduler, "nothing_to_deliver", None) or (lambda tp: False)
-        waiting = self.progress.waiting(caught_up) if flowing else None
-        checks = {
-            "assigned": self.assigned_once,
-            "rebalancing": bool(app.rebalancing),
-            "recovery_done": recovered and not app.in_recovery,
-            "model_loaded": self.holder.ready.is_set(),
-            "processing": waiting == [],
-            "partitions_waiting": len(waiting) if waiting is not None else None,
-        }
-        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"] and checks["processing"]
-        return ok, checks
 
 
 async def commit_acknowledged(app: faust.App) -> None:

@@ -43,9 +43,10 @@ from agents.api import (
     summarize,
     verify_peer,
 )
+from agents.service import Service
 from agents.settings import Settings
 from agents.topics import WorkerConfig
-from agents.worker import Service, build_service
+from agents.worker import build_service
 from streams.engine import Engine
 from streams.events import DecodeError, decode_event
 from streams.model import SegmentModel
