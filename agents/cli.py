@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +21,8 @@ from agents.replay import ReplayStats, replay_lines
 from agents.service_cli import publish, tail, worker
 from agents.settings import Settings
 from agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
-from streams.engine import Engine, EngineConfig, Output
+from streams.engine import Engine, Output
+from streams.events import DecodeError, parse_time
 from streams.page import render_page
 from streams.personas import UNKNOWN
 from streams.report import (
@@ -117,7 +118,7 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
         raise click.UsageError("--experiments-report needs --policy")
     policy = load_policy_for_cli(policy_path)
     treatments = TreatmentRunner(policy, default_timezone=settings.default_timezone) if policy is not None else None
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), load_model_file(model_path))
+    engine = Engine(settings.engine_config(), load_model_file(model_path))
     stream = open_input(input_path)
     size = Path(input_path).stat().st_size if input_path != "-" else None
     started = time.perf_counter()
@@ -158,7 +159,7 @@ def fit(history_path: str, model_path: Path, passes: int) -> None:
     started, stats = time.perf_counter(), None
     for _ in range(passes):
         # Fresh debtor states every pass, one model learning on: a pass replays the history.
-        engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key), model)
+        engine = Engine(settings.engine_config(), model)
         stream = open_input(history_path)
         try:
             stats = replay_lines(
@@ -179,11 +180,20 @@ def fit(history_path: str, model_path: Path, passes: int) -> None:
                f"{sum(stats.dead_letters.values())} bad lines per pass: {model_path}", err=True)
 
 
+def _portfolio_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a simulated portfolio (``simulate``, ``demo``): its size, span, seed and persona mix."""
+    for option in reversed((
+        click.option("--debtors", default=3000, show_default=True),
+        click.option("--months", default=12, show_default=True),
+        click.option("--seed", default=7, show_default=True),
+        click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True, help="Published persona mix to draw from."),
+    )):
+        command = option(command)
+    return command
+
+
 @main.command(name="simulate")
-@click.option("--debtors", default=3000, show_default=True)
-@click.option("--months", default=12, show_default=True)
-@click.option("--seed", default=7, show_default=True)
-@click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True, help="Published persona mix to draw from.")
+@_portfolio_options
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def simulate_command(debtors: int, months: int, seed: int, mix: str, output: Path) -> None:
     """Write a simulated portfolio (JSON lines, delivery order) and its truth (OUTPUT.truth.jsonl)."""
@@ -210,10 +220,7 @@ def _write_portfolio(portfolio: Portfolio, output: Path) -> Path:
 
 
 @main.command()
-@click.option("--debtors", default=3000, show_default=True)
-@click.option("--months", default=12, show_default=True)
-@click.option("--seed", default=7, show_default=True)
-@click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True)
+@_portfolio_options
 @click.option("--out-dir", default=Path("out/demo"), show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -229,7 +236,7 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     truth_path = _write_portfolio(portfolio, input_path)
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
-    engine = Engine(EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key))
+    engine = Engine(settings.engine_config())
     truth = {d: t.persona for d, t in portfolio.truth.items()}
     treatments = ReactingRunner(policy, truth, seed, default_timezone=settings.default_timezone) if policy is not None else None
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
@@ -301,8 +308,8 @@ def _line_ts(line: bytes) -> float:
     start = line.index(b'"occurred_at":"') + 15
     text = line[start : line.index(b'"', start)].decode()
     try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+        return parse_time(text)
+    except DecodeError:
         return 0.0
 
 

@@ -55,7 +55,9 @@ log = logging.getLogger("debtor_segments.faust_internals")
 #: Package versions this module was verified against (tests/integration/test_failover.py).
 VERIFIED = {"aiokafka": {"0.14.0"}, "faust-streaming": {"0.15.3"}}
 
-_installed = False
+#: The patches in place in this process, by name: ``leave_group`` (:func:`install`),
+#: ``seek_reset`` (:func:`install_seek_reset`).
+_patched: set[str] = set()
 
 
 class InternalsMismatch(RuntimeError):
@@ -64,7 +66,18 @@ class InternalsMismatch(RuntimeError):
 
 def installed() -> bool:
     """Whether :func:`install` patched the client in this process."""
-    return _installed
+    return "leave_group" in _patched
+
+
+def _once(name: str, patch: Callable[[], None]) -> None:
+    """Apply ``patch`` unless the patch ``name`` is in place already (idempotent installs).
+
+    Whatever ``patch`` raises (:class:`InternalsMismatch`: its start-up check failed) is
+    raised, and the patch does not count as in place: the worker refuses to start.
+    """
+    if name not in _patched:
+        patch()
+        _patched.add(name)
 
 
 def _check_versions() -> None:
@@ -99,7 +112,7 @@ def _leave_request() -> Any:
     from aiokafka.protocol.api import Request, RequestStruct, Response
     from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 
-    class LeaveGroupResponse_v3(Response):  # noqa: N801 - Kafka protocol naming
+    class LeaveGroupResponse_v3(Response):
         API_KEY = 13
         API_VERSION = 3
         SCHEMA = Schema(
@@ -108,7 +121,7 @@ def _leave_request() -> Any:
             ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")), ("error_code", Int16))),
         )
 
-    class LeaveGroupRequest_v3(RequestStruct):  # noqa: N801
+    class LeaveGroupRequest_v3(RequestStruct):
         API_KEY = 13
         API_VERSION = 3
         RESPONSE_TYPE = LeaveGroupResponse_v3
@@ -132,11 +145,13 @@ def install() -> None:
     Raises
     ------
     InternalsMismatch
-        If aiokafka/Faust are not the versions verified, or the private API is gone.
+        If aiokafka/Faust are not the versions verified, or aiokafka's GroupCoordinator lacks
+        the private methods patched.
     """
-    global _installed
-    if _installed:
-        return
+    _once("leave_group", _install_leave_group)
+
+
+def _install_leave_group() -> None:
     coordinator = _check()
     request_class = _leave_request()
     original = coordinator._maybe_leave_group
@@ -159,7 +174,6 @@ def install() -> None:
         self.reset_generation()
 
     coordinator._maybe_leave_group = _maybe_leave_group
-    _installed = True
 
 
 # --- the seek after a rebalance ----------------------------------------------------------------
@@ -180,9 +194,6 @@ async def seek_to_committed_or_reset(consumer: Any, is_changelog: Callable[[Any]
     return committed
 
 
-_seek_installed = False
-
-
 def install_seek_reset() -> None:
     """Make Faust's seek after a rebalance also rewind partitions without a committed offset
     (idempotent; see the module docstring).
@@ -190,11 +201,13 @@ def install_seek_reset() -> None:
     Raises
     ------
     InternalsMismatch
-        If aiokafka/Faust are not the versions verified, or the private API is gone.
+        If aiokafka/Faust are not the versions verified, or Faust's consumer thread lacks the
+        methods the seek uses.
     """
-    global _seek_installed
-    if _seek_installed:
-        return
+    _once("seek_reset", _install_seek_reset)
+
+
+def _install_seek_reset() -> None:
     _check_versions()
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -206,7 +219,6 @@ def install_seek_reset() -> None:
         return await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(), lambda tp: tp.topic in changelogs, reset)
 
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
-    _seek_installed = True
 
 
 # --- the consumer as the inbound scheduler sees it --------------------------------------------
@@ -239,7 +251,7 @@ class ConsumerView:
     def highwater(self, tp: Any) -> int | None:
         try:
             return self.app.consumer.highwater(tp)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort read (see the class docstring)
             return None
 
     def position(self, tp: Any) -> int | None:
@@ -248,7 +260,7 @@ class ConsumerView:
             consumer = self.app.consumer._thread._ensure_consumer()
             state = consumer._subscription.subscription.assignment.state_value(tp)
             return state.position if state is not None and state.has_valid_position else None
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort read (see the class docstring)
             return None
 
     def client_backlog(self, topics: frozenset[str]) -> bool:
@@ -258,7 +270,7 @@ class ConsumerView:
             consumer = self.app.consumer
             fetched = consumer._thread._ensure_consumer()._fetcher._records
             return any(tp.topic in topics for tp in (*consumer._buffered_partitions, *fetched))
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort read (see the class docstring)
             return False
 
     def settling(self) -> bool:
@@ -292,7 +304,7 @@ class ConsumerView:
                 active = consumer._get_active_partitions()
             else:
                 active = self._fetch_active
-        except Exception:  # noqa: BLE001 - fail closed
+        except Exception:
             if not self._failing:
                 log.exception("cannot tell which partitions Faust delivers: holding the records")
             self._failing = True

@@ -23,7 +23,6 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from agents.replay import dead_letter
 from schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
@@ -31,6 +30,7 @@ from schemas import (
     QUADRANT_CHANGES_TOPIC,
     TOPIC_BY_TYPE,
 )
+from streams.pipeline import dead_letter
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ Service families (owned by :class:`ServiceMetrics`):
     Gauge of the model version in use.
 ``debtor_segments_model_drift_psi``
     Gauge of the population stability index of the persona mix against the
-    previous window (see :func:`population_stability_index`).
+    previous window (see :func:`streams.drift.population_stability_index`).
 ``debtor_segments_info{version}``
     Constant 1, labelled with the installed package version.
 ``debtor_segments_partition_idle_seconds{topic, partition}``
@@ -42,8 +42,8 @@ Service families (owned by :class:`ServiceMetrics`):
     Model snapshots (``model``) and population summaries (``population``) refused for a
     missing or invalid signature (``DEBTOR_SEGMENTS_SIGNING_SECRET``, streams/signing.py).
 
-Faust families (added by :func:`attach_faust_sensors`, prefix
-:data:`FAUST_PREFIX`, as defined by ``faust.sensors.prometheus.FaustMetrics``
+Faust families (added by :func:`agents.faust_metrics.attach_faust_sensors`, prefix
+:data:`agents.faust_metrics.FAUST_PREFIX`, as defined by ``faust.sensors.prometheus.FaustMetrics``
 in faust-streaming 0.15.3; counters are exposed with a ``_total`` suffix,
 histograms with ``_bucket``/``_sum``/``_count``, latencies in milliseconds):
 
@@ -84,10 +84,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any, cast
 
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor, setup_prometheus_sensors
-from faust.types import TP, AppT
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -98,25 +95,17 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+# Re-exported: the worker and the deployment checks take the whole contract from here.
+from agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, attach_faust_sensors
+from agents.label_children import LabelChildren
+
 __all__ = [
     "FAUST_PREFIX",
     "METRICS_PATH",
     "OUTCOMES",
-    "CachingPrometheusMonitor",
-    "LabelChildren",
     "ServiceMetrics",
     "attach_faust_sensors",
-    "population_stability_index",
 ]
-
-#: Name prefix of Faust's own families.  Fixed rather than derived from the
-#: app name so that dashboards keep working whatever the app is called, and so
-#: Faust's ``<prefix>_total_events`` can never be confused with
-#: ``debtor_segments_events_total``.
-FAUST_PREFIX = "faust"
-
-#: URL path of the single page that serves the shared registry.
-METRICS_PATH = "/metrics"
 
 #: What became of a consumed event: the outcomes of ``streams.engine.process``
 #: (processed, duplicate, late, erased) plus dead_lettered for records that
@@ -190,85 +179,31 @@ class ServiceMetrics:
     ) -> None:
         self.registry = CollectorRegistry() if registry is None else registry
         reg = self.registry
-        self._events = Counter(
-            "debtor_segments_events_total",
-            "Consumed events by topic, event type and outcome.",
-            ("topic", "type", "outcome"),
-            registry=reg,
-        )
-        self._processing = Histogram(
-            "debtor_segments_processing_seconds",
-            "Time to process one event, from decode to outputs sent.",
-            buckets=_PROCESSING_BUCKETS,
-            registry=reg,
-        )
-        self._event_age = Histogram(
-            "debtor_segments_event_age_seconds",
-            "Age of an event (now minus occurred_at) when it is processed.",
-            buckets=_EVENT_AGE_BUCKETS,
-            registry=reg,
-        )
-        self._persona_changes = Counter(
-            "debtor_segments_persona_changes_total",
-            "Debtor persona transitions.",
-            ("from", "to"),
-            registry=reg,
-        )
-        self._quadrant_changes = Counter(
-            "debtor_segments_quadrant_changes_total",
-            "Debtor quadrant transitions.",
-            ("from", "to"),
-            registry=reg,
-        )
-        self._debtors = Gauge(
-            "debtor_segments_debtors",
-            "Debtors currently in each persona.",
-            ("persona",),
-            registry=reg,
-        )
-        self._debtors_by_quadrant = Gauge(
-            "debtor_segments_debtors_by_quadrant",
-            "Debtors currently in each quadrant.",
-            ("quadrant",),
-            registry=reg,
-        )
-        self._dead_letters = Counter(
-            "debtor_segments_dead_letters_total",
-            "Events sent to the dead-letter topic, by reason.",
-            ("reason",),
-            registry=reg,
-        )
-        self._model_updates = Counter(
-            "debtor_segments_model_updates_total",
-            "Segmentation model updates applied.",
-            registry=reg,
-        )
-        self._model_version = Gauge(
-            "debtor_segments_model_version",
-            "Version of the segmentation model in use.",
-            registry=reg,
-        )
-        self._model_drift = Gauge(
-            "debtor_segments_model_drift_psi",
-            "Population stability index of the persona mix against the previous window.",
-            registry=reg,
-        )
+        # One line a family, in registration (and exposition) order.
+        self._events = Counter("debtor_segments_events_total", "Consumed events by topic, event type and outcome.", ("topic", "type", "outcome"), registry=reg)
+        self._processing = Histogram("debtor_segments_processing_seconds", "Time to process one event, from decode to outputs sent.", buckets=_PROCESSING_BUCKETS, registry=reg)
+        self._event_age = Histogram("debtor_segments_event_age_seconds", "Age of an event (now minus occurred_at) when it is processed.", buckets=_EVENT_AGE_BUCKETS, registry=reg)
+        self._persona_changes = Counter("debtor_segments_persona_changes_total", "Debtor persona transitions.", ("from", "to"), registry=reg)
+        self._quadrant_changes = Counter("debtor_segments_quadrant_changes_total", "Debtor quadrant transitions.", ("from", "to"), registry=reg)
+        self._debtors = Gauge("debtor_segments_debtors", "Debtors currently in each persona.", ("persona",), registry=reg)
+        self._debtors_by_quadrant = Gauge("debtor_segments_debtors_by_quadrant", "Debtors currently in each quadrant.", ("quadrant",), registry=reg)
+        self._dead_letters = Counter("debtor_segments_dead_letters_total", "Events sent to the dead-letter topic, by reason.", ("reason",), registry=reg)
+        self._model_updates = Counter("debtor_segments_model_updates_total", "Segmentation model updates applied.", registry=reg)
+        self._model_version = Gauge("debtor_segments_model_version", "Version of the segmentation model in use.", registry=reg)
+        self._model_drift = Gauge("debtor_segments_model_drift_psi", "Population stability index of the persona mix against the previous window.", registry=reg)
         self._send_failures = Counter(
-            "debtor_segments_send_failures_total",
-            "Sends to Kafka that failed, by topic; the worker stops at the first (no commit past it).",
-            ("topic",),
-            registry=reg,
+            "debtor_segments_send_failures_total", "Sends to Kafka that failed, by topic; the worker stops at the first (no commit past it).", ("topic",), registry=reg
         )
-        self._idle_source: Callable[[], Mapping[tuple[str, int], float]] = dict
-        reg.register(_IdleCollector(self))
-        self._event_children = LabelChildren(self._events)
-        self._dead_letter_children = LabelChildren(self._dead_letters)
+        self._idle = _IdleCollector()
+        reg.register(self._idle)
         self._signature_failures = Counter(
             "debtor_segments_signature_failures_total",
             "Model snapshots and population summaries refused: no valid signature (DEBTOR_SEGMENTS_SIGNING_SECRET).",
             ("topic",),
             registry=reg,
         )
+        self._event_children = LabelChildren(self._events)
+        self._dead_letter_children = LabelChildren(self._dead_letters)
         self._persona_children = LabelChildren(self._persona_changes)
         self._quadrant_children = LabelChildren(self._quadrant_changes)
         Info(
@@ -333,22 +268,11 @@ class ServiceMetrics:
             Persona after the event.  Equal to `previous` is not a change and
             is not counted.
         """
-        if previous != persona:
-            self._persona_children(previous, persona).inc()
+        _count_change(self._persona_children, previous, persona)
 
     def count_quadrant_change(self, previous: str, quadrant: str) -> None:
-        """Count a debtor moving from quadrant `previous` to `quadrant`.
-
-        Parameters
-        ----------
-        previous : str
-            Quadrant before the event (``"unknown"`` for a new debtor).
-        quadrant : str
-            Quadrant after the event.  Equal to `previous` is not a change
-            and is not counted.
-        """
-        if previous != quadrant:
-            self._quadrant_children(previous, quadrant).inc()
+        """Count a debtor moving from quadrant `previous` to `quadrant`, as :meth:`count_persona_change` does."""
+        _count_change(self._quadrant_children, previous, quadrant)
 
     def set_persona_counts(self, counts: Mapping[str, int]) -> None:
         """Set the number of debtors per persona.
@@ -411,7 +335,7 @@ class ServiceMetrics:
         ----------
         psi : float
             Population stability index, as returned by
-            :func:`population_stability_index`.
+            :func:`streams.drift.population_stability_index`.
 
         Raises
         ------
@@ -430,7 +354,7 @@ class ServiceMetrics:
         >>> b'debtor_segments_partition_idle_seconds{partition="3",topic="debtor.payments"} 1.5' in metrics.exposition()
         True
         """
-        self._idle_source = source
+        self._idle.source = source
 
     def count_send_failure(self, topic: str) -> None:
         """Count a send that failed (its record's offset is never committed)."""
@@ -443,16 +367,17 @@ class ServiceMetrics:
         -------
         bytes
             Every family on :attr:`registry`, including Faust's once
-            :func:`attach_faust_sensors` has run.
+            :func:`agents.faust_metrics.attach_faust_sensors` has run.
         """
         return generate_latest(self.registry)
 
 
 class _IdleCollector:
-    """``debtor_segments_partition_idle_seconds``, computed at scrape time."""
+    """``debtor_segments_partition_idle_seconds``, computed at scrape time from :attr:`source`."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
-        self._metrics = metrics
+    def __init__(self) -> None:
+        #: (topic, partition) -> idle seconds; set by :meth:`ServiceMetrics.watch_partitions`.
+        self.source: Callable[[], Mapping[tuple[str, int], float]] = dict
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -461,7 +386,7 @@ class _IdleCollector:
             labels=("topic", "partition"),
         )
         try:
-            idle = dict(self._metrics._idle_source())
+            idle = dict(self.source())
         except Exception:  # noqa: BLE001 - a scrape must not fail because the worker is stopping
             idle = {}
         for (topic, partition), seconds in sorted(idle.items()):
@@ -471,6 +396,11 @@ class _IdleCollector:
     def describe(self) -> list[GaugeMetricFamily]:
         # Without describe() the registry would call collect() at registration.
         return [GaugeMetricFamily("debtor_segments_partition_idle_seconds", "", labels=("topic", "partition"))]
+
+
+def _count_change(children: LabelChildren, previous: str, current: str) -> None:
+    if previous != current:
+        children(previous, current).inc()
 
 
 def _set_distribution(gauge: Gauge, label: str, counts: Mapping[str, int]) -> None:
@@ -483,224 +413,3 @@ def _set_distribution(gauge: Gauge, label: str, counts: Mapping[str, int]) -> No
         gauge.labels(value).set(0)
     for value, count in counts.items():
         gauge.labels(value).set(count)
-
-
-def attach_faust_sensors(app: AppT, metrics: ServiceMetrics) -> None:
-    """Install Faust's Prometheus monitor on `app`, sharing `metrics`' registry.
-
-    This replaces ``app.monitor`` with Faust's ``PrometheusMonitor``, registers
-    its families (listed in the module docstring) under :data:`FAUST_PREFIX`
-    on ``metrics.registry``, and adds the page :data:`METRICS_PATH` to the
-    app's web server, serving that whole registry, service families included.
-    That page is the only one: the worker must not register another.
-
-    Parameters
-    ----------
-    app : faust.types.AppT
-        The app, not yet started (the monitor must be in place before the
-        app starts its sensors).
-    metrics : ServiceMetrics
-        Service metrics whose registry the Faust families join.
-
-    Raises
-    ------
-    ValueError
-        If Faust families are already on the registry (attached twice).
-    RuntimeError
-        If the app already has a GET page at :data:`METRICS_PATH` (raised by
-        the aiohttp router).
-    """
-    setup_prometheus_sensors(
-        app,
-        pattern=METRICS_PATH,
-        registry=metrics.registry,
-        name_prefix=FAUST_PREFIX,
-    )
-    # Same families and series, label children cached (see CachingPrometheusMonitor).
-    app.monitor = CachingPrometheusMonitor(metrics=cast(Any, app.monitor)._metrics)
-
-
-class LabelChildren:
-    """The children of one labelled metric family, kept by label values.
-
-    ``labels()`` checks and stringifies every value under a lock, microseconds a call, and
-    the service and Faust's sensors call it several times per event. Values go in the order
-    of the family's label names.
-    """
-
-    __slots__ = ("_by_values", "_family")
-
-    def __init__(self, family: Any) -> None:
-        self._family = family
-        self._by_values: dict[tuple[Any, ...], Any] = {}
-
-    def __call__(self, *values: Any) -> Any:
-        child = self._by_values.get(values)
-        if child is None:
-            child = self._by_values[values] = self._family.labels(*values)
-        return child
-
-    def clear(self) -> None:
-        """Forget the children (after the family removed its series)."""
-        self._by_values.clear()
-
-
-class CachingPrometheusMonitor(PrometheusMonitor):
-    """Faust's ``PrometheusMonitor`` with its label children cached.
-
-    Faust looks the children up with ``labels()`` several times per message (message in,
-    stream event in, table get/set, every send); each lookup checks and stringifies the
-    label values under a lock, and the stream label is normalised with a regular expression
-    every time. This subclass records exactly the same samples on the same families, keeping
-    the children it used in dicts. Faust removes the per-topic and per-partition series on
-    every rebalance (:meth:`_clear_partition_related_metrics`); the caches of those families
-    are emptied at the same moment, so a removed series is re-created on its next use, as
-    before.
-    """
-
-    def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
-        super().__init__(metrics, **kwargs)
-        m = self._metrics
-        self._received_by_topic = LabelChildren(m.messages_received_per_topics)
-        self._read_offset_by_tp = LabelChildren(m.messages_received_per_topics_partition)
-        self._end_offset_by_tp = LabelChildren(m.topic_partition_end_offset)
-        self._committed_by_tp = LabelChildren(m.topic_partition_offset_commited)
-        self._sent_by_topic = LabelChildren(m.topic_messages_sent)
-        self._table_ops = LabelChildren(m.table_operations)
-        self._by_name = LabelChildren(m.count_metrics_by_name)
-        # By stream object: its label is normalised with a regular expression.
-        self._events_by_stream: dict[Any, Any] = {}
-
-    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
-        """Call before message is delegated to streams."""
-        # Monitor.on_message_in (PrometheusMonitor's super), then the same samples as
-        # PrometheusMonitor.on_message_in.
-        super(PrometheusMonitor, self).on_message_in(tp, offset, message)
-        m = self._metrics
-        m.messages_received.inc()
-        m.active_messages.inc()
-        self._received_by_topic(tp.topic).inc()
-        self._read_offset_by_tp(tp.topic, tp.partition).set(offset)
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict | None:
-        """Call when stream starts processing an event."""
-        state = super(PrometheusMonitor, self).on_stream_event_in(tp, offset, stream, event)
-        m = self._metrics
-        m.total_events.inc()
-        m.total_active_events.inc()
-        child = self._events_by_stream.get(stream)
-        if child is None:
-            child = self._events_by_stream[stream] = m.total_events_per_stream.labels(
-                stream=f"stream.{self._stream_label(stream)}.events"
-            )
-        child.inc()
-        return state
-
-    def _table_op(self, table: Any, operation: str) -> Any:
-        return self._table_ops(f"table.{table.name}", operation)
-
-    def on_table_get(self, table: Any, key: Any) -> None:
-        """Call when value in table is retrieved."""
-        super(PrometheusMonitor, self).on_table_get(table, key)
-        self._table_op(table, self.KEYS_RETRIEVED).inc()
-
-    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
-        """Call when new value for key in table is set."""
-        super(PrometheusMonitor, self).on_table_set(table, key, value)
-        self._table_op(table, self.KEYS_UPDATED).inc()
-
-    def on_table_del(self, table: Any, key: Any) -> None:
-        """Call when key in a table is deleted."""
-        super(PrometheusMonitor, self).on_table_del(table, key)
-        self._table_op(table, self.KEYS_DELETED).inc()
-
-    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
-        """Call when message added to producer buffer."""
-        self._sent_by_topic(f"topic.{topic}").inc()
-        return super(PrometheusMonitor, self).on_send_initiated(producer, topic, message, keysize, valsize)
-
-    def count(self, metric_name: str, count: int = 1) -> None:
-        """Count metric by name."""
-        super(PrometheusMonitor, self).count(metric_name, count=count)
-        self._by_name(metric_name).inc(count)
-
-    def on_tp_commit(self, tp_offsets: Any) -> None:
-        """Call when offset in topic partition is committed."""
-        super(PrometheusMonitor, self).on_tp_commit(tp_offsets)
-        for tp, offset in tp_offsets.items():
-            self._committed_by_tp(tp.topic, tp.partition).set(offset)
-
-    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
-        """Track new topic partition end offset for monitoring lags."""
-        super(PrometheusMonitor, self).track_tp_end_offset(tp, offset)
-        self._end_offset_by_tp(tp.topic, tp.partition).set(offset)
-
-    def _clear_partition_related_metrics(self) -> None:
-        super()._clear_partition_related_metrics()
-        # Faust just removed these series from their families: forget the children.
-        for cache in (self._received_by_topic, self._read_offset_by_tp, self._end_offset_by_tp,
-                      self._committed_by_tp, self._sent_by_topic):
-            cache.clear()
-
-
-def population_stability_index(
-    expected: Mapping[str, float | int],
-    actual: Mapping[str, float | int],
-    epsilon: float = 1e-4,
-) -> float:
-    """Population stability index of `actual` against `expected`.
-
-    ``PSI = sum((a_i - e_i) * ln(a_i / e_i))`` over the union of categories,
-    where ``e_i`` and ``a_i`` are the shares of category ``i`` in each
-    distribution.  Rules of thumb: below 0.1 stable, 0.1 to 0.25 moderate
-    shift, above 0.25 significant shift.
-
-    Parameters
-    ----------
-    expected : Mapping[str, float | int]
-        Counts (or weights) per category in the reference window.
-    actual : Mapping[str, float | int]
-        Counts (or weights) per category in the current window.
-    epsilon : float, default 1e-4
-        Floor for a category's share, so that a category absent from one
-        side contributes a large but finite term instead of infinity.
-
-    Returns
-    -------
-    float
-        Non-negative index; 0.0 for identical distributions.
-
-    Raises
-    ------
-    ValueError
-        If a count is negative or not finite, a side sums to zero, or
-        `epsilon` is not positive.
-
-    Examples
-    --------
-    >>> population_stability_index({"tamara": 50, "bryan": 50},
-    ...                             {"tamara": 5, "bryan": 5})
-    0.0
-    >>> round(population_stability_index({"tamara": 90, "bryan": 10},
-    ...                                   {"tamara": 50, "bryan": 50}), 3)
-    0.879
-    """
-    if epsilon <= 0.0:
-        raise ValueError(f"epsilon must be positive, got {epsilon!r}")
-    expected_shares = _shares(expected, "expected")
-    actual_shares = _shares(actual, "actual")
-    psi = 0.0
-    for category in expected_shares.keys() | actual_shares.keys():
-        e = max(expected_shares.get(category, 0.0), epsilon)
-        a = max(actual_shares.get(category, 0.0), epsilon)
-        psi += (a - e) * math.log(a / e)
-    return psi
-
-
-def _shares(counts: Mapping[str, float | int], side: str) -> dict[str, float]:
-    if not all(math.isfinite(count) and count >= 0 for count in counts.values()):
-        raise ValueError(f"{side} has a negative or non-finite count: {dict(counts)!r}")
-    total = math.fsum(counts.values())
-    if total <= 0.0:
-        raise ValueError(f"{side} distribution is empty")
-    return {category: count / total for category, count in counts.items()}

@@ -174,7 +174,7 @@ class PendingWrites:
                 break
             try:
                 write.context.run(apply_state, self._table, write.handled)
-            except Exception as error:  # a bug or a store failure: stop, never stall silently
+            except Exception as error:  # noqa: BLE001 - a bug or a store failure: stop, never stall silently
                 write.error = error
                 continue
             self._queue.popleft()

@@ -1,9 +1,9 @@
 """The record handler: one inbound record in, what to send and how the state changes out.
 
 For every inbound record the worker's ``segment`` agent calls :func:`handle_record`, which
-decodes and validates it with :func:`streams.events.decode_event` (the decoder of the embedded
-replay), runs the pure core (:func:`streams.engine.advance`) against the debtor's state in the
-table it is given, and returns a :class:`Handled`: the change events and dead letters to send,
+runs the record pipeline of the core (:func:`streams.pipeline.run_record`, the one of the
+embedded replay: decode, key check, the engine step against the debtor's state in the table it
+is given, dead letters) and returns a :class:`Handled`: the change events and dead letters to send,
 the feature vector the shared model should learn, and the state change, which
 :func:`apply_state` stores once the sends are delivered (:mod:`agents.pending`).
 
@@ -11,7 +11,7 @@ Pure apart from the table it reads: bad input never raises, it becomes a dead le
 
 See Also
 --------
-agents.worker : the Faust agent that sends what a record's :class:`Handled` holds.
+agents.segment_agent : the Faust agent that sends what a record's :class:`Handled` holds.
 agents.pending : the state writes that wait for their record's sends.
 """
 
@@ -22,17 +22,17 @@ import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import cache
 
 import orjson
 
-from agents.replay import DEAD_LETTER_RAW_MAX, dead_letter
 from agents.settings import Settings
 from schemas import DEAD_LETTERS_TOPIC
-from streams.engine import REJECTED_OUTCOMES, EngineConfig, advance
-from streams.events import DEFAULT_LIMITS, DecodeError, Limits, decode_event
+from streams.engine import EngineConfig, Step
+from streams.events import DEFAULT_LIMITS, Event, Limits
 from streams.model import SegmentModel
-from streams.state import DebtorState, erasure_marker, marker_key, needs_marker, read_marker
+from streams.pipeline import DEAD_LETTER_RAW_MAX, StateLookup, advance_stored, key_problem, run_record
+from streams.state import erasure_marker, marker_key
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -51,29 +51,10 @@ log = logging.getLogger("debtor_segments.worker")
 MAX_KEY_BYTES = 1024
 
 
-class StateLookup(Protocol):
-    """What :func:`handle_record` reads of its table: the state bytes stored under a key, or None
-    (a dict, or the worker's :class:`agents.pending.PendingWrites`)."""
-
-    def get(self, key: bytes, /) -> bytes | None: ...
-
-
-def key_problem(key: bytes | None, debtor_id: str) -> str:
-    """Why a record's Kafka key does not fit its event ("" when it does).
-
-    >>> key_problem(b"d1", "d1"), key_problem(None, "d1"), key_problem(b"d2", "d1")
-    ('', 'record has no key; inbound records are keyed by debtor_id', "key 'd2' is not the debtor_id 'd1'")
-    """
-    if key is None:
-        return "record has no key; inbound records are keyed by debtor_id"
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        return "key is not UTF-8; inbound records are keyed by debtor_id"
-    if text != debtor_id:
-        shown = text if len(text) <= 64 else text[:61] + "..."
-        return f"key {shown!r} is not the debtor_id {debtor_id!r}"
-    return ""
+@cache
+def _debug_ids() -> bool:
+    """DEBTOR_SEGMENTS_DEBUG_IDS, read once (at the first failing record), not per record."""
+    return Settings().debug_ids
 
 
 @dataclass(slots=True)
@@ -122,67 +103,47 @@ def handle_record(
     raw_max: int = DEAD_LETTER_RAW_MAX,
     limits: Limits = DEFAULT_LIMITS,
     now: float | None = None,
+    debug_ids: bool | None = None,
 ) -> Handled:
     """Decode, validate and process one inbound record against ``table`` (UTF-8 debtor id -> state
     bytes; the worker passes its :class:`agents.pending.PendingWrites`, whose states may not be written yet).
 
-    Never raises for bad input: undecodable records, key mismatches and too-late events become
-    dead letters (reason, detail, topic, partition, offset, raw). Does not change ``table``:
-    see :func:`apply_state`.
+    Never raises for bad input: undecodable records, key mismatches, too-late events and
+    failed steps become dead letters (reason, detail, topic, partition, offset, raw:
+    :func:`streams.pipeline.run_record`). Does not change ``table``: see :func:`apply_state`.
+    ``debug_ids`` (None: DEBTOR_SEGMENTS_DEBUG_IDS, read once) lets the log of a failed step
+    name its event id.
     """
-    where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
-    raw = value if value is not None else b""
 
-    def rejected(reason: str, detail: str, event_type: str = "invalid", outcome: str = "dead_lettered", **more: Any) -> Handled:
-        record = dead_letter(reason, detail, raw, raw_max=raw_max, **where, **more)
+    def step(event: Event) -> Step:
+        return advance_stored(table, event, model, config)
+
+    verdict = run_record(
+        value, step, config, where={"topic": topic, "partition": partition, "offset": offset}, key=key,
+        max_amount_cents=max_amount_cents, limits=limits, now=now, raw_max=raw_max,
+    )
+    event, result = verdict.event, verdict.step
+    if verdict.letter is not None:
+        if verdict.error is not None and event is not None:
+            # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
+            named = _debug_ids() if debug_ids is None else debug_ids
+            log.error("processing %s failed", event.event_id if named else event.type, exc_info=verdict.error)
         # A garbage key could be as large as a value: keep a digest instead, so it always fits.
         letter_key = key if key is None or len(key) <= MAX_KEY_BYTES else b"sha256:" + hashlib.sha256(key).hexdigest().encode()
-        return Handled(outcome, event_type, [(DEAD_LETTERS_TOPIC, letter_key, orjson.dumps(record))], dead_letter_reason=reason)
-
-    if value is None:
-        return rejected("invalid_json", "record has no value (tombstone)")
-    try:
-        event = decode_event(raw, max_amount_cents=max_amount_cents, limits=limits, now=now)
-    except DecodeError as error:
-        return rejected(error.reason, error.detail)
-    ids = {"event_id": event.event_id, "debtor_id": event.debtor_id}
-    problem = key_problem(key, event.debtor_id)
-    if problem:
-        return rejected("key_mismatch", problem, event.type, **ids)
-    try:
-        current = table.get(event.debtor_id.encode())
-        state = DebtorState.from_bytes(current) if current is not None else None
-        # An erased debtor's marker (a digest of the id and the erasure time): read only when
-        # the debtor has no state, or the event is refused anyway and the reason matters.
-        marker = None
-        erased_at = None
-        if event.type == "erasure_requested" or needs_marker(state, event.ts):
-            marker = marker_key(event.debtor_id, config.id_secret)
-            erased_at = read_marker(table.get(marker))
-        # The state was decoded for this event alone: advance it in place (no copy).
-        # The wall clock is read below, only for the few records that emit.
-        step = advance(state, event, model, config, emitted_at="", erased_at=erased_at)
-    except Exception as error:  # a bug or a corrupt state must not stop the partition
-        # Event ids name the debtor: only with DEBTOR_SEGMENTS_DEBUG_IDS (no personal data in logs).
-        log.exception("processing %s failed", event.event_id if Settings().debug_ids else event.type)
-        return rejected("processing_error", f"{type(error).__name__}: {error}"[:500], event.type, **ids)
-    if step.outcome == "late":
-        detail = f"older than the {config.lateness_days:g}-day lateness window"
-        handled = rejected("too_late", detail, event.type, "late", **ids)
-        handled.event_ts = event.ts
+        handled = Handled(verdict.outcome, "invalid" if event is None else event.type, [(DEAD_LETTERS_TOPIC, letter_key, orjson.dumps(verdict.letter))], dead_letter_reason=verdict.reason)
+        if verdict.outcome == "late" and event is not None:
+            handled.event_ts = event.ts
         return handled
-    if step.outcome in REJECTED_OUTCOMES:
-        reason, detail = REJECTED_OUTCOMES[step.outcome]
-        return rejected(reason, detail, event.type, **ids)
-    handled = Handled(step.outcome, event.type, learn=step.learn, event_ts=event.ts, debtor_id=event.debtor_id)
-    if step.marker is not None and marker is not None:
-        handled.marker = (marker, erasure_marker(step.marker))
-    if step.state is None:
+    assert event is not None and result is not None  # accepted: decoded and stepped
+    handled = Handled(result.outcome, event.type, learn=result.learn, event_ts=event.ts, debtor_id=event.debtor_id)
+    if result.marker is not None:  # an erasure: the marker the debtor's state leaves behind
+        handled.marker = (marker_key(event.debtor_id, config.id_secret), erasure_marker(result.marker))
+    if result.state is None:
         handled.erase = True
-    elif step.outcome == "processed":
-        handled.state = step.state.to_bytes()
-    stamp = (emitted_at or now_iso()) if step.outputs else ""
-    for output in step.outputs:
+    elif result.outcome == "processed":
+        handled.state = result.state.to_bytes()
+    stamp = (emitted_at or now_iso()) if result.outputs else ""
+    for output in result.outputs:
         out = output.value
         out["emitted_at"] = stamp
         handled.sends.append((output.topic, output.key.encode(), orjson.dumps(out)))

@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
 from agents.kafka_io import SEQUENCE_HEADER
+from streams.events import parse_time
 
 __all__ = ["AligningScheduler"]
 
@@ -55,6 +55,15 @@ class AligningScheduler(SchedulingStrategyT):
     copies are dropped. Nothing is released while a rebalance settles or for a partition Faust
     would skip (``view.settling``, ``view.deliverable``; :class:`agents.faust_internals.ConsumerView`): Faust counts skipped offsets as a
     gap and would commit them unprocessed.
+
+    Parameters
+    ----------
+    clock : callable, optional
+        Seconds on a monotonic clock (default :func:`time.monotonic`): what the wait for a silent
+        partition is measured on. Faust builds the scheduler without arguments; tests pass a fake.
+    wall_clock : callable, optional
+        POSIX seconds (default :func:`time.time`): what a record's Kafka timestamp is compared
+        with (``grace_ms``).
     """
 
     gated_topics: frozenset[str] = frozenset()
@@ -71,10 +80,12 @@ class AligningScheduler(SchedulingStrategyT):
     live_window_ms: float = 60_000.0
     strict_topics: frozenset[str] = frozenset()
     #: The consumer as this scheduler reads it (:class:`agents.faust_internals.ConsumerView`),
-    #: set per app by :func:`agents.worker.build_service`.
+    #: set per app by :func:`agents.faust_app.make_app`.
     view: Any = None
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._default = DefaultSchedulingStrategy()  # type: ignore[abstract]
         self._buffers: dict[TP, deque[Any]] = {}
         self._next_offset: dict[TP, int] = {}
@@ -94,6 +105,10 @@ class AligningScheduler(SchedulingStrategyT):
         return sum(len(buffer) for buffer in self._buffers.values())
 
     def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
+        """One fetch's records (Faust's scheduler hook): buffer the gated topics' records, pass
+        the others through, then release what can go (:meth:`drain`). Every call counts as a
+        fetch towards ``max_wait_calls``; whether the client still holds fetched records
+        (``view.client_backlog``) is read here, once per fetch."""
         self._calls += 1
         self._backlog = self.view.client_backlog(self.gated_topics)
         other: dict[TP, list[Any]] = {}
@@ -140,7 +155,8 @@ class AligningScheduler(SchedulingStrategyT):
         return position is not None and position >= highwater
 
     def drain(self, now: float | None = None, wall_ms: float | None = None) -> Iterator[tuple[TP, Any]]:
-        """Release every held record that can go now, in timestamp order per partition number."""
+        """Release every held record that can go now, in timestamp order per partition number
+        (``now`` and ``wall_ms``: the scheduler's clocks unless given)."""
         if self.view.settling():
             return
         assignment = self.view.assignment(self.gated_topics)
@@ -153,8 +169,8 @@ class AligningScheduler(SchedulingStrategyT):
         groups: dict[int, list[TP]] = {}
         for tp in sorted(known):
             groups.setdefault(tp.partition, []).append(tp)
-        now = time.monotonic() if now is None else now
-        wall_ms = time.time() * 1000.0 if wall_ms is None else wall_ms
+        now = self._clock() if now is None else now
+        wall_ms = self._wall_clock() * 1000.0 if wall_ms is None else wall_ms
         deliverable = self.view.deliverable()
         active = dict(groups)
         while active:
@@ -310,6 +326,6 @@ def _occurred_at(value: bytes | None) -> float:
     (1767225601.0, -inf)
     """
     try:
-        return datetime.fromisoformat(orjson.loads(value or b"")["occurred_at"]).timestamp()
+        return parse_time(orjson.loads(value or b"")["occurred_at"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError, OSError):
         return float("-inf")

@@ -1,13 +1,16 @@
 """Commands that need a broker: ``worker``, ``publish`` and ``tail``.
 
-Registered on the ``debtor-segments`` group in :mod:`agents.cli`. Every option falls back to
-its ``DEBTOR_SEGMENTS_*`` environment variable (via :class:`agents.settings.Settings`).
+Registered on the ``debtor-segments`` group in :mod:`agents.cli`. Every option of a setting is
+built from its declaration in :mod:`agents.settings` (help, variable, default) and falls back to
+its ``DEBTOR_SEGMENTS_*`` environment variable when not given.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,61 +25,61 @@ from agents.kafka_io import (
     publish_plan,
 )
 from agents.kafka_io import tail as tail_topics
-from agents.settings import Settings
+from agents.settings import Settings, declaration, declarations, with_overrides
 from schemas import DEAD_LETTERS_TOPIC
 
 __all__ = ["publish", "tail", "worker"]
 
-_BROKER_HELP = "Kafka broker URL(s), Faust style [env DEBTOR_SEGMENTS_BROKER; default kafka://127.0.0.1:9092]."
-_STORES = ("memory", "rocksdb")
-_LOGLEVELS = ("debug", "info", "warning", "error")
-_GUARANTEES = ("at_least_once", "exactly_once")
-_PREFIX_HELP = "Prefix of every topic name, e.g. for tests or several deployments on one cluster [env DEBTOR_SEGMENTS_TOPIC_PREFIX]."
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _setting_option(name: str, *flags: str, help: str | None = None, **kwargs: Any) -> _Decorator:
+    """A click option for the setting `name`, its help, variable and default from its declaration.
+
+    `flags` default to ``--<name>`` with dashes; `help` replaces the declared help (a command's
+    own wording), never the variable and default shown after it. A setting with choices gets
+    them as the option's type. The option's own default is None: unset, the setting's
+    environment variable (or its default) applies (:func:`_settings`).
+
+    >>> command = click.command()(_setting_option("web_port", type=int)(lambda web_port: None))
+    >>> [(option.opts, option.help) for option in command.params], command.make_context("x", []).params
+    ([(['--web-port'], 'HTTP port: /health, /ready, /model, /metrics. [env DEBTOR_SEGMENTS_WEB_PORT; default 6066].')], {'web_port': None})
+    """
+    declared = declaration(name)
+    shown = f"; default {declared.default}" if declared.default else ""
+    if declared.choices:
+        kwargs.setdefault("type", click.Choice(declared.choices))
+    return click.option(*(flags or (f"--{name.replace('_', '-')}",)), help=f"{help or declared.help} [env {declared.env}{shown}].", **kwargs)
 
 
 def _settings(**overrides: object) -> Settings:
-    from agents.worker import with_overrides
-
+    """The settings of the environment, with the options given on the command line over them."""
     return with_overrides(Settings(), **overrides)
 
 
 @click.command()
-@click.option("--broker", help=_BROKER_HELP)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Local table state (RocksDB) [env DEBTOR_SEGMENTS_DATA_DIR; default ./data].")
-@click.option("--web-port", type=int, help="HTTP port: /health, /ready, /model, /metrics [env DEBTOR_SEGMENTS_WEB_PORT; default 6066].")
-@click.option("--partitions", type=click.IntRange(min=1), help="Partitions of the inbound topics and the state changelog [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
-@click.option("--store", type=click.Choice(_STORES), help="Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir) [env DEBTOR_SEGMENTS_STORE; default memory].")
-@click.option("--web-host", help="Host name or address other workers reach this one's API at (forwarded /debtors requests) [env DEBTOR_SEGMENTS_WEB_HOST; default 127.0.0.1].")
-@click.option("--topic-prefix", help=_PREFIX_HELP)
-@click.option("--app-id", help="Faust app id = consumer group [env DEBTOR_SEGMENTS_APP_ID; default PREFIX + debtor-segments].")
-@click.option("--model-snapshot-every", type=click.IntRange(min=1), help="The model writer publishes a snapshot every N updates ... [env DEBTOR_SEGMENTS_MODEL_SNAPSHOT_EVERY; default 200]")
-@click.option("--model-snapshot-seconds", type=click.FloatRange(min=0.1), help="... or this long after the last one, if it learned anything [env DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS; default 5].")
-@click.option("--loglevel", type=click.Choice(_LOGLEVELS), help="[env DEBTOR_SEGMENTS_LOGLEVEL; default info]")
+@_setting_option("broker")
+@_setting_option("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@_setting_option("web_port", type=int)
+@_setting_option("partitions", type=click.IntRange(min=1))
+@_setting_option("store")
+@_setting_option("web_host")
+@_setting_option("topic_prefix")
+@_setting_option("app_id")
+@_setting_option("model_snapshot_every", type=click.IntRange(min=1))
+@_setting_option("model_snapshot_seconds", type=click.FloatRange(min=0.1))
+@_setting_option("loglevel")
 @click.option("--broker-wait", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds to wait for the broker at start-up.")
-@click.option(
-    "--guarantee", type=click.Choice(_GUARANTEES),
-    help="Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's "
-    "Kafka transactions; experimental, see docs/reliability.md) [env DEBTOR_SEGMENTS_GUARANTEE; default "
-    "at_least_once].",
+@_setting_option("guarantee")
+@_setting_option("group_instance_id")
+@_setting_option("session_timeout_s", "--session-timeout", "session_timeout_s", type=click.FloatRange(min=1))
+@_setting_option("heartbeat_interval_s", "--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1))
+@_setting_option("standby_replicas", type=click.IntRange(min=0))
+@_setting_option(
+    "policy", "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events.",
 )
-@click.option("--group-instance-id", help="Static consumer-group membership id; '' derives it from the host name and data dir, 'off' disables it [env DEBTOR_SEGMENTS_GROUP_INSTANCE_ID].")
-@click.option(
-    "--session-timeout", "session_timeout_s", type=click.FloatRange(min=1),
-    help="Seconds without heartbeat before the group gives a worker's partitions to others [env "
-    "DEBTOR_SEGMENTS_SESSION_TIMEOUT_S; default 8].",
-)
-@click.option("--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1), help="Seconds between group heartbeats [env DEBTOR_SEGMENTS_HEARTBEAT_INTERVAL_S; default 1].")
-@click.option("--standby-replicas", type=click.IntRange(min=0), help="Warm standby copies of each table partition on other workers [env DEBTOR_SEGMENTS_STANDBY_REPLICAS; default 1].")
-@click.option(
-    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events [env "
-    "DEBTOR_SEGMENTS_POLICY].",
-)
-@click.option(
-    "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="Model snapshot to start from (debtor-segments fit), until the model topic holds a newer one [env "
-    "DEBTOR_SEGMENTS_INITIAL_MODEL; default: the persona prototypes].",
-)
+@_setting_option("initial_model", "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path))
 def worker(
     broker: str | None,
     data_dir: Path | None,
@@ -133,13 +136,10 @@ def worker(
 
         load_model_file(Path(settings.initial_model), must_exist=True)  # refused at start, not in the agent
     # The environment is not checked by click: say which value is wrong, not a traceback.
-    for name, value, allowed in (
-        ("store", settings.store, _STORES),
-        ("loglevel", settings.loglevel, _LOGLEVELS),
-        ("guarantee", settings.guarantee, _GUARANTEES),
-    ):
-        if value not in allowed:
-            raise click.UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    for declared in declarations():
+        value = getattr(settings, declared.name)
+        if declared.choices and value not in declared.choices:
+            raise click.UsageError(f"{declared.name} must be one of {', '.join(declared.choices)}, not {value!r}")
     client_options = _client_options(settings)  # refuses an unknown security protocol before Faust starts
     config = WorkerConfig(settings)
     try:
@@ -174,9 +174,9 @@ def _client_options(settings: Settings) -> dict[str, object]:
 
 @click.command()
 @click.argument("input_path", metavar="FILE.jsonl")
-@click.option("--broker", help=_BROKER_HELP)
-@click.option("--topic-prefix", help=_PREFIX_HELP)
-@click.option("--partitions", type=click.IntRange(min=1), help="Partitions for inbound topics that do not exist yet [env DEBTOR_SEGMENTS_PARTITIONS; default 4].")
+@_setting_option("broker")
+@_setting_option("topic_prefix")
+@_setting_option("partitions", type=click.IntRange(min=1), help="Partitions for inbound topics that do not exist yet.")
 def publish(input_path: str, broker: str | None, topic_prefix: str | None, partitions: int | None) -> None:
     """Send FILE.jsonl (- for stdin) to the inbound topics by event type, keyed by debtor_id.
 
@@ -207,8 +207,8 @@ def publish(input_path: str, broker: str | None, topic_prefix: str | None, parti
 
 
 @click.command()
-@click.option("--broker", help=_BROKER_HELP)
-@click.option("--topic-prefix", help=_PREFIX_HELP)
+@_setting_option("broker")
+@_setting_option("topic_prefix")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest change event instead of the newest.")
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N change events.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), help="Stop when nothing arrived for S seconds.")

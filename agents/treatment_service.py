@@ -1,9 +1,10 @@
 """Treatments in the Kafka worker: one call per handled record, a reload timer, two pages.
 
-Kept apart from ``agents/worker.py`` so the worker changes in one call site: after the
-engine's record is handled, :meth:`TreatmentService.after_record` runs the treatment step on
-its outputs (the same :class:`~streams.treatment_runner.TreatmentRunner` as ``replay``) and
-returns what to send on ``debtor.treatments``, ``debtor.contact-due`` and, with the policy's
+Kept apart from the worker so it changes in one call site (``agents/segment_agent.py``; the
+timers are in ``agents/timers.py``): after the engine's record is handled,
+:meth:`TreatmentService.after_record` runs the treatment step on its outputs (the same
+:class:`~streams.treatment_runner.TreatmentRunner` as ``replay``) and returns what to send on
+``debtor.treatments``, ``debtor.contact-due`` and, with the policy's
 ``channel_topics``, ``debtor.channel.<channel>``.
 
 Each debtor's treatment state is also kept in the worker's state table, under a side key
@@ -57,25 +58,14 @@ class TreatmentService:
         self._mtime = self._stat()
         log.info("treatment policy %s in force (%s)", policy.version, path)
         reg = self.registry = CollectorRegistry() if registry is None else registry
-        self.sent = Counter(
-            "debtor_segments_treatment_events", "Treatment events sent, by type, plan and experiment arm ('' outside experiments).",
-            ["type", "plan", "arm"], registry=reg,
-        )
-        self.arm_debtors = Gauge(
-            "debtor_segments_experiment_debtors", "Debtors of an experiment arm past the horizon (days).",
-            ["experiment", "arm", "horizon"], registry=reg,
-        )
-        self.arm_share = Gauge(
-            "debtor_segments_experiment_collected_share", "Collected share of an experiment arm at the horizon (days).",
-            ["experiment", "arm", "horizon"], registry=reg,
-        )
+        arm_labels = ["experiment", "arm", "horizon"]
+        self.sent = Counter("debtor_segments_treatment_events", "Treatment events sent, by type, plan and experiment arm ('' outside experiments).", ["type", "plan", "arm"], registry=reg)
+        self.arm_debtors = Gauge("debtor_segments_experiment_debtors", "Debtors of an experiment arm past the horizon (days).", arm_labels, registry=reg)
+        self.arm_share = Gauge("debtor_segments_experiment_collected_share", "Collected share of an experiment arm at the horizon (days).", arm_labels, registry=reg)
         self.decisions = Counter(
-            "debtor_segments_contact_decisions", "Decisions of the contact guard, by verdict, first reason and channel decided on.",
-            ["verdict", "reason", "channel"], registry=reg,
+            "debtor_segments_contact_decisions", "Decisions of the contact guard, by verdict, first reason and channel decided on.", ["verdict", "reason", "channel"], registry=reg
         )
-        self.tombstones = Counter(
-            "debtor_segments_contact_decision_tombstones", "Tombstones sent for the contact decisions of erased debtors.", registry=reg,
-        )
+        self.tombstones = Counter("debtor_segments_contact_decision_tombstones", "Tombstones sent for the contact decisions of erased debtors.", registry=reg)
         self.policy_info = Gauge("debtor_segments_policy_info", "The treatment policy in force (value 1).", ["version"], registry=reg)
         self.policy_info.labels(policy.version).set(1)
         # For the portfolio page: the mix of this worker's debtors every 30 days of event time,
@@ -173,6 +163,11 @@ class TreatmentService:
             self._mark(partition, [handled.debtor_id])
         self._mark(partition, _debtors(outputs))
         return self._sends(outputs)
+
+    def last_seen(self, partition: int) -> float | None:
+        """When ``partition`` last had a record or a timer tick (monotonic seconds; None: never
+        since its assignment)."""
+        return self._last_seen.get(partition)
 
     def due_by_timer(self, partitions: Iterable[int], emitted_at: str, now: float | None = None) -> list[tuple[str, bytes, bytes | None]]:
         """(unprefixed topic, key, value) of the steps that fell due on ``partitions`` (the

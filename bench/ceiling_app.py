@@ -2,7 +2,7 @@
 
 For every inbound record it parses the value with orjson and writes one changelogged table
 entry (the raw value under the record key), with the Faust settings the worker uses
-(``agents.worker.FAUST_TUNING``: raw serializers, commit cadence, fetch sizes; and the store).
+(``agents.faust_app.FAUST_TUNING``: raw serializers, commit cadence, fetch sizes; and the store).
 Nothing else: no validation, no engine, no outbound sends. ``bench/kafka_path.py`` runs it as a subprocess::
 
     BENCH_PREFIX=bench-x- BENCH_APP_ID=bench-x-ceiling BENCH_STORE=memory BENCH_DATA_DIR=/tmp/d \\
@@ -29,7 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.worker import FAUST_TUNING
+from agents.faust_app import FAUST_TUNING
 from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC
 
 PREFIX = os.environ.get("BENCH_PREFIX", "")

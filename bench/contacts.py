@@ -46,7 +46,8 @@ from typing import Any
 
 import orjson
 
-from streams.contact_simulation import START_TS, CallRecord, ContactDebtor, ContactRun, draw_debtors, run_contacts
+from streams.contact_loop import START_TS, CallRecord, ContactRun, run_contacts
+from streams.contact_simulation import ContactDebtor, draw_debtors
 from streams.engine import Output
 from streams.local_time import local_datetime, start_of_local_day
 from streams.policy import load_policy

@@ -53,12 +53,12 @@ RESULTS = ROOT / "bench" / "failover.json"
 REPORT = ROOT / "docs" / "reliability.md"
 sys.path.insert(0, str(ROOT))
 
-from reliability import free_port, http_get, wait_ready  # noqa: E402 - bench/ is the script's folder on sys.path
+from reliability import free_port, http_get, wait_ready
 
-from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line  # noqa: E402
-from agents.settings import Settings  # noqa: E402
-from agents.topics import WorkerConfig, topic_plan  # noqa: E402
-from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC  # noqa: E402
+from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
+from agents.settings import Settings
+from agents.topics import WorkerConfig, topic_plan
+from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 
 PARTITIONS = 4
 LATE_S = 1.0  # a change event this long after its payment was sent: not caught up yet

@@ -129,7 +129,7 @@ def delete_prefix(prefix: str) -> None:
         mine = [t for t in client.list_topics() if t.startswith(prefix)]
         if mine:
             client.delete_topics(mine)
-    except Exception:  # noqa: BLE001, S110 - best effort clean-up
+    except Exception:  # noqa: BLE001 - best effort clean-up
         pass
     finally:
         client.close()

@@ -23,7 +23,7 @@ The per-event step (:func:`update_state`, :func:`features`, :class:`Segmenter`) 
 River and orjson, so it is importable and tested without quixstreams, which is in the
 ``bench`` extra only (``pip install -e '.[bench]'``).
 
-Commits: every 1 s or 1,000 records, the worker's cadence (``agents.worker.FAUST_TUNING``),
+Commits: every 1 s or 1,000 records, the worker's cadence (``agents.faust_app.FAUST_TUNING``),
 so both lose and re-process the same window on a crash and are measured alike (Quix's default
 is 5 s, which would leave fewer commits than the measurement needs on short runs).
 """
@@ -42,7 +42,7 @@ from river import cluster, preprocessing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas import INBOUND_TOPICS  # noqa: E402 - after the path set-up, like bench/ceiling_app.py
+from schemas import INBOUND_TOPICS
 
 __all__ = [
     "CHANGES_TOPIC",

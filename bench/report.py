@@ -166,7 +166,7 @@ through the worker.
 STATE_NOTES = """The RSS growth was ours, not RocksDB's: every few seconds the API's population publisher scanned
 the table into a list of all items and decoded every state of the partitions it summarises, holding them all at once
 (over a kilobyte of Python objects per debtor; the RocksDB directory held the same 100,000 debtors in ~34 MiB). It now
-streams over the store and keeps 18 bytes per debtor for the transition windows (`agents.api.PopulationTally`):
+streams over the store and keeps 18 bytes per debtor for the transition windows (`streams.population.PopulationTally`):
 growth fell from ~240 to ~35 MiB per 100k debtors, and the 1,000,000-debtor figure above is **measured**, not
 extrapolated (`state --debtors 1000000`, 15 min). What remains grows slowly: RocksDB memtables and block cache (Faust
 defaults), the store's key index, the arrays of the summary scan."""

@@ -39,6 +39,7 @@ __all__ = [
     "Limits",
     "decode_event",
     "decode_object",
+    "parse_time",
 ]
 
 #: Amounts above this are rejected as implausible (EUR 10 million); configurable per decoder call.
@@ -78,7 +79,7 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 # fastjsonschema compiles each schema to Python code once: ~100x faster than interpreting it.
-# "format" is an annotation in draft 2020-12; occurred_at is checked once, by _parse_timestamp.
+# "format" is an annotation in draft 2020-12; occurred_at is checked once, by parse_time.
 # A field's "not": {"pattern": ...} (no control characters in ids) is checked in
 # decode_object instead: as compiled by fastjsonschema it tripled the cost of validation.
 _FORBIDDEN = {
@@ -217,7 +218,7 @@ def decode_object(
     if "timezone" in obj and event_type in _ZONED and zone(obj["timezone"]) is None:
         raise DecodeError("invalid_timezone", f"timezone {_short(obj['timezone'])} is not an IANA time zone name")
     occurred_at = obj["occurred_at"]
-    ts = _parse_timestamp(occurred_at)
+    ts = parse_time(occurred_at)
     if ts < limits.earliest_ts:
         raise DecodeError("implausible_timestamp", f"occurred_at {_short(occurred_at)} is before {_utc(limits.earliest_ts)}")
     latest = limits.latest(now)
@@ -286,7 +287,20 @@ def _count_keys(value: Any) -> int:
     return count
 
 
-def _parse_timestamp(text: str) -> float:
+def parse_time(text: str) -> float:
+    """An event time (RFC 3339, as ``occurred_at``) in POSIX seconds: the one parser of event
+    times, for the decoder and for the shell's readers of raw records (agents/scheduler.py).
+
+    Raises :class:`DecodeError` (``invalid_timestamp``) for anything else; a value that is not
+    a string raises TypeError. A leap second (second 60) is the first instant of the next second.
+
+    >>> parse_time("2026-03-01T10:00:00+01:00"), parse_time("2016-12-31t23:59:60z")
+    (1772355600.0, 1483228800.0)
+    >>> parse_time("2026-03-01 10:00:00")
+    Traceback (most recent call last):
+    ...
+    streams.events.DecodeError: invalid_timestamp: occurred_at '2026-03-01 10:00:00' is not RFC 3339
+    """
     # The pattern admits RFC 3339's shape only (fromisoformat alone accepts more of ISO 8601,
     # such as "+0100"); fromisoformat then checks the ranges (month 13, 30 February).
     match = _RFC3339.match(text)

@@ -253,7 +253,7 @@ def load_policy(path: str | Path) -> Policy:
             document = yaml.safe_load(text)
         else:
             document = json.loads(text)
-    except Exception as error:  # yaml.YAMLError or json.JSONDecodeError: the file is not parseable
+    except Exception as error:  # noqa: BLE001 - yaml.YAMLError or json.JSONDecodeError: the file is not parseable
         raise PolicyError([Problem("(file)", f"cannot parse {path}: {error}")]) from None
     return parse_policy(document)
 

@@ -1,4 +1,6 @@
-"""What an agent in the contact centre sees about one debtor, and population views.
+"""What an agent in the contact centre sees about one debtor: the segment with the figures
+behind it (:func:`profile`) and, with a treatment policy, the contact facts (:func:`contact_facts`).
+Views of the whole population are in :mod:`streams.population`.
 
 >>> from streams.model import SegmentModel
 >>> from streams.state import DebtorState
@@ -9,38 +11,39 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
+from streams.answer_rates import PortfolioRates, best_band
+from streams.contact_guard import quiet_until
+from streams.contact_state import ContactState
 from streams.engine import explain
 from streams.features import FEATURES, feature_vector
+from streams.local_time import HourMask, local_datetime, local_iso, zone
 from streams.model import SegmentModel
-from streams.report import (
-    ALL_PERSONAS,
-    ALL_QUADRANTS,
-    distribution,
-    row_shares,
-    transition_matrix,
-)
+from streams.policy import CHANNELS, ContactRules
+from streams.report import utc_iso
 from streams.state import DebtorState
 
-__all__ = ["population", "profile", "transitions"]
+__all__ = ["contact_facts", "profile"]
+
+_DAY = 86_400.0
 
 
 def _iso(ts: float) -> str | None:
     # Out of datetime's range (a state written before event times were bounded): null.
-    if not ts or not math.isfinite(ts):
-        return None
-    try:
-        return datetime.fromtimestamp(ts, UTC).isoformat()
-    except (OverflowError, ValueError, OSError):
-        return None
+    return utc_iso(ts, before_epoch=True)
 
 
 def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
-    """The debtor's segment with the figures behind it (no raw events, no amounts per claim)."""
+    """The debtor's segment with the figures behind it (no raw events, no amounts per claim):
+    the body of ``GET /debtors/{debtor_id}``.
+
+    Examples
+    --------
+    >>> from streams.model import SegmentModel
+    >>> profile(DebtorState.new("d1"), SegmentModel())["features"]["open_claims"]
+    0
+    """
     x = feature_vector(state)
     new_debt, paid = state.decayed_value("new_debt"), state.decayed_value("paid")
     return {
@@ -68,27 +71,57 @@ def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
     }
 
 
-def population(states: Iterable[DebtorState]) -> dict[str, Any]:
-    """Distribution of debtors by persona and by quadrant."""
-    states = list(states)
+def contact_facts(contact: ContactState, rules: ContactRules, portfolio: PortfolioRates, default_tz: str, now: float) -> dict[str, Any]:
+    """What the contact guard knows about one debtor and would apply at ``now`` (wall clock):
+    the ``contact`` member of ``GET /debtors/{debtor_id}`` with a treatment policy.
+
+    ``best_window`` is the contact_due's (:func:`streams.contact_guard.guard_step`): the best
+    band of the debtor's answer rates shrunk to ``portfolio``'s, within the rules' hours
+    minus the debtor's inconvenient hours, for a weekday or a weekend as ``now`` is one in
+    the debtor's time zone. Call counts are those of the rolling window ending at ``now``.
+
+    Examples
+    --------
+    >>> facts = contact_facts(ContactState(tz_name="America/New_York", opt_out=["sms"], inconvenient=[[8, 10]]),
+    ...                       ContactRules(), PortfolioRates(), "Europe/Amsterdam", 1772449200.0)
+    >>> facts["timezone"], facts["timezone_source"], facts["local_time"], facts["opted_out_channels"]
+    ('America/New_York', 'preference', '2026-03-02T06:00:00-05:00', ['sms'])
+    >>> facts["best_window"], facts["allowed_hours"]
+    ({'from_hour': 10, 'to_hour': 12, 'timezone': 'America/New_York'}, [{'from_hour': 10, 'to_hour': 21}])
+    """
+    tz_name, tz_source = contact.timezone(default_tz)
+    tz = zone(tz_name)
+    if tz is None:  # as the guard does: a stored name this zone database no longer has
+        tz_name, tz_source, tz = default_tz, "default", zone(default_tz)
+    if tz is None:
+        raise ValueError(f"unknown default time zone {default_tz!r}")
+    mask = HourMask.between(rules.earliest_hour, rules.latest_hour).without((span[0], span[1]) for span in contact.inconvenient)
+    local = local_datetime(now, tz)
+    band = best_band(contact.rates, portfolio, weekend=local.weekday() >= 5, allowed=mask)
+    window_s = rules.call_window_days * _DAY
+    answered, attempts = contact.rates.overall()
+    quiet = quiet_until(contact, now, tz, rules.quiet_days_after_conversation)
     return {
-        "debtors": len(states),
-        "personas": distribution((s.persona for s in states), ALL_PERSONAS),
-        "quadrants": distribution((s.quadrant for s in states), ALL_QUADRANTS),
+        "timezone": tz_name,
+        "timezone_source": tz_source,
+        "local_time": local_iso(now, tz),
+        "weekend": local.weekday() >= 5,
+        "allowed_hours": [{"from_hour": start, "to_hour": end} for start, end in mask.windows()],
+        "inconvenient_hours": [{"from_hour": span[0], "to_hour": span[1]} for span in contact.inconvenient],
+        "best_window": None if band is None else {"from_hour": band[0], "to_hour": band[1], "timezone": tz_name},
+        "opted_out_channels": [channel for channel in CHANNELS if contact.opted_out(channel)],
+        "calls": {
+            "in_window": sum(1 for entry in contact.calls if now - window_s < entry[0] <= now),
+            "max_calls": rules.max_calls,
+            "window_days": rules.call_window_days,
+            "last_call_at": utc_iso(contact.calls[-1][0]) if contact.calls else None,
+            "recorded_attempts": attempts,
+            "answered": answered,
+        },
+        "last_conversation_at": utc_iso(contact.conversations[-1]) if contact.conversations else None,
+        "quiet_until": utc_iso(quiet),
+        "held_steps": len(contact.held),
+        "decisions": contact.decisions,
+        "rule_version": rules.version,
     }
 
-
-def transitions(states: Iterable[DebtorState], since_ts: float) -> dict[str, Any]:
-    """Persona at ``since_ts`` -> persona now, counts and row shares.
-
-    Each debtor remembers its previous persona and when the current one began, so a debtor
-    that changed more than once since ``since_ts`` counts from its previous persona.
-    """
-    before, after = {}, {}
-    for state in states:
-        if state.first_ts > since_ts or not math.isfinite(state.persona_since):
-            continue
-        before[state.debtor_id] = state.previous_persona if state.persona_since > since_ts else state.persona
-        after[state.debtor_id] = state.persona
-    matrix = transition_matrix(before, after)
-    return {"since": _iso(since_ts), "counts": matrix, "row_shares": row_shares(matrix)}

@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 from streams.personas import PERSONAS, UNKNOWN
 from streams.quadrants import QUADRANTS
 
-__all__ = ["ALL_PERSONAS", "ALL_QUADRANTS", "distribution", "format_table", "row_shares", "transition_matrix"]
+__all__ = ["ALL_PERSONAS", "ALL_QUADRANTS", "distribution", "format_table", "row_shares", "transition_matrix", "utc_iso"]
 
 ALL_PERSONAS: tuple[str, ...] = (*PERSONAS, UNKNOWN)
 ALL_QUADRANTS: tuple[str, ...] = (*QUADRANTS, UNKNOWN)
@@ -54,3 +56,25 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def utc_iso(ts: float | None, *, before_epoch: bool = False) -> str | None:
+    """``ts`` (Unix seconds) as an ISO 8601 UTC time, or None for no time.
+
+    A time from event data (a summary, a state written before the decoder bounded event
+    times) must never make a view fail: None, 0, not finite, or out of datetime's range is
+    None, and so is a time before 1970 unless ``before_epoch``.
+
+    Examples
+    --------
+    >>> utc_iso(0.5), utc_iso(0.0), utc_iso(None), utc_iso(float("nan")), utc_iso(253_402_304_399.0)
+    ('1970-01-01T00:00:00.500000+00:00', None, None, None, None)
+    >>> utc_iso(-86_400.0), utc_iso(-86_400.0, before_epoch=True)
+    (None, '1969-12-31T00:00:00+00:00')
+    """
+    if ts is None or not math.isfinite(ts) or ts == 0 or (ts < 0 and not before_epoch):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None

@@ -358,7 +358,16 @@ class DebtorState:
             if sent > 0.0
         }
 
-    def _decay_channels(self, half_life_s: float) -> None:
+    def decay_channels(self, half_life_s: float) -> None:
+        """Decay the per-channel counters to the watermark (the contact handlers call it before
+        they add to a channel: the counters are decayed lazily, to :attr:`channel_ts`).
+
+        >>> state = DebtorState.new("d1")
+        >>> state.watermark, state.channel_ts, state.channel_out[0] = 10 * 86_400.0, 0.0, 1.0
+        >>> state.decay_channels(10 * 86_400.0)
+        >>> state.channel_out[0], state.channel_ts == state.watermark
+        (0.5, True)
+        """
         if self.channel_ts is not None and self.channel_ts != self.watermark:
             factor = 2.0 ** ((self.channel_ts - self.watermark) / half_life_s)
             self.channel_out = [value * factor for value in self.channel_out]
@@ -473,7 +482,7 @@ def _claim_closed(state: DebtorState, data: dict[str, Any], ts: float, weight: f
 
 
 def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
-    state._decay_channels(half_life_s)
+    state.decay_channels(half_life_s)
     state.channel_out[_CHANNEL_INDEX[data["channel"]]] += weight
     state.last_contact_ts = max(state.last_contact_ts, ts)
     state.decayed[OUTBOUND] += weight
@@ -482,7 +491,7 @@ def _contact_attempted(state: DebtorState, data: dict[str, Any], ts: float, weig
 
 
 def _contact_responded(state: DebtorState, data: dict[str, Any], ts: float, weight: float, half_life_s: float) -> None:
-    state._decay_channels(half_life_s)
+    state.decay_channels(half_life_s)
     state.channel_resp[_CHANNEL_INDEX[data["channel"]]] += weight
     state.decayed[RESPONDED] += weight
 

@@ -77,18 +77,28 @@ def _run(rate: float, cpu: float) -> dict[str, Any]:
     return {"events_per_s": rate, "events_per_s_to_95": rate * 1.1, "cpu_us_per_event": cpu}
 
 
-def test_report_has_the_peer_row_and_ratios() -> None:
+def _section(text: str, heading: str) -> str:
+    """The part of a rendered report from ``heading`` to the next heading."""
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start : end if end >= 0 else None]
+
+
+def test_report_has_the_peer_row_and_ratios(tmp_path: Path) -> None:
     tp = {
         "events": 1000, "debtors": 10, "months": 2, "measured_at": "2026-12-03T08:00:00+00:00",
         "raw": _run(90000, 4), "ceiling": _run(4000, 300), "worker": _run(3000, 500),
         "peer": {**_run(6000, 150), "change_events": 400},
         "worker_profiled": {**_run(2800, 520), "profile": profile_split.split("a (streams/x.py:1) 1", root="")},
     }  # fmt: skip
-    text = "\n".join(report._peer(tp) + report._profile(tp))
-    assert "peer: Quix Streams + River" in text
-    assert "| 0.50 | 0.50 |" in text  # worker / peer, both rates
-    assert "Profile of the worker" in text and "core (streams/)" in text
-    assert "(peer not measured" in "\n".join(report._peer({**tp, "peer": None}))
+    # The report as `report` renders it, from these runs alone (every other section has no data).
+    rendered = report.render({"throughput": tp}.get, tmp_path)
+    peer = _section(rendered, "### Side by side with the peer")
+    assert "peer: Quix Streams + River" in peer
+    assert "| 0.50 | 0.50 |" in peer  # worker / peer, both rates
+    assert "core (streams/)" in _section(rendered, "### Profile of the worker")
+    unmeasured = report.render({"throughput": {**tp, "peer": None}}.get, tmp_path)
+    assert "(peer not measured" in _section(unmeasured, "## 2. Kafka path") and "### Side by side" not in unmeasured
     earlier = {**tp, "measured_at": "2026-12-03T07:00:00+00:00", "peer": {**_run(4000, 150)}}
-    both = "\n".join(report._peer(tp, [earlier]))
+    both = _section(report.render({"throughput": tp, "throughput-peer-1": earlier}.get, tmp_path), "### Side by side with the peer")
     assert "Every side-by-side run" in both and "| 0.75 |" in both  # the earlier run's worker / peer

@@ -5,7 +5,9 @@ docs/openapi.yaml."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,25 +26,10 @@ from aiokafka.partitioner import DefaultPartitioner as AiokafkaPartitioner
 from jsonschema import Draft202012Validator
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from agents.api import (
-    DEFAULT_WINDOW_DAYS,
-    FORWARDED_HEADER,
-    PEER_HEADER,
-    PEER_PATH,
-    WINDOWS_DAYS,
-    ApiConfigError,
-    BadRequest,
-    PopulationBoard,
-    key_partition,
-    merge_population,
-    merge_transitions,
-    parse_days,
-    parse_summary,
-    peer_base_url,
-    sign_peer,
-    summarize,
-    verify_peer,
-)
+from agents.api import ApiConfigError
+from agents.http_peers import FORWARDED_HEADER, PEER_HEADER, PEER_PATH, peer_base_url, sign_peer, verify_peer
+from agents.http_population import BadRequest, parse_days
+from agents.population import PopulationBoard, key_partition
 from agents.service import Service
 from agents.settings import Settings
 from agents.topics import WorkerConfig
@@ -50,7 +37,17 @@ from agents.worker import build_service
 from streams.engine import Engine
 from streams.events import DecodeError, decode_event
 from streams.model import SegmentModel
-from streams.profile import population, profile, transitions
+from streams.population import (
+    DEFAULT_WINDOW_DAYS,
+    WINDOWS_DAYS,
+    UnknownWindow,
+    merge_population,
+    merge_transitions,
+    parse_summary,
+    population,
+    summarize,
+)
+from streams.profile import profile
 from streams.report import ALL_PERSONAS, ALL_QUADRANTS
 from streams.simulation import simulate
 from streams.state import DebtorState
@@ -78,6 +75,18 @@ def split(states: list[DebtorState], partitions: int) -> dict[int, list[DebtorSt
     for state in states:
         groups[key_partition(state.debtor_id.encode(), partitions)].append(state)
     return groups
+
+
+def oracle_transitions(states: list[DebtorState], since: float) -> dict[str, dict[str, int]]:
+    """Persona at ``since`` -> persona now, written out here apart from streams.population: a
+    debtor counts if it was known at ``since`` and has a persona start; it had its previous
+    persona then if the current one began after ``since``."""
+    counts = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
+    for state in states:
+        if state.first_ts <= since and math.isfinite(state.persona_since):
+            then = state.previous_persona if state.persona_since > since else state.persona
+            counts[then][state.persona] += 1
+    return counts
 
 
 # --- partitioning -----------------------------------------------------------------------------
@@ -127,7 +136,7 @@ def test_transitions_per_partition_use_its_latest_event(states: list[DebtorState
         expected = {row: dict.fromkeys(ALL_PERSONAS, 0) for row in ALL_PERSONAS}
         for group in groups.values():
             since = max(s.watermark for s in group) - days * DAY
-            for row, cells in transitions(group, since)["counts"].items():
+            for row, cells in oracle_transitions(group, since).items():
                 for col, n in cells.items():
                     expected[row][col] += n
         assert body["counts"] == expected
@@ -207,7 +216,7 @@ def test_days(query: dict[str, str], days: int) -> None:
 def test_bad_days_name_the_allowed_windows(raw: str) -> None:
     with pytest.raises(BadRequest, match=r"days must be one of 30, 90, 365 \(default 365\)"):
         parse_days({"days": raw})
-    with pytest.raises(BadRequest):
+    with pytest.raises(UnknownWindow, match=r"days must be one of 30, 90, 365 \(default 365\)"):
         merge_transitions({}, 4, 60)
 
 
@@ -262,15 +271,15 @@ def test_debtor_profile_and_access(service: Service, states: list[DebtorState]) 
     state = states[0]
     put(service, state)
     path = f"/debtors/{state.debtor_id}"
-    ok = run(api.debtor(FakeView(), request(path, "agent-t-0123456789"), state.debtor_id))
+    ok = run(api.debtors.debtor(FakeView(), request(path, "agent-t-0123456789"), state.debtor_id))
     assert ok.status == 200 and ok.body == orjson.loads(orjson.dumps(profile(state, service.holder.model)))
     assert ok.body["persona"] == state.persona and ok.body["debtor_id"] == state.debtor_id
-    forbidden = run(api.debtor(FakeView(), request(path, "ops-t-0123456789ab"), state.debtor_id))
+    forbidden = run(api.debtors.debtor(FakeView(), request(path, "ops-t-0123456789ab"), state.debtor_id))
     assert forbidden.status == 403 and forbidden.body["error"] == "forbidden"
     for req in (request(path), request(path, "nope"), request(path, Authorization="Basic agent-t-0123456789")):
-        denied = run(api.debtor(FakeView(), req, state.debtor_id))
+        denied = run(api.debtors.debtor(FakeView(), req, state.debtor_id))
         assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
-    missing = run(api.debtor(FakeView(), request("/debtors/nobody", "agent-t-0123456789"), "nobody"))
+    missing = run(api.debtors.debtor(FakeView(), request("/debtors/nobody", "agent-t-0123456789"), "nobody"))
     assert missing.status == 404 and missing.body == {"error": "not_found", "detail": "no debtor with this id"}
 
 
@@ -278,15 +287,15 @@ def test_debtor_is_503_while_rebalancing_or_not_owned(service: Service, monkeypa
     api = service.api  # type: ignore[attr-defined]
     put(service, DebtorState.new("d1"))
     monkeypatch.setattr(type(service.app), "rebalancing", property(lambda self: True))
-    busy = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
+    busy = run(api.debtors.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert busy.status == 503 and busy.headers["Retry-After"] == "1"
     monkeypatch.undo()
     monkeypatch.setattr(api.publisher, "owned", lambda: set())
     # Forwarded here, but this worker does not own the partition (any more): no second hop.
-    moved = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789", **{FORWARDED_HEADER: "1"}), "d1"))
+    moved = run(api.debtors.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789", **{FORWARDED_HEADER: "1"}), "d1"))
     assert moved.status == 503 and moved.body["error"] == "unavailable"
     # Not owned here and nobody known to own it (no assignment metadata yet).
-    nobody = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
+    nobody = run(api.debtors.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
     assert nobody.status == 503
 
 
@@ -307,22 +316,24 @@ def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.
         owner.router.add_get(PEER_PATH, owner_page)
         runner = aioweb.AppRunner(owner)
         await runner.setup()
-        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
+        site = aioweb.SockSite(runner, listening)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         replies = []
         try:
-            monkeypatch.setattr(api, "_owner", lambda partition: f"http://127.0.0.1:{port}")
+            monkeypatch.setattr(api.peers, "owner", lambda partition: f"http://127.0.0.1:{port}")
             answers.append(aioweb.json_response({"error": "not_found", "detail": "no debtor with this id"}, status=404))
-            replies.append(await api.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t-0123456789"), "dé"))
+            replies.append(await api.debtors.debtor(FakeView(), request("/debtors/d%C3%A9?x=1", "agent-t-0123456789"), "dé"))
             answers.append(aioweb.json_response({"debtor_id": "..", "persona": "job"}, headers={"Set-Cookie": "x=1", "WWW-Authenticate": "Peer"}))
-            replies.append(await api.debtor(FakeView(), request("/debtors/..", "agent-t-0123456789"), ".."))
+            replies.append(await api.debtors.debtor(FakeView(), request("/debtors/..", "agent-t-0123456789"), ".."))
             answers.append(aioweb.json_response({"debtor_id": "someone-else"}))
-            replies.append(await api.debtor(FakeView(), request("/debtors/d3", "agent-t-0123456789"), "d3"))
+            replies.append(await api.debtors.debtor(FakeView(), request("/debtors/d3", "agent-t-0123456789"), "d3"))
             answers.append(aioweb.Response(text="<html>owner's root</html>", content_type="text/html"))
-            replies.append(await api.debtor(FakeView(), request("/debtors/d4", "agent-t-0123456789"), "d4"))
+            replies.append(await api.debtors.debtor(FakeView(), request("/debtors/d4", "agent-t-0123456789"), "d4"))
             await runner.cleanup()
-            replies.append(await api.debtor(FakeView(), request("/debtors/d2", "agent-t-0123456789"), "d2"))
+            replies.append(await api.debtors.debtor(FakeView(), request("/debtors/d2", "agent-t-0123456789"), "d2"))
             return replies
         finally:
             await runner.cleanup()
@@ -339,24 +350,24 @@ def test_debtor_is_forwarded_to_the_owner(service: Service, monkeypatch: pytest.
     for headers in seen:
         assert "Authorization" not in headers and "agent-t-0123456789" not in str(headers)
         assert verify_peer(PEER_SECRET, headers[PEER_HEADER], headers["debtor_id"])
-    assert api.forwarded == 5
+    assert api.peers.forwarded == 5
 
 
 def test_ids_outside_the_contract_are_400_before_routing(service: Service) -> None:
     api = service.api  # type: ignore[attr-defined]
     for debtor_id in ("d\x00", "x" * 65, "a\nb", "d\x85"):
-        reply = run(api.debtor(FakeView(), request("/debtors/x", "agent-t-0123456789"), debtor_id))
+        reply = run(api.debtors.debtor(FakeView(), request("/debtors/x", "agent-t-0123456789"), debtor_id))
         assert reply.status == 400 and reply.body["error"] == "bad_request" and "control characters" in reply.body["detail"]
-    assert api.forwarded == 0
+    assert api.peers.forwarded == 0
 
 
 def test_without_a_peer_secret_nothing_is_forwarded(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     api = service.api  # type: ignore[attr-defined]
     monkeypatch.setattr(api.publisher, "owned", lambda: set())
-    monkeypatch.setattr(api, "_owner", lambda partition: "http://127.0.0.1:9")
-    monkeypatch.setattr(api, "peer_secret", "")
-    reply = run(api.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
-    assert reply.status == 503 and "PEER_SECRET" in reply.body["detail"] and api.forwarded == 0
+    monkeypatch.setattr(api.peers, "owner", lambda partition: "http://127.0.0.1:9")
+    monkeypatch.setattr(api.peers, "secret", "")
+    reply = run(api.debtors.debtor(FakeView(), request("/debtors/d1", "agent-t-0123456789"), "d1"))
+    assert reply.status == 503 and "PEER_SECRET" in reply.body["detail"] and api.peers.forwarded == 0
 
 
 def test_the_peer_page_answers_signed_requests_only(service: Service, states: list[DebtorState]) -> None:
@@ -366,7 +377,7 @@ def test_the_peer_page_answers_signed_requests_only(service: Service, states: li
 
     def peer(headers: dict[str, str], debtor_id: str = state.debtor_id) -> Reply:
         req = SimpleNamespace(headers=headers, query={"debtor_id": debtor_id}, rel_url=PEER_PATH)
-        return run(api.peer_profile(FakeView(), req))
+        return run(api.debtors.peer_profile(FakeView(), req))
 
     ok = peer({PEER_HEADER: sign_peer(PEER_SECRET, state.debtor_id)})
     assert ok.status == 200 and ok.body["debtor_id"] == state.debtor_id and ok.headers["Cache-Control"] == "no-store"
@@ -394,21 +405,21 @@ def test_the_api_listens_on_loopback_by_default(service: Service) -> None:
 
 def test_aggregates(service: Service, states: list[DebtorState]) -> None:
     api = service.api  # type: ignore[attr-defined]
-    not_loaded = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
+    not_loaded = run(api.aggregates.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
     assert not_loaded.status == 503
     api.board.loaded.set()
     for partition, group in split(states, 4).items():
         api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
     for token in ("ops-t-0123456789ab", "agent-t-0123456789"):
-        body = run(api.personas(FakeView(), request("/personas", token)))
+        body = run(api.aggregates.personas(FakeView(), request("/personas", token)))
         assert body.status == 200 and body.body["debtors"] == len(states)
-        matrix = run(api.transitions(FakeView(), request("/personas/transitions?days=90", token)))
+        matrix = run(api.aggregates.transitions(FakeView(), request("/personas/transitions?days=90", token)))
         assert matrix.status == 200 and matrix.body["days"] == 90 and set(matrix.body["counts"]) == set(ALL_PERSONAS)
-    default = run(api.transitions(FakeView(), request("/personas/transitions", "ops-t-0123456789ab")))
+    default = run(api.aggregates.transitions(FakeView(), request("/personas/transitions", "ops-t-0123456789ab")))
     assert default.body["days"] == 365
-    bad = run(api.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t-0123456789ab")))
+    bad = run(api.aggregates.transitions(FakeView(), request("/personas/transitions?days=7", "ops-t-0123456789ab")))
     assert bad.status == 400 and "30, 90, 365" in bad.body["detail"]
-    for handler in (api.personas, api.transitions):
+    for handler in (api.aggregates.personas, api.aggregates.transitions):
         assert run(handler(FakeView(), request("/personas"))).status == 401
 
 
@@ -424,7 +435,7 @@ def test_malformed_tokens_stop_the_worker_at_start_up() -> None:
 def test_no_tokens_still_starts(service: Service) -> None:
     bare = build_service(WorkerConfig(Settings(api_tokens="", topic_prefix="unit-")))
     api = bare.api  # type: ignore[attr-defined]
-    assert run(api.personas(FakeView(), request("/personas", "anything"))).status == 401
+    assert run(api.aggregates.personas(FakeView(), request("/personas", "anything"))).status == 401
 
 
 # --- routes and the OpenAPI document ------------------------------------------------------------
@@ -535,21 +546,19 @@ def test_publisher_sends_changed_partitions_only(service: Service, states: list[
 
     async def scenario() -> list[int]:
         counts = []
+        publisher.clock = lambda: 1000.0  # frozen: nothing is due by time, and no scan backoff
         assert await publisher.refresh() == 0  # the population topic is not there yet
         api.board.topic_ready.set()
         counts.append(await publisher.refresh())  # never published: both owned partitions
-        publisher._not_before = 0.0
         counts.append(await publisher.refresh())  # nothing changed
         changed = next(s for s in groups[2] if s.persona != "job").copy()  # the fixture's stay as they are
         changed.persona = "job"
         put(service, changed)
         publisher.mark(changed.debtor_id.encode())
         publisher.mark(groups[0][0].debtor_id.encode())  # marked, but its summary is the same
-        publisher._not_before = 0.0
         counts.append(await publisher.refresh())
         counts.append(await publisher.refresh(force=True))
         publisher.forget({0})  # revoked: published afresh when it comes back
-        publisher._not_before = 0.0
         counts.append(await publisher.refresh())
         return counts
 
@@ -560,6 +569,32 @@ def test_publisher_sends_changed_partitions_only(service: Service, states: list[
     key, body = sent[2]
     assert key == b"2" and body["personas"]["job"] == first[b"2"]["personas"]["job"] + 1
     assert all(parse_summary(orjson.dumps(body), 4) is not None for _, body in sent)
+
+
+def test_a_refresh_waits_as_many_times_as_long_as_the_last_one_took(service: Service, states: list[DebtorState], monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.population import SCAN_BACKOFF
+
+    publisher = service.api.publisher  # type: ignore[attr-defined]
+    now = [1000.0]
+
+    async def send(key: bytes, value: bytes) -> None:
+        now[0] += 1.0  # sending takes a second of the publisher's clock
+
+    publisher.send = send
+    publisher.clock = lambda: now[0]
+    monkeypatch.setattr(publisher, "owned", lambda: {0})
+    for state in states:
+        put(service, state)
+    service.api.board.topic_ready.set()  # type: ignore[attr-defined]
+    assert run(publisher.refresh()) == 1  # took 1 s: the next one not before 1001 + 20 s
+    changed = next(s for s in split(states, 4)[0] if s.persona != "job").copy()
+    changed.persona = "job"
+    put(service, changed)
+    publisher.mark(changed.debtor_id.encode())
+    now[0] = 1001.0 + SCAN_BACKOFF - 0.5
+    assert run(publisher.refresh()) == 0
+    now[0] = 1001.0 + SCAN_BACKOFF
+    assert run(publisher.refresh()) == 1
 
 
 def test_population_gauges_come_from_the_publishers_scans(service: Service, states: list[DebtorState], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -600,13 +635,13 @@ def test_a_state_dated_9999_does_not_break_any_endpoint(service: Service) -> Non
     api.board.loaded.set()
     for partition, group in split([frozen, ancient], 4).items():
         api.board.offer(str(partition).encode(), orjson.dumps(summarize(partition, 4, group)))
-    body = run(api.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
+    body = run(api.aggregates.personas(FakeView(), request("/personas", "ops-t-0123456789ab")))
     assert body.status == 200 and body.body["debtors"] == 2 and body.body["latest_event"] is None
     for days in WINDOWS_DAYS:
-        matrix = run(api.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t-0123456789ab")))
+        matrix = run(api.aggregates.transitions(FakeView(), request(f"/personas/transitions?days={days}", "ops-t-0123456789ab")))
         assert matrix.status == 200, matrix
     for state in (frozen, ancient):
-        reply = run(api.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t-0123456789"), state.debtor_id))
+        reply = run(api.debtors.debtor(FakeView(), request(f"/debtors/{state.debtor_id}", "agent-t-0123456789"), state.debtor_id))
         assert reply.status == 200 and reply.body["debtor_id"] == state.debtor_id
 
 
@@ -631,7 +666,7 @@ def policy_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     )))  # fmt: skip
     service.assigned_once = True
     monkeypatch.setattr(service.api.publisher, "owned", lambda: {0, 1, 2, 3})  # type: ignore[attr-defined]
-    service.api.clock = lambda: MONDAY  # type: ignore[attr-defined]
+    service.api.debtors.clock = lambda: MONDAY  # type: ignore[attr-defined]
     yield service
 
 
@@ -643,14 +678,14 @@ def _treatment(debtor_id: str, **contact: Any) -> Any:
 
 
 def _store(service: Service, state: Any) -> None:
-    from agents.api import key_partition
+    from agents.population import key_partition
     from streams.treatments import stored_key, stored_value
 
     service.table.data[stored_key(state.debtor_id)] = stored_value(state, key_partition(state.debtor_id.encode(), 4))
 
 
 def _get(service: Service, debtor_id: str, token: str = "agent-t-0123456789") -> Reply:
-    return run(service.api.debtor(FakeView(), request(f"/debtors/{debtor_id}", token), debtor_id))  # type: ignore[attr-defined]
+    return run(service.api.debtors.debtor(FakeView(), request(f"/debtors/{debtor_id}", token), debtor_id))  # type: ignore[attr-defined]
 
 
 def test_the_profile_shows_the_contact_facts_the_guard_applies(policy_service: Service) -> None:
@@ -693,7 +728,7 @@ def test_the_profile_shows_the_contact_facts_the_guard_applies(policy_service: S
     assert due["best_window"] == facts["best_window"]
     # The role model of the personal-data endpoint holds: ops may not read them, nobody without a token.
     assert _get(policy_service, "d-ny", "ops-t-0123456789ab").status == 403
-    denied = run(policy_service.api.debtor(FakeView(), request("/debtors/d-ny"), "d-ny"))  # type: ignore[attr-defined]
+    denied = run(policy_service.api.debtors.debtor(FakeView(), request("/debtors/d-ny"), "d-ny"))  # type: ignore[attr-defined]
     assert denied.status == 401 and "contact" not in denied.body
 
 
@@ -708,12 +743,12 @@ def test_the_best_window_is_for_the_weekday_or_weekend_it_is_for_the_debtor(poli
     _store(policy_service, _treatment("d-tokyo", claim_tz_name="Asia/Tokyo", claim_tz_ts=1.0, rates=AnswerCounts(attempts, answers)))
     api = policy_service.api  # type: ignore[attr-defined]
     # Friday 6 March, 23:30 UTC: still Friday in UTC (and Amsterdam), Saturday 08:30 in Tokyo.
-    api.clock = lambda: 1772839800.0
+    api.debtors.clock = lambda: 1772839800.0
     saturday = _get(policy_service, "d-tokyo").body["contact"]
     assert (saturday["timezone"], saturday["timezone_source"], saturday["weekend"]) == ("Asia/Tokyo", "claim", True)
     assert saturday["local_time"] == "2026-03-07T08:30:00+09:00"
     assert saturday["best_window"] == {"from_hour": 9, "to_hour": 12, "timezone": "Asia/Tokyo"}
-    api.clock = lambda: 1772839800.0 - 12 * 3600  # Friday 20:30 in Tokyo
+    api.debtors.clock = lambda: 1772839800.0 - 12 * 3600  # Friday 20:30 in Tokyo
     friday = _get(policy_service, "d-tokyo").body["contact"]
     assert friday["weekend"] is False and friday["best_window"] == {"from_hour": 18, "to_hour": 20, "timezone": "Asia/Tokyo"}
 
@@ -751,7 +786,7 @@ def test_forwarded_profiles_carry_the_contact_facts(policy_service: Service) -> 
     put(policy_service, DebtorState.new("d-peer"))
     _store(policy_service, _treatment("d-peer", tz_name="Europe/Lisbon", tz_ts=1.0))
     req = SimpleNamespace(headers={PEER_HEADER: sign_peer(PEER_SECRET, "d-peer")}, query={"debtor_id": "d-peer"}, rel_url=PEER_PATH)
-    reply = run(policy_service.api.peer_profile(FakeView(), req))  # type: ignore[attr-defined]
+    reply = run(policy_service.api.debtors.peer_profile(FakeView(), req))  # type: ignore[attr-defined]
     assert reply.status == 200 and reply.body["contact"]["timezone"] == "Europe/Lisbon"
 
 

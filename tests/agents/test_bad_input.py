@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.records import apply_state, handle_record
-from agents.replay import DEAD_LETTER_RAW_MAX
 from schemas import DEAD_LETTERS_TOPIC
 from streams.engine import EngineConfig
 from streams.model import SegmentModel
+from streams.pipeline import DEAD_LETTER_RAW_MAX
 from streams.simulation import simulate
 
 MODEL = SegmentModel()
@@ -22,7 +22,7 @@ CEILING = 1_000_000_000
 VALID = {"event_id": "v", "debtor_id": "d1", "type": "payment_received", "occurred_at": "2026-03-01T10:00:00Z", "claim_id": "c1", "amount_cents": 2500}
 
 
-def _handle(table: dict, value: bytes | None, key: bytes | None = b"d1", offset: int = 0):  # noqa: ANN202
+def _handle(table: dict, value: bytes | None, key: bytes | None = b"d1", offset: int = 0):
     return handle_record(table, key=key, value=value, topic="debtor.payments", partition=0, offset=offset, model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t")
 
 
@@ -80,7 +80,7 @@ def test_keys_that_disagree_with_the_debtor_are_rejected() -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_mutations(), min_size=1, max_size=30), st.randoms(use_true_random=False))
-def test_valid_events_interleaved_with_garbage_are_all_processed(garbage: list[bytes], rnd) -> None:  # noqa: ANN001
+def test_valid_events_interleaved_with_garbage_are_all_processed(garbage: list[bytes], rnd) -> None:
     lines = [line for line in simulate(debtors=3, months=2, seed=5).lines if b'"event_id":"d' in line][:60]
     ordered = [(line, True) for line in lines]
     for raw in garbage:  # garbage at random places; valid lines keep their order
@@ -136,3 +136,30 @@ def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor(
         model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t", now=now,
     )
     assert real.outcome == "processed"
+
+
+def test_replay_and_the_worker_reject_a_record_in_the_same_words() -> None:
+    """One pipeline (streams/pipeline.py): the same line gets the same reason, detail and raw
+    from ``replay`` as from the worker; only where it came from differs (line vs. offset)."""
+    from agents.replay import replay_lines
+    from streams.engine import Engine
+
+    lines = [
+        b"not json", b"[]", orjson.dumps({**VALID, "type": "refund"}), orjson.dumps({**VALID, "amount_cents": "12"}),
+        orjson.dumps({**VALID, "occurred_at": "2026-03-01 10:00:00"}), orjson.dumps({**VALID, "amount_cents": CEILING + 1}),
+        b'{"a": 1, "a": 2}', b"x" * 70_000, orjson.dumps(VALID), orjson.dumps({**VALID, "amount_cents": 1}),
+        orjson.dumps({**VALID, "event_id": "old", "occurred_at": "2026-01-01T00:00:00Z"}),
+    ]
+    replayed: list[dict] = []
+    replay_lines(lines, Engine(CONFIG, MODEL), lambda _: None, replayed.append, max_amount_cents=CEILING, emitted_at=lambda: "t")
+    table: dict[bytes, bytes] = {}
+    worker = []
+    for offset, line in enumerate(lines):
+        handled = _handle(table, line, offset=offset)
+        apply_state(table, handled)
+        worker.extend(orjson.loads(value) for topic, _, value in handled.sends if topic == DEAD_LETTERS_TOPIC)
+    assert len(worker) == len(replayed) == len(lines) - 1  # all but VALID
+    common = ("reason", "detail", "raw", "raw_truncated", "raw_bytes", "raw_sha256")
+    assert [{k: w[k] for k in common if k in w} for w in worker] == [{k: r[k] for k in common if k in r} for r in replayed]
+    assert {w["reason"] for w in worker} >= {"invalid_json", "not_an_object", "unknown_type", "invalid_field", "invalid_timestamp",
+                                            "amount_above_ceiling", "duplicate_key", "record_too_large", "conflicting_duplicate", "too_late"}

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from agents.settings import Settings
-from agents.worker import with_overrides
+from agents.settings import Settings, with_overrides
 from streams.model import SNAPSHOT_FORMAT
 from streams.simulation import Portfolio
 
@@ -85,7 +84,7 @@ def test_demo_runs_small(tmp_path: Path) -> None:
     assert _jsonl(tmp_path / "changes.jsonl")
 
 
-def test_worker_options_come_from_the_environment(monkeypatch) -> None:  # noqa: ANN001
+def test_worker_options_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("DEBTOR_SEGMENTS_TOPIC_PREFIX", "t1-")
     monkeypatch.setenv("DEBTOR_SEGMENTS_WEB_HOST", "auto")
     monkeypatch.setenv("DEBTOR_SEGMENTS_MODEL_SNAPSHOT_SECONDS", "2.5")

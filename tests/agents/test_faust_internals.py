@@ -14,7 +14,7 @@ from agents import faust_internals
 
 def test_install_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faust_internals, "VERIFIED", {"aiokafka": {"0.0.0"}, "faust-streaming": {"0.15.3"}})
-    monkeypatch.setattr(faust_internals, "_installed", False)
+    monkeypatch.setattr(faust_internals, "_patched", set())
     with pytest.raises(faust_internals.InternalsMismatch, match="verified with"):
         faust_internals.install()
 
@@ -58,7 +58,7 @@ def test_a_static_member_leaves_on_close_and_a_dynamic_one_as_before() -> None:
 
 def test_seek_reset_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faust_internals, "VERIFIED", {"aiokafka": {"0.14.0"}, "faust-streaming": {"0.0.0"}})
-    monkeypatch.setattr(faust_internals, "_seek_installed", False)
+    monkeypatch.setattr(faust_internals, "_patched", set())
     with pytest.raises(faust_internals.InternalsMismatch, match="rewind partitions"):
         faust_internals.install_seek_reset()
 
@@ -66,7 +66,7 @@ def test_seek_reset_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch)
 def test_seek_reset_replaces_the_seek_faust_calls_after_a_rebalance(monkeypatch: pytest.MonkeyPatch) -> None:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    monkeypatch.setattr(faust_internals, "_seek_installed", False)
+    monkeypatch.setattr(faust_internals, "_patched", set())
     monkeypatch.setattr(AIOKafkaConsumerThread, "seek_to_committed", AIOKafkaConsumerThread.seek_to_committed)
     original = AIOKafkaConsumerThread.seek_to_committed
     faust_internals.install_seek_reset()

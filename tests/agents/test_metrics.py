@@ -1,4 +1,4 @@
-"""Tests of the Prometheus contract in :mod:`agents.metrics`."""
+"""Tests of the Prometheus contract in :mod:`agents.metrics` and :mod:`agents.faust_metrics`."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from agents.faust_metrics import CachingPrometheusMonitor
 from agents.metrics import (
     FAUST_PREFIX,
     METRICS_PATH,
     ServiceMetrics,
     attach_faust_sensors,
-    population_stability_index,
 )
 
 # Family name (as the text parser reports it: counters without ``_total``)
@@ -304,42 +304,6 @@ def test_exposition_passes_promtool_lint(metrics: ServiceMetrics) -> None:
     assert promtool_lint(metrics.exposition()) == []
 
 
-def test_population_stability_index_identical_is_zero() -> None:
-    mix = {"tamara": 120, "bryan": 80, "job": 40, "saida": 30, "hendrik-jan": 10}
-    assert population_stability_index(mix, mix) == 0.0
-    doubled = {persona: 2 * n for persona, n in mix.items()}
-    assert population_stability_index(mix, doubled) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_population_stability_index_shift_is_large() -> None:
-    before = {"tamara": 40, "bryan": 30, "job": 20, "saida": 10}
-    after = {"tamara": 15, "bryan": 30, "job": 20, "saida": 35}
-    assert population_stability_index(before, after) > 0.1
-
-
-def test_population_stability_index_missing_category_is_finite() -> None:
-    psi = population_stability_index({"tamara": 1}, {"tamara": 1, "job": 1})
-    assert math.isfinite(psi)
-    assert psi > 0.25
-
-
-@pytest.mark.parametrize(
-    ("expected", "actual", "epsilon"),
-    [
-        ({}, {"tamara": 1}, 1e-4),
-        ({"tamara": 0}, {"tamara": 1}, 1e-4),
-        ({"tamara": -1, "job": 2}, {"tamara": 1}, 1e-4),
-        ({"tamara": math.nan}, {"tamara": 1}, 1e-4),
-        ({"tamara": 1}, {"tamara": 1}, 0.0),
-    ],
-)
-def test_population_stability_index_rejects_bad_input(
-    expected: dict[str, float], actual: dict[str, float], epsilon: float
-) -> None:
-    with pytest.raises(ValueError):
-        population_stability_index(expected, actual, epsilon)
-
-
 def test_attach_faust_sensors_shares_registry(app: faust.App, metrics: ServiceMetrics) -> None:
     attach_faust_sensors(app, metrics)
     assert isinstance(app.monitor, PrometheusMonitor)
@@ -363,8 +327,16 @@ def test_cached_faust_sensors_record_what_faust_records(app: faust.App, metrics:
     per-partition series Faust removes on a rebalance."""
     attach_faust_sensors(app, metrics)
     monitor = app.monitor
+    assert isinstance(monitor, CachingPrometheusMonitor)
     reference = ServiceMetrics(version="test")
-    plain = PrometheusMonitor(metrics=FaustMetrics.create(reference.registry, FAUST_PREFIX))
+
+    class _PlainMonitor(PrometheusMonitor):
+        """Faust's monitor as it is, with the rebalance's series removal callable."""
+
+        def clear_partition_series(self) -> None:
+            self._clear_partition_related_metrics()
+
+    plain = _PlainMonitor(metrics=FaustMetrics.create(reference.registry, FAUST_PREFIX))
 
     class _Message:
         time_in: float = 0.0
@@ -395,8 +367,8 @@ def test_cached_faust_sensors_record_what_faust_records(app: faust.App, metrics:
     exercise(monitor)
     exercise(plain)
     assert faust_samples(metrics) == faust_samples(reference)
-    monitor._clear_partition_related_metrics()
-    plain._clear_partition_related_metrics()
+    monitor.clear_partition_series()
+    plain.clear_partition_series()
     assert faust_samples(metrics) == faust_samples(reference)
     exercise(monitor)  # the removed series come back, as with Faust's monitor
     exercise(plain)

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import orjson
 
-from agents.api import PopulationBoard, summarize
 from agents.metrics import ServiceMetrics
 from agents.model_sync import ModelHolder, ModelReader
+from agents.population import PopulationBoard
 from streams.model import SegmentModel
+from streams.population import summarize
 from streams.signing import sign
 
 KEY = b"signing-secret-of-the-tests"

@@ -67,7 +67,8 @@ def test_the_partition_timer_sends_steps_due_while_a_partition_is_idle(tmp_path:
     sent: list[dict] = []
     for line, handled in handle_lines(simulate(debtors=60, months=4, seed=5).lines):
         sent += [orjson.loads(value) for _, _, value in service.after_record(handled, line, "x")]
-    last = service._last_seen[0]
+    last = service.last_seen(0)
+    assert last is not None
     assert service.due_by_timer({3}, "t") == []  # no record on that partition: nothing to tell
     assert [orjson.loads(v)["type"] for _, _, v in service.due_by_timer({0}, "t", now=last + 1.0)] == []
     month_later = service.due_by_timer({0}, "t", now=last + 1.0 + 30 * 86_400.0)

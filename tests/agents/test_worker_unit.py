@@ -16,6 +16,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.commits import commit_acknowledged
 from agents.kafka_io import (
     TopicSpec,
     check_topics,
@@ -28,7 +29,6 @@ from agents.records import apply_state, handle_record, key_problem
 from agents.scheduler import AligningScheduler
 from agents.settings import Settings
 from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
-from agents.worker import commit_acknowledged
 from schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
@@ -314,10 +314,24 @@ A0, B0, C0, A1, B1 = TP("a", 0), TP("b", 0), TP("c", 0), TP("a", 1), TP("b", 1)
 NOW_MS = 10_000_000.0
 
 
-def _scheduler(tps: set[TP], **hw: int) -> tuple[AligningScheduler, _View, _View]:
+class _Clock:
+    """The scheduler's monotonic clock, faked: seconds that move only when a test sets them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scheduler(tps: set[TP], clock: _Clock | None = None) -> tuple[AligningScheduler, _View, _View]:
+    """A scheduler of the gated topics a, b, c over a faked view; with ``clock``, on that clock
+    and a wall clock standing at NOW_MS (else on the real clocks)."""
     view = _View(tps)
     cls = type("S", (AligningScheduler,), {"gated_topics": frozenset({"a", "b", "c"}), "view": view})
-    return cls(), view, view
+    if clock is None:
+        return cls(), view, view
+    return cls(clock=clock, wall_clock=lambda: NOW_MS / 1000.0), view, view
 
 
 def _recs(first_offset: int, *timestamps: int) -> list[Rec]:
@@ -326,6 +340,11 @@ def _recs(first_offset: int, *timestamps: int) -> list[Rec]:
 
 def _drain(scheduler: AligningScheduler, **kw: Any) -> list[tuple[TP, int]]:
     return [(tp, rec.offset) for tp, rec in scheduler.drain(**{"now": 0.0, "wall_ms": NOW_MS, **kw})]
+
+
+def _fetch(scheduler: AligningScheduler, records: dict[TP, list[Rec]] | None = None) -> list[tuple[TP, int]]:
+    """One fetch handed to the scheduler (Faust's call), and what it released."""
+    return [(tp, rec.offset) for tp, rec in scheduler.iterate(records or {})]
 
 
 def test_scheduler_merges_caught_up_topics_by_timestamp() -> None:
@@ -409,48 +428,55 @@ def test_live_records_pass_a_caught_up_partition_at_once_bulk_records_and_erasur
 
 
 def test_a_silent_partition_is_given_up_after_the_wait() -> None:
-    scheduler, consumer, _ = _scheduler({A0, B0})
+    clock = _Clock()
+    scheduler, consumer, _ = _scheduler({A0, B0}, clock)
     consumer.hw = {A0: 1, B0: 5}
     scheduler.add(A0, _recs(0, 1))
     assert _drain(scheduler, now=0.0) == []
-    for call in range(1, 5):
-        scheduler._calls = call
-        assert _drain(scheduler, now=10.0) == []  # long enough, but too few fetches yet
-    scheduler._calls = 5
-    assert _drain(scheduler, now=10.0) == [(A0, 0)]
+    clock.now = 10.0
+    for _ in range(1, 5):
+        assert _fetch(scheduler) == []  # long enough, but too few fetches yet
+    assert _fetch(scheduler) == [(A0, 0)]  # the fifth fetch
     assert scheduler.gave_up == 1
 
 
 def test_no_partition_is_given_up_while_the_client_holds_fetched_records() -> None:
     """On a backlog a partition's records can queue in the client behind other partitions'
     for longer than the wait: that is the consumer being behind, not the partition silent."""
-    scheduler, consumer, _ = _scheduler({A0, B0})
+    clock = _Clock()
+    scheduler, consumer, _ = _scheduler({A0, B0}, clock)
     consumer.hw = {A0: 1, B0: 5}
     scheduler.add(A0, _recs(0, 1))
-    scheduler._backlog = True
-    for call, now in enumerate((0.0, 10.0, 30.0, 60.0), start=1):
-        scheduler._calls = 10 * call
-        assert _drain(scheduler, now=now) == []
-    scheduler._backlog = False  # the client handed out everything: b[0] is waited for from here
-    scheduler._calls = 45
-    assert _drain(scheduler, now=64.0) == []
-    scheduler._calls = 50
-    assert _drain(scheduler, now=65.0) == [(A0, 0)]
+    consumer.backlog = True
+    for now in (0.0, 10.0, 30.0, 60.0):  # ten fetches at each time: 40 by 60 s
+        clock.now = now
+        for _ in range(10):
+            assert _fetch(scheduler) == []
+    consumer.backlog = False  # the client handed out everything: b[0] is waited for from here
+    clock.now = 64.0
+    for _ in range(9):  # fetches 41 to 49: enough of them, but not long enough
+        assert _fetch(scheduler) == []
+    clock.now = 65.0
+    assert _fetch(scheduler) == [(A0, 0)]  # fetch 50
     assert scheduler.gave_up == 1
 
 
 def test_a_topic_is_not_given_up_on_while_the_client_holds_a_backlog() -> None:
-    scheduler, consumer, _ = _scheduler({A0, B0})
+    clock = _Clock()
+    scheduler, consumer, _ = _scheduler({A0, B0}, clock)
     consumer.hw = {A0: 1, B0: 5}
     consumer.backlog = True
-    assert list(scheduler.iterate({A0: _recs(0, 10)})) == [] and scheduler._backlog is True
-    scheduler._calls = 100
-    assert _drain(scheduler, now=1000.0) == [] and scheduler.gave_up == 0
+    assert _fetch(scheduler, {A0: _recs(0, 10)}) == []
+    clock.now = 1000.0
+    for _ in range(100):  # the backlog is read from the view at every fetch: b[0] is not given up
+        assert _fetch(scheduler) == []
+    assert scheduler.gave_up == 0
     consumer.backlog = False
-    list(scheduler.iterate({}))
-    assert _drain(scheduler, now=1000.0) == [] and _drain(scheduler, now=2000.0) == []  # waited for ...
-    scheduler._calls += 10
-    assert _drain(scheduler, now=3000.0) == [(A0, 0)] and scheduler.gave_up == 1  # ... then given up
+    assert _fetch(scheduler) == []  # fetch 102: waited for from here ...
+    clock.now = 2000.0
+    assert _fetch(scheduler) == []  # ... long enough, but too few fetches since ...
+    clock.now = 3000.0
+    assert [_fetch(scheduler) for _ in range(3)] == [[], [], [(A0, 0)]] and scheduler.gave_up == 1  # ... then given up
 
 
 def test_seeking_back_replaces_held_records() -> None:

@@ -90,7 +90,7 @@ def _metadata(bootstrap: str, deadline_s: float) -> dict:
                 bootstrap_timeout_ms=5000,
             )
             return admin.describe_cluster()
-        except Exception as exc:  # broker still starting, or not Kafka
+        except Exception as exc:  # noqa: BLE001 - broker still starting, or not Kafka
             last = exc
             time.sleep(0.5)
         finally:
@@ -110,7 +110,7 @@ def kafka_bootstrap() -> str:
         missing(f"Kafka broker not reachable at {KAFKA_BOOTSTRAP}: {hint}")
     try:
         _metadata(KAFKA_BOOTSTRAP, deadline_s=15)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: no usable broker, and the reason is reported
         missing(
             f"something listens on {KAFKA_BOOTSTRAP} but Kafka metadata failed "
             f"({exc}); {hint}, or scripts/kafka status / scripts/kafka reset"
@@ -179,5 +179,5 @@ def make_topic(
     if created:
         try:
             kafka_admin.delete_topics(created, raise_errors=False)
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort clean-up
             pass

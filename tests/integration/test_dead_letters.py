@@ -10,6 +10,7 @@ the worker without committing the record, which is processed again after the res
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_a_send_that_keeps_failing_stops_the_worker_without_committing(kafka_boo
     assert worker.proc is not None
     try:
         worker.proc.wait(90)
-    except Exception:  # noqa: BLE001
+    except subprocess.TimeoutExpired:
         worker.proc.kill()
         pytest.fail(f"the worker went on after a failed send:\n{worker.log_tail()}")
     log = worker.log_path.read_text(errors="replace")

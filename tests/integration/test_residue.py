@@ -31,12 +31,12 @@ def _delete_topics(kafka_bootstrap: str):  # type: ignore[no-untyped-def]
     delete_topics(kafka_bootstrap, PREFIXES)
 
 
-def _configs(kafka_admin, topic: str) -> dict[str, str]:  # noqa: ANN001
+def _configs(kafka_admin, topic: str) -> dict[str, str]:
     response = kafka_admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     return {name: entry["value"] for name, entry in response["topic"][topic].items()}
 
 
-def test_topics_bound_how_long_personal_data_stays(kafka_bootstrap: str, kafka_admin) -> None:  # noqa: ANN001
+def test_topics_bound_how_long_personal_data_stays(kafka_bootstrap: str, kafka_admin) -> None:
     prefix = prepared(kafka_bootstrap, "residue")
     config = WorkerConfig(Settings(partitions=4, topic_prefix=prefix))
     changelog = _configs(kafka_admin, config.changelog_topic)

@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.api import POPULATION_TOPIC
 from agents.kafka_io import route_line
+from agents.population import POPULATION_TOPIC
 from agents.settings import Settings
 from agents.topics import MODEL_TOPIC
 from streams.model import SegmentModel

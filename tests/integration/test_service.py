@@ -77,7 +77,7 @@ def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> None:
         mine = [topic for topic in admin.list_topics() if topic.startswith(tuple(prefixes))]
         if mine:
             admin.delete_topics(mine, raise_errors=False)
-    except Exception:  # noqa: BLE001, S110 - best effort clean-up
+    except Exception:  # noqa: BLE001 - best effort clean-up
         pass
     finally:
         admin.close()
@@ -111,7 +111,7 @@ class Worker:
             "--loglevel", "info",
             *self.extra,
         ]  # fmt: skip
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
         return self

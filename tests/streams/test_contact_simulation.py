@@ -12,17 +12,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from schemas import load_schema
-from streams.contact_simulation import (
-    SHAPES,
-    ZONES,
-    ContactRun,
-    allowed_hours,
-    contact_policy,
-    dial_at,
-    draw_debtors,
-    fatigue,
-    run_contacts,
-)
+from streams.contact_loop import ContactRun, allowed_hours, contact_policy, dial_at, run_contacts
+from streams.contact_simulation import SHAPES, ZONES, draw_debtors, fatigue
 from streams.events import decode_object
 from streams.local_time import HourMask, local_datetime, start_of_local_day, zone
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import contact_state
+from schemas import load_schema
 from streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
 from streams.contact_guard import decide
 from streams.contact_state import OBSERVED_TYPES, ContactState, observe
@@ -20,6 +20,14 @@ from tests.streams.conftest import make_event
 
 DAY = 86_400.0
 T0 = 1_772_359_200.0  # 2026-03-01T10:00:00Z
+#: The bounds of a debtor's contact state, as the policy schema implies them (they must hold for
+#: every rule setting a policy may set): two rolling windows' worth of calls at the largest
+#: ``max_calls``, dropped once two of the longest windows older than the time decided; the
+#: latest four conversations.
+_RULE_BOUNDS = load_schema("policy")["properties"]["contact_rules"]["properties"]
+MAX_CALLS = 2 * int(_RULE_BOUNDS["max_calls"]["maximum"])
+CALL_HORIZON_S = 2 * int(_RULE_BOUNDS["call_window_days"]["maximum"]) * DAY
+MAX_CONVERSATIONS = 4
 ZONES = ("Europe/Amsterdam", "America/New_York", "Australia/Sydney", "Asia/Kathmandu", "Asia/Kolkata", "UTC")
 
 
@@ -213,13 +221,13 @@ def test_a_debtor_called_a_thousand_times_keeps_the_bound() -> None:
     state = ContactState()
     for n in range(1000):
         observe(state, make_event("contact_attempted", event_id=f"a{n}", at=_iso(T0 + n * 3600.0), channel="call"))
-        assert len(state.calls) <= contact_state._MAX_CALLS
-    assert len(state.calls) == contact_state._MAX_CALLS
+        assert len(state.calls) <= MAX_CALLS
+    assert len(state.calls) == MAX_CALLS
     assert state.calls[-1] == [T0 + 999 * 3600.0, "a999"]
     assert [entry[0] for entry in state.calls] == sorted(entry[0] for entry in state.calls)
     for n in range(50):
         observe(state, make_event("contact_responded", event_id=f"r{n}", at=_iso(T0 + n * 3600.0), channel="call", outcome="answered"))
-    assert len(state.conversations) == contact_state._MAX_CONVERSATIONS
+    assert len(state.conversations) == MAX_CONVERSATIONS
     assert state.conversations[-1] == T0 + 49 * 3600.0
     assert len(orjson.dumps(state.to_dict())) < 40_000
 
@@ -227,8 +235,8 @@ def test_a_debtor_called_a_thousand_times_keeps_the_bound() -> None:
 def test_calls_far_older_than_the_time_decided_are_dropped() -> None:
     state = ContactState()
     state.add_call(T0, "old")
-    state.add_call(T0 + contact_state._CALL_HORIZON_S + DAY, "new")
-    assert state.calls == [[T0 + contact_state._CALL_HORIZON_S + DAY, "new"]]
+    state.add_call(T0 + CALL_HORIZON_S + DAY, "new")
+    assert state.calls == [[T0 + CALL_HORIZON_S + DAY, "new"]]
     # A call the guard places far ahead of the time it decides does not push out the calls
     # around that time: steps decided after it (a plan decided at once) still count them.
     state = ContactState()
@@ -272,7 +280,7 @@ def test_the_kept_calls_decide_as_all_of_them_would(
         bounded.add_call(ts, f"c{n}")
         everything.calls.append([ts, f"c{n}"])
     for offset in sorted(conversations):
-        bounded.conversations = sorted([*bounded.conversations, T0 + offset])[-contact_state._MAX_CONVERSATIONS :]
+        bounded.conversations = sorted([*bounded.conversations, T0 + offset])[-MAX_CONVERSATIONS :]
         everything.conversations.append(T0 + offset)
     window = rules.call_window_days * DAY
     at = max(ts - back * window, max(everything.conversations, default=T0)) + ahead

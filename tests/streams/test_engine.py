@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from contextlib import suppress
 
 import fastjsonschema
 import orjson
@@ -30,10 +31,8 @@ VALIDATE_OUT = {
 def _events(lines: list[bytes]) -> list:
     out = []
     for line in lines:
-        try:
+        with suppress(ValueError):  # the portfolio's bad lines
             out.append(decode_event(line))
-        except ValueError:
-            pass
     return out
 
 

@@ -6,7 +6,8 @@ import orjson
 
 from streams.engine import Engine
 from streams.events import DecodeError, decode_event
-from streams.profile import population, profile, transitions
+from streams.population import population, transitions
+from streams.profile import profile
 
 
 def _engine(lines: list[bytes]) -> Engine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
@@ -86,17 +87,18 @@ def test_each_partition_has_its_own_clock() -> None:
 def test_idle_time_sends_the_steps_that_fall_due_meanwhile_and_only_those() -> None:
     runner, sent = _run()
     assert runner.idle(7, 86_400.0) == []  # a partition without records has no clock
-    clock = runner._clocks[0]
-    heap = runner._heaps[0]
-    assert heap, "the portfolio ends with steps still to come"
-    first_due = min(due_ts for due_ts, _ in heap)
+    clock = runner.clock  # the replay's one partition (0): the runner's clock is its clock
+    # When each debtor next needs the clock: its next plan step or its earliest held step.
+    pending = [min(state.next_due_ts, state.contact.next_release()) for state in runner.states.values()]
+    assert any(ts < math.inf for ts in pending), "the portfolio ends with steps still to come"
+    first_due = min(pending)
     assert runner.idle(0, max(0.0, first_due - clock - 3600.0)) == []  # not due yet
     later = runner.idle(0, 30 * 86_400.0)
     due_steps = [o.value for o in later if o.value["type"] == "contact_due"]
     assert due_steps
     from datetime import datetime
 
-    moved = runner._clocks[0]
+    moved = runner.clock
     assert moved > clock + 29 * 86_400.0
     assert all(datetime.fromisoformat(v["due_at"]).timestamp() <= moved for v in due_steps)
     sent_before = {o.value["event_id"] for _, o in sent}
