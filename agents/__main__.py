@@ -1,5 +1,5 @@
-"""``python -m agents`` runs the CLI (same as the ``debtor-segments`` script)."""
+"""``python -m debtor_segments.agents`` runs the CLI (same as the ``debtor-segments`` script)."""
 
-from agents.cli import main
+from debtor_segments.agents.cli import main
 
 main()

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from faust import web as faust_web
 
-from agents.auth import TokenConfigError, parse_tokens
-from agents.http_common import Replies
-from agents.http_debtors import DebtorPages
-from agents.http_peers import PEER_PATH, Peers
-from agents.http_population import PopulationPages
-from agents.population import (
+from debtor_segments.agents.auth import TokenConfigError, parse_tokens
+from debtor_segments.agents.http_common import Replies
+from debtor_segments.agents.http_debtors import DebtorPages
+from debtor_segments.agents.http_peers import PEER_PATH, Peers
+from debtor_segments.agents.http_population import PopulationPages
+from debtor_segments.agents.population import (
     GAUGE_SECONDS,
     POPULATION_TOPIC,
     REFRESH_SECONDS,
@@ -39,11 +39,11 @@ from agents.population import (
     SummaryProducer,
     TableChanges,
 )
-from streams.drift import population_stability_index
-from streams.personas import UNKNOWN
+from debtor_segments.streams.drift import population_stability_index
+from debtor_segments.streams.personas import UNKNOWN
 
 if TYPE_CHECKING:
-    from agents.service import Service
+    from debtor_segments.agents.service import Service
 
 __all__ = ["Api", "ApiConfigError", "register_api"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from faust.types import TP
 
-from agents.commits import commit_acknowledged
-from agents.service import Service
+from debtor_segments.agents.commits import commit_acknowledged
+from debtor_segments.agents.service import Service
 
 __all__ = ["PartitionSignals"]
 

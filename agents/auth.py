@@ -121,11 +121,11 @@ def parse_tokens(spec: str) -> Tokens:
     >>> parse_tokens("a-token-of-16-chars=admin")
     Traceback (most recent call last):
     ...
-    agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role)
+    debtor_segments.agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role)
     >>> parse_tokens("agent=a-token-of-16-chars")
     Traceback (most recent call last):
     ...
-    agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role, and it reads role=token)
+    debtor_segments.agents.auth.TokenConfigError: DEBTOR_SEGMENTS_API_TOKENS: entry 1 has an unknown role (roles: agent, ops; expected token=role, and it reads role=token)
     """
     if not spec.strip():
         return Tokens()

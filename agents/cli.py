@@ -16,16 +16,16 @@ import click
 import orjson
 from tqdm import tqdm
 
-from agents.inputs import bounded_lines, load_model_file, open_input
-from agents.replay import ReplayStats, replay_lines
-from agents.service_cli import publish, tail, worker
-from agents.settings import Settings
-from agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
-from streams.engine import Engine, Output
-from streams.events import DecodeError, parse_time
-from streams.page import render_page
-from streams.personas import UNKNOWN
-from streams.report import (
+from debtor_segments.agents.inputs import bounded_lines, load_model_file, open_input
+from debtor_segments.agents.replay import ReplayStats, replay_lines
+from debtor_segments.agents.service_cli import publish, tail, worker
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.treatment_io import ReactingRunner, experiment_tables, load_policy_for_cli
+from debtor_segments.streams.engine import Engine, Output
+from debtor_segments.streams.events import DecodeError, parse_time
+from debtor_segments.streams.page import render_page
+from debtor_segments.streams.personas import UNKNOWN
+from debtor_segments.streams.report import (
     ALL_PERSONAS,
     ALL_QUADRANTS,
     distribution,
@@ -33,8 +33,8 @@ from streams.report import (
     row_shares,
     transition_matrix,
 )
-from streams.simulation import MIXES, Portfolio, simulate
-from streams.treatment_runner import TreatmentRunner
+from debtor_segments.streams.simulation import MIXES, Portfolio, simulate
+from debtor_segments.streams.treatment_runner import TreatmentRunner
 
 __all__ = ["main"]
 

@@ -13,10 +13,10 @@ from typing import Any, cast
 
 import faust
 
-from agents import faust_internals
-from agents.scheduler import AligningScheduler
-from agents.topics import WorkerConfig
-from schemas import ERASURE_TOPIC, INBOUND_TOPICS
+from debtor_segments.agents import faust_internals
+from debtor_segments.agents.scheduler import AligningScheduler
+from debtor_segments.agents.topics import WorkerConfig
+from debtor_segments.schemas import ERASURE_TOPIC, INBOUND_TOPICS
 
 __all__ = ["FAUST_TUNING", "inbound_scheduler", "inbound_topic_names", "make_app"]
 

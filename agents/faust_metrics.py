@@ -15,7 +15,7 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP, AppT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agents.label_children import LabelChildren
+from debtor_segments.agents.label_children import LabelChildren
 
 __all__ = ["FAUST_PREFIX", "METRICS_PATH", "CachingPrometheusMonitor", "HasRegistry", "attach_faust_sensors"]
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from agents.auth import Decision, Tokens, authorize
+from debtor_segments.agents.auth import Decision, Tokens, authorize
 
 __all__ = ["JSON", "PROFILE_HEADERS", "Replies", "finite", "with_profile_headers"]
 

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.auth import DEBTORS
-from agents.http_common import JSON, PROFILE_HEADERS, Replies, finite, with_profile_headers
-from agents.http_peers import PEER_HEADER, PEER_PATH, Peers, verify_peer
-from agents.population import PopulationPublisher, key_partition
-from schemas import load_schema
-from streams.contact_state import ContactState
-from streams.profile import contact_facts, profile
-from streams.state import DebtorState
-from streams.treatments import read_stored, stored_key
+from debtor_segments.agents.auth import DEBTORS
+from debtor_segments.agents.http_common import JSON, PROFILE_HEADERS, Replies, finite, with_profile_headers
+from debtor_segments.agents.http_peers import PEER_HEADER, PEER_PATH, Peers, verify_peer
+from debtor_segments.agents.population import PopulationPublisher, key_partition
+from debtor_segments.schemas import load_schema
+from debtor_segments.streams.contact_state import ContactState
+from debtor_segments.streams.profile import contact_facts, profile
+from debtor_segments.streams.state import DebtorState
+from debtor_segments.streams.treatments import read_stored, stored_key
 
 if TYPE_CHECKING:
-    from agents.service import Service
+    from debtor_segments.agents.service import Service
 
 __all__ = ["DebtorPages", "valid_debtor_id"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from agents.http_common import JSON, PROFILE_HEADERS, Replies
+from debtor_segments.agents.http_common import JSON, PROFILE_HEADERS, Replies
 
 __all__ = [
     "FORWARD_TIMEOUT_S",

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agents.auth import AGGREGATES
-from agents.http_common import Replies
-from agents.population import PopulationBoard
-from streams.population import UnknownWindow, merge_population, merge_transitions, window_days
+from debtor_segments.agents.auth import AGGREGATES
+from debtor_segments.agents.http_common import Replies
+from debtor_segments.agents.population import PopulationBoard
+from debtor_segments.streams.population import UnknownWindow, merge_population, merge_transitions, window_days
 
 __all__ = ["BadRequest", "PopulationPages", "parse_days"]
 
@@ -31,7 +31,7 @@ def parse_days(query: Mapping[str, str]) -> int:
     >>> parse_days({"days": "60"})
     Traceback (most recent call last):
     ...
-    agents.http_population.BadRequest: days must be one of 30, 90, 365 (default 365)
+    debtor_segments.agents.http_population.BadRequest: days must be one of 30, 90, 365 (default 365)
     """
     try:
         return window_days(query.get("days"))

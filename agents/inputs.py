@@ -10,7 +10,7 @@ from typing import IO
 import click
 import orjson
 
-from streams.model import SegmentModel
+from debtor_segments.streams.model import SegmentModel
 
 __all__ = ["bounded_lines", "load_model_file", "open_input"]
 

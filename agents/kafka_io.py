@@ -23,14 +23,14 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
-from schemas import (
+from debtor_segments.schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
     TOPIC_BY_TYPE,
 )
-from streams.pipeline import dead_letter
+from debtor_segments.streams.pipeline import dead_letter
 
 log = logging.getLogger(__name__)
 

@@ -96,8 +96,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 # Re-exported: the worker and the deployment checks take the whole contract from here.
-from agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, attach_faust_sensors
-from agents.label_children import LabelChildren
+from debtor_segments.agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, attach_faust_sensors
+from debtor_segments.agents.label_children import LabelChildren
 
 __all__ = [
     "FAUST_PREFIX",

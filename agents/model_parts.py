@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from agents.metrics import ServiceMetrics
-from agents.model_sync import ModelHolder, ModelLearner, ModelReader, ModelWriter
-from agents.topics import MODEL_KEY, MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig
-from streams.signing import sign
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.agents.model_sync import ModelHolder, ModelLearner, ModelReader, ModelWriter
+from debtor_segments.agents.topics import MODEL_KEY, MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig
+from debtor_segments.streams.signing import sign
 
 __all__ = ["ModelSync", "SnapshotPublisher", "build_model_sync"]
 

@@ -44,11 +44,11 @@ from typing import Any
 
 import orjson
 
-from agents.kafka_io import TopicFollower
-from agents.metrics import ServiceMetrics
-from streams.features import FEATURES
-from streams.model import SegmentModel
-from streams.signing import unsigned, verify
+from debtor_segments.agents.kafka_io import TopicFollower
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.streams.features import FEATURES
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.signing import unsigned, verify
 
 __all__ = [
     "ModelHolder",

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.records import Handled, apply_state
+from debtor_segments.agents.records import Handled, apply_state
 
 __all__ = ["PendingWrites"]
 
@@ -73,7 +73,7 @@ class PendingWrites:
     Examples
     --------
     >>> import asyncio
-    >>> from agents.records import Handled
+    >>> from debtor_segments.agents.records import Handled
     >>> class Message:
     ...     refcount = 1
     ...     def incref(self): self.refcount += 1

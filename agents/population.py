@@ -23,13 +23,13 @@ import orjson
 from faust import current_event
 from faust.sensors import Sensor
 
-from agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
-from streams.population import PopulationTally, parse_summary
-from streams.signing import sign, unsigned, verify
-from streams.state import DebtorState, is_debtor_key
+from debtor_segments.agents.kafka_io import TopicFollower, TopicSpec, ensure_topics
+from debtor_segments.streams.population import PopulationTally, parse_summary
+from debtor_segments.streams.signing import sign, unsigned, verify
+from debtor_segments.streams.state import DebtorState, is_debtor_key
 
 if TYPE_CHECKING:
-    from agents.service import Service
+    from debtor_segments.agents.service import Service
 
 __all__ = [
     "GAUGE_SECONDS",

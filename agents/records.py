@@ -26,13 +26,13 @@ from functools import cache
 
 import orjson
 
-from agents.settings import Settings
-from schemas import DEAD_LETTERS_TOPIC
-from streams.engine import EngineConfig, Step
-from streams.events import DEFAULT_LIMITS, Event, Limits
-from streams.model import SegmentModel
-from streams.pipeline import DEAD_LETTER_RAW_MAX, StateLookup, advance_stored, key_problem, run_record
-from streams.state import erasure_marker, marker_key
+from debtor_segments.agents.settings import Settings
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC
+from debtor_segments.streams.engine import EngineConfig, Step
+from debtor_segments.streams.events import DEFAULT_LIMITS, Event, Limits
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.pipeline import DEAD_LETTER_RAW_MAX, StateLookup, advance_stored, key_problem, run_record
+from debtor_segments.streams.state import erasure_marker, marker_key
 
 __all__ = [
     "MAX_KEY_BYTES",

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.engine import Engine, Output, Step
-from streams.events import DEFAULT_LIMITS, Event, Limits
-from streams.pipeline import run_record
-from streams.treatment_runner import TreatmentRunner
+from debtor_segments.streams.engine import Engine, Output, Step
+from debtor_segments.streams.events import DEFAULT_LIMITS, Event, Limits
+from debtor_segments.streams.pipeline import run_record
+from debtor_segments.streams.treatment_runner import TreatmentRunner
 
 __all__ = ["ReplayStats", "replay_lines"]
 

@@ -25,8 +25,8 @@ from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
-from agents.kafka_io import SEQUENCE_HEADER
-from streams.events import parse_time
+from debtor_segments.agents.kafka_io import SEQUENCE_HEADER
+from debtor_segments.streams.events import parse_time
 
 __all__ = ["AligningScheduler"]
 

@@ -26,13 +26,13 @@ from typing import Any
 
 import orjson
 
-from agents.metrics import ServiceMetrics
-from agents.records import Handled, handle_record, now_iso
-from agents.service import Service
-from agents.settings import Settings
-from agents.topics import MODEL_UPDATES_TOPIC
-from streams.engine import EngineConfig
-from streams.events import Limits
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.agents.records import Handled, handle_record, now_iso
+from debtor_segments.agents.service import Service
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import MODEL_UPDATES_TOPIC
+from debtor_segments.streams.engine import EngineConfig
+from debtor_segments.streams.events import Limits
 
 __all__ = ["SegmentAgent", "count_handled"]
 

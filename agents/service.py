@@ -9,11 +9,11 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from agents.metrics import ServiceMetrics
-from agents.model_sync import ModelHolder, ModelReader, ModelWriter
-from agents.progress import PartitionProgress
-from agents.topics import WorkerConfig
-from agents.treatment_service import TreatmentService
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.agents.model_sync import ModelHolder, ModelReader, ModelWriter
+from debtor_segments.agents.progress import PartitionProgress
+from debtor_segments.agents.topics import WorkerConfig
+from debtor_segments.agents.treatment_service import TreatmentService
 
 __all__ = ["Service"]
 

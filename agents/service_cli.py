@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from agents.inputs import open_input
-from agents.kafka_io import (
+from debtor_segments.agents.inputs import open_input
+from debtor_segments.agents.kafka_io import (
     CHANGE_TOPICS,
     BrokerUnavailable,
     TopicMismatch,
@@ -24,9 +24,9 @@ from agents.kafka_io import (
     publish_lines,
     publish_plan,
 )
-from agents.kafka_io import tail as tail_topics
-from agents.settings import Settings, declaration, declarations, with_overrides
-from schemas import DEAD_LETTERS_TOPIC
+from debtor_segments.agents.kafka_io import tail as tail_topics
+from debtor_segments.agents.settings import Settings, declaration, declarations, with_overrides
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC
 
 __all__ = ["publish", "tail", "worker"]
 
@@ -102,8 +102,8 @@ def worker(
     model_path: Path | None,
 ) -> None:
     """Run the Faust worker: segment the inbound topics into persona and quadrant changes."""
-    from agents.topics import WorkerConfig, topic_plan
-    from agents.worker import run_worker
+    from debtor_segments.agents.topics import WorkerConfig, topic_plan
+    from debtor_segments.agents.worker import run_worker
 
     settings = _settings(
         broker=broker,
@@ -128,11 +128,11 @@ def worker(
     if settings.heartbeat_interval_s * 3 > settings.session_timeout_s:
         raise click.UsageError("heartbeat interval must be at most a third of the session timeout")
     if settings.policy:
-        from agents.treatment_io import load_policy_for_cli
+        from debtor_segments.agents.treatment_io import load_policy_for_cli
 
         load_policy_for_cli(Path(settings.policy))  # refused at start with every problem listed
     if settings.initial_model:
-        from agents.inputs import load_model_file
+        from debtor_segments.agents.inputs import load_model_file
 
         load_model_file(Path(settings.initial_model), must_exist=True)  # refused at start, not in the agent
     # The environment is not checked by click: say which value is wrong, not a traceback.

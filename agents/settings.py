@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streams.engine import EngineConfig
-from streams.events import DEFAULT_MAX_AMOUNT_CENTS, DEFAULT_MAX_RECORD_BYTES, EARLIEST_TS, Limits
+from debtor_segments.streams.engine import EngineConfig
+from debtor_segments.streams.events import DEFAULT_MAX_AMOUNT_CENTS, DEFAULT_MAX_RECORD_BYTES, EARLIEST_TS, Limits
 
 __all__ = ["ENV_PREFIX", "Declaration", "Settings", "declaration", "declarations", "setting", "with_overrides"]
 

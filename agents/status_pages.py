@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.model_sync import ModelHolder, ModelWriter, model_digest
-from agents.service import Service
-from streams.personas import PERSONAS, PROTOTYPES
+from debtor_segments.agents.model_sync import ModelHolder, ModelWriter, model_digest
+from debtor_segments.agents.service import Service
+from debtor_segments.streams.personas import PERSONAS, PROTOTYPES
 
 __all__ = ["health_body", "install_status_pages", "model_body"]
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agents import faust_internals
-from agents.records import now_iso
-from agents.service import Service
-from agents.treatment_service import TreatmentService
+from debtor_segments.agents import faust_internals
+from debtor_segments.agents.records import now_iso
+from debtor_segments.agents.service import Service
+from debtor_segments.agents.treatment_service import TreatmentService
 
 __all__ = ["RecentErasures", "StoreMaintenance", "TreatmentTimers"]
 

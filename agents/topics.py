@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.kafka_io import TopicSpec
-from agents.settings import Settings
-from schemas import (
+from debtor_segments.agents.kafka_io import TopicSpec
+from debtor_segments.agents.settings import Settings
+from debtor_segments.schemas import (
     CONTACT_DECISIONS_TOPIC,
     CONTACT_DUE_TOPIC,
     DEAD_LETTERS_TOPIC,

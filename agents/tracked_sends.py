@@ -20,8 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from agents.metrics import ServiceMetrics
-from agents.topics import OUTBOUND_TOPICS, WorkerConfig
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.agents.topics import OUTBOUND_TOPICS, WorkerConfig
 
 __all__ = ["SEND_ATTEMPTS", "OutboundTopics", "TrackedSender"]
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import click
 
-from streams.engine import Output, Step
-from streams.events import Event
-from streams.policy import Policy, PolicyError, load_policy
-from streams.reaction import draw_outcome, plan_fit
-from streams.report import format_table
-from streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
+from debtor_segments.streams.engine import Output, Step
+from debtor_segments.streams.events import Event
+from debtor_segments.streams.policy import Policy, PolicyError, load_policy
+from debtor_segments.streams.reaction import draw_outcome, plan_fit
+from debtor_segments.streams.report import format_table
+from debtor_segments.streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
 
 __all__ = ["ReactingRunner", "experiment_tables", "load_policy_for_cli"]
 

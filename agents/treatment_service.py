@@ -30,17 +30,17 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from agents.auth import AGGREGATES, authorize, parse_tokens
-from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
-from streams.contact_state import OBSERVED_TYPES
-from streams.engine import Output, Step
-from streams.events import Event
-from streams.page import render_page
-from streams.policy import PolicyError, load_policy
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
-from streams.state import DebtorState
-from streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
-from streams.treatments import TreatmentState, read_stored, stored_key, stored_value
+from debtor_segments.agents.auth import AGGREGATES, authorize, parse_tokens
+from debtor_segments.schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.streams.contact_state import OBSERVED_TYPES
+from debtor_segments.streams.engine import Output, Step
+from debtor_segments.streams.events import Event
+from debtor_segments.streams.page import render_page
+from debtor_segments.streams.policy import PolicyError, load_policy
+from debtor_segments.streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
+from debtor_segments.streams.state import DebtorState
+from debtor_segments.streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
+from debtor_segments.streams.treatments import TreatmentState, read_stored, stored_key, stored_value
 
 __all__ = ["TreatmentService"]
 

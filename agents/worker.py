@@ -30,22 +30,22 @@ from typing import Any
 
 import faust
 
-from agents.api import register_api
-from agents.assignment import PartitionSignals
-from agents.commits import WriteHooks
-from agents.faust_app import inbound_scheduler, inbound_topic_names, make_app
-from agents.metrics import ServiceMetrics, attach_faust_sensors
-from agents.model_parts import SnapshotPublisher, build_model_sync
-from agents.pending import PendingWrites
-from agents.progress import PartitionProgress
-from agents.segment_agent import SegmentAgent
-from agents.service import Service
-from agents.settings import Settings
-from agents.status_pages import install_status_pages
-from agents.timers import RecentErasures, StoreMaintenance, TreatmentTimers
-from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, STATE_TABLE, WorkerConfig, changelog_config
-from agents.tracked_sends import OutboundTopics, TrackedSender
-from agents.treatment_service import TreatmentService
+from debtor_segments.agents.api import register_api
+from debtor_segments.agents.assignment import PartitionSignals
+from debtor_segments.agents.commits import WriteHooks
+from debtor_segments.agents.faust_app import inbound_scheduler, inbound_topic_names, make_app
+from debtor_segments.agents.metrics import ServiceMetrics, attach_faust_sensors
+from debtor_segments.agents.model_parts import SnapshotPublisher, build_model_sync
+from debtor_segments.agents.pending import PendingWrites
+from debtor_segments.agents.progress import PartitionProgress
+from debtor_segments.agents.segment_agent import SegmentAgent
+from debtor_segments.agents.service import Service
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.status_pages import install_status_pages
+from debtor_segments.agents.timers import RecentErasures, StoreMaintenance, TreatmentTimers
+from debtor_segments.agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, STATE_TABLE, WorkerConfig, changelog_config
+from debtor_segments.agents.tracked_sends import OutboundTopics, TrackedSender
+from debtor_segments.agents.treatment_service import TreatmentService
 
 __all__ = [
     "Service",

@@ -29,8 +29,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.faust_app import FAUST_TUNING
-from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC
+from debtor_segments.agents.faust_app import FAUST_TUNING
+from debtor_segments.schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC
 
 PREFIX = os.environ.get("BENCH_PREFIX", "")
 APP_ID = os.environ.get("BENCH_APP_ID", PREFIX + "ceiling")

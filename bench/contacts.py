@@ -46,13 +46,13 @@ from typing import Any
 
 import orjson
 
-from streams.contact_loop import START_TS, CallRecord, ContactRun, run_contacts
-from streams.contact_simulation import ContactDebtor, draw_debtors
-from streams.engine import Output
-from streams.local_time import local_datetime, start_of_local_day
-from streams.policy import load_policy
-from streams.treatment_runner import TreatmentRunner
-from streams.treatments import TreatmentState
+from debtor_segments.streams.contact_loop import START_TS, CallRecord, ContactRun, run_contacts
+from debtor_segments.streams.contact_simulation import ContactDebtor, draw_debtors
+from debtor_segments.streams.engine import Output
+from debtor_segments.streams.local_time import local_datetime, start_of_local_day
+from debtor_segments.streams.policy import load_policy
+from debtor_segments.streams.treatment_runner import TreatmentRunner
+from debtor_segments.streams.treatments import TreatmentState
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400.0
@@ -295,9 +295,9 @@ class _UnguardedRunner(TreatmentRunner):
 
 def hot_path(debtors: int, months: int, rounds: int) -> dict[str, Any]:
     """Replay events/s with the guard vs without, alternating which goes first, same process."""
-    from agents.replay import replay_lines
-    from streams.engine import Engine
-    from streams.simulation import simulate
+    from debtor_segments.agents.replay import replay_lines
+    from debtor_segments.streams.engine import Engine
+    from debtor_segments.streams.simulation import simulate
 
     policy = load_policy(ROOT / "policies" / "default.yaml")
     lines = simulate(debtors, months, seed=7).lines

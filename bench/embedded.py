@@ -16,9 +16,9 @@ from pathlib import Path
 
 from quality import decode_seconds, parse_seconds, replay  # bench/ is on sys.path when run as a script
 
-from streams.engine import Engine
-from streams.features import FEATURES, feature_vector
-from streams.simulation import simulate
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.features import FEATURES, feature_vector
+from debtor_segments.streams.simulation import simulate
 
 
 def _rate(count: int, seconds: float) -> str:

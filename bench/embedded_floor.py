@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 from quality import decode_seconds, parse_seconds, replay  # bench/ is on sys.path when run as a script
 
-import streams.engine as engine_module
-from streams.engine import Engine
-from streams.simulation import simulate
+from debtor_segments.streams import engine as engine_module
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.simulation import simulate
 
 
 @contextmanager

@@ -30,11 +30,11 @@ from typing import Any
 
 import orjson
 
-from streams.experiments import ExperimentBook
-from streams.policy import Policy, load_policy, parse_policy
-from streams.reaction import draw_outcome
-from streams.simulation import MIXES
-from streams.treatments import arm_for
+from debtor_segments.streams.experiments import ExperimentBook
+from debtor_segments.streams.policy import Policy, load_policy, parse_policy
+from debtor_segments.streams.reaction import draw_outcome
+from debtor_segments.streams.simulation import MIXES
+from debtor_segments.streams.treatments import arm_for
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01
@@ -118,10 +118,10 @@ def _z(book: ExperimentBook) -> float | None:
 
 def hot_path(debtors: int = 2000, months: int = 12, rounds: int = 2) -> dict[str, Any]:
     """Replay speed (events/s) with the default policy vs without, alternating, same process."""
-    from agents.replay import replay_lines
-    from streams.engine import Engine
-    from streams.simulation import simulate
-    from streams.treatment_runner import TreatmentRunner
+    from debtor_segments.agents.replay import replay_lines
+    from debtor_segments.streams.engine import Engine
+    from debtor_segments.streams.simulation import simulate
+    from debtor_segments.streams.treatment_runner import TreatmentRunner
 
     policy = load_policy(Path(__file__).resolve().parents[1] / "policies" / "default.yaml")
     lines = simulate(debtors, months, seed=7).lines

@@ -55,10 +55,10 @@ sys.path.insert(0, str(ROOT))
 
 from reliability import free_port, http_get, wait_ready
 
-from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
-from agents.settings import Settings
-from agents.topics import WorkerConfig, topic_plan
-from schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig, topic_plan
+from debtor_segments.schemas import INBOUND_TOPICS, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 
 PARTITIONS = 4
 LATE_S = 1.0  # a change event this long after its payment was sent: not caught up yet
@@ -79,7 +79,7 @@ class Proc:
         self.counted_before = 0  # events counted by earlier processes of this worker
 
     def start(self) -> Proc:
-        args = [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{self.bootstrap}", "--topic-prefix", self.prefix,
+        args = [sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{self.bootstrap}", "--topic-prefix", self.prefix,
                 "--data-dir", str(self.data), "--web-port", str(self.port), "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "warning"), *self.extra]  # fmt: skip
         with open(self.data.parent / f"{self.data.name}.log", "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

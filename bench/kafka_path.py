@@ -9,7 +9,7 @@ Needs the local broker (``scripts/kafka start``). Every section writes ``out/ben
     python bench/kafka_path.py scaleout --events 200000
     python bench/kafka_path.py report
 
-Workers run as subprocesses (``python -m agents worker``) exactly as in
+Workers run as subprocesses (``python -m debtor_segments.agents worker``) exactly as in
 ``tests/integration/test_service.py``: unique topic prefix, app id, web port and data dir.
 Rates are measured from the consumer group's committed offsets (first commit to the last one),
 so the ceiling app and the worker are measured the same way; CPU seconds come from /proc.
@@ -38,11 +38,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
-from agents.model_sync import parse_update
-from agents.settings import Settings
-from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
-from schemas import (
+from debtor_segments.agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
+from debtor_segments.agents.model_sync import parse_update
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
+from debtor_segments.schemas import (
     CONTACTS_TOPIC,
     DEAD_LETTERS_TOPIC,
     ERASURE_TOPIC,
@@ -50,8 +50,8 @@ from schemas import (
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.model import SegmentModel
-from streams.simulation import simulate
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.simulation import simulate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 OUT = ROOT / "out" / "bench"
@@ -236,7 +236,7 @@ class Proc:
         env = {**os.environ, **(env or {})}
         if kind == "worker":
             args = [
-                sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{BOOTSTRAP}",
+                sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{BOOTSTRAP}",
                 "--topic-prefix", prefix, "--app-id", app_id, "--data-dir", str(self.data),
                 "--web-port", str(self.port), "--store", store, "--loglevel", WORKER_LOGLEVEL, *extra,
             ]  # fmt: skip

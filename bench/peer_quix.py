@@ -42,7 +42,7 @@ from river import cluster, preprocessing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas import INBOUND_TOPICS
+from debtor_segments.schemas import INBOUND_TOPICS
 
 __all__ = [
     "CHANGES_TOPIC",

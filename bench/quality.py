@@ -39,12 +39,12 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from streams.engine import Engine, EngineConfig
-from streams.events import DecodeError, Event, decode_event
-from streams.model import SegmentModel
-from streams.personas import PERSONAS, UNKNOWN
-from streams.portfolios import HIDDEN_LIKE, Variant, select
-from streams.simulation import Portfolio, simulate
+from debtor_segments.streams.engine import Engine, EngineConfig
+from debtor_segments.streams.events import DecodeError, Event, decode_event
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import PERSONAS, UNKNOWN
+from debtor_segments.streams.portfolios import HIDDEN_LIKE, Variant, select
+from debtor_segments.streams.simulation import Portfolio, simulate
 
 #: name -> (target, higher is better)
 TARGETS: dict[str, tuple[float, bool]] = {
@@ -307,7 +307,7 @@ def _engine_features(engine: Engine, ids: list[str]) -> np.ndarray | None:
     """The engine's own end-of-stream features per debtor, when it still exposes them as
     ``streams.features.features(state)`` (the engine is being rewritten: absent is fine)."""
     try:
-        from streams.features import features as engine_features
+        from debtor_segments.streams.features import features as engine_features
     except ImportError:
         return None
     rows, names = [], None

@@ -40,9 +40,9 @@ RESULTS = ROOT / "bench" / "reliability.json"
 REPORT = ROOT / "docs" / "reliability.md"
 sys.path.insert(0, str(ROOT))
 
-from agents.kafka_io import ensure_topics, route_line
-from agents.settings import Settings
-from agents.topics import WorkerConfig, topic_plan
+from debtor_segments.agents.kafka_io import ensure_topics, route_line
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig, topic_plan
 
 
 def free_port() -> int:
@@ -79,7 +79,7 @@ class Proc:
     def __init__(self, bootstrap: str, prefix: str, data: Path, *extra: str) -> None:
         self.port = free_port()
         self.log = data.parent / f"{data.name}-{self.port}.log"
-        args = [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{bootstrap}", "--topic-prefix", prefix,
+        args = [sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{bootstrap}", "--topic-prefix", prefix,
                 "--data-dir", str(data), "--web-port", str(self.port), "--loglevel", "warning", *extra]  # fmt: skip
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

@@ -438,7 +438,7 @@ def render(load: Load, root: Path) -> str:
         "```",
         "",
         "(or `bench/run_all.sh`). Rows marked before/tried come from `bench/baseline/*.json` (runs before the changes,",
-        "rejected experiments). Workers run as in the integration tests: `python -m agents worker` subprocesses with a",
+        "rejected experiments). Workers run as in the integration tests: `python -m debtor_segments.agents worker` subprocesses with a",
         "unique `--topic-prefix`, `--app-id`, `--web-port` and `--data-dir`, memory store unless stated, default",
         "snapshot cadence (200 updates / 5 s), `--loglevel warning`.",
         "",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from streams.local_time import HourMask
+from debtor_segments.streams.local_time import HourMask
 
 __all__ = ["BAND_HOURS", "AnswerCounts", "PortfolioRates", "best_band", "cell_of"]
 

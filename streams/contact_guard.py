@@ -18,8 +18,8 @@ calls :func:`guard_step` for each step the plans make due):
   the reasons, the counters, the time zone and where it came from, ``rule_version``), keyed
   ``<debtor>/<n>`` so an erasure can delete every one of them (:func:`erasure_tombstones`).
 
->>> from streams.contact_state import ContactState
->>> from streams.policy import ContactRules
+>>> from debtor_segments.streams.contact_state import ContactState
+>>> from debtor_segments.streams.policy import ContactRules
 >>> state, rules = ContactState(), ContactRules()
 >>> step = {"event_id": "due-1", "debtor_id": "d1", "type": "contact_due", "channel": "call",
 ...         "plan_id": "p", "step": 0, "due_at": "2026-03-02T05:00:00Z"}
@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
 
-from schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC
-from streams.answer_rates import PortfolioRates, best_band
-from streams.contact_state import ContactState
-from streams.engine import Output
-from streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
-from streams.policy import ContactRules
+from debtor_segments.schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC
+from debtor_segments.streams.answer_rates import PortfolioRates, best_band
+from debtor_segments.streams.contact_state import ContactState
+from debtor_segments.streams.engine import Output
+from debtor_segments.streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
+from debtor_segments.streams.policy import ContactRules
 
 __all__ = ["VERDICTS", "Decision", "decide", "erasure_tombstones", "guard_step", "skip_step"]
 

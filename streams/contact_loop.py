@@ -14,7 +14,7 @@ order (a heap of pending events; the runner's clock moves every half hour with
 time). Other channels are answered with the debtor's probability for them; a response leads to
 a payment as :mod:`streams.contact_simulation` states.
 
->>> from streams.contact_simulation import draw_debtors
+>>> from debtor_segments.streams.contact_simulation import draw_debtors
 >>> run = run_contacts(draw_debtors("peaked", 2, seed=1), seed=1, days=6, inflow_days=1)
 >>> run.mode, sum(run.contacts.values()) == len(run.dues), all(c.due_id for c in run.calls)
 ('best_window', True, True)
@@ -38,14 +38,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, QUADRANT_CHANGES_TOPIC
-from streams.answer_rates import BAND_HOURS
-from streams.contact_simulation import PAY_AFTER_RESPONSE, ContactDebtor, fatigue
-from streams.engine import Output, Step
-from streams.events import Event, decode_object
-from streams.local_time import HourMask, local_datetime, zone
-from streams.policy import Policy, parse_policy
-from streams.treatment_runner import TreatmentRunner
+from debtor_segments.schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.streams.answer_rates import BAND_HOURS
+from debtor_segments.streams.contact_simulation import PAY_AFTER_RESPONSE, ContactDebtor, fatigue
+from debtor_segments.streams.engine import Output, Step
+from debtor_segments.streams.events import Event, decode_object
+from debtor_segments.streams.local_time import HourMask, local_datetime, zone
+from debtor_segments.streams.policy import Policy, parse_policy
+from debtor_segments.streams.treatment_runner import TreatmentRunner
 
 __all__ = [
     "DIALER_MODES",

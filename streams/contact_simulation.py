@@ -46,8 +46,8 @@ import random
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from streams.answer_rates import BAND_HOURS, cell_of
-from streams.local_time import HourMask, local_datetime, zone
+from debtor_segments.streams.answer_rates import BAND_HOURS, cell_of
+from debtor_segments.streams.local_time import HourMask, local_datetime, zone
 
 __all__ = [
     "CONTACT_FATIGUE",

@@ -8,7 +8,7 @@ it last answered on (adaptation), answer counts per local band (best time to cal
 claims (named in decisions), and the steps the rules hold back. All of it is bounded: a
 debtor called a thousand times keeps the calls that can still matter.
 
->>> from streams.events import decode_object
+>>> from debtor_segments.streams.events import decode_object
 >>> state = ContactState()
 >>> pref = decode_object({"event_id": "p1", "debtor_id": "d1", "type": "contact_preference_set",
 ...     "occurred_at": "2026-03-01T10:00:00Z", "timezone": "America/New_York",
@@ -25,11 +25,11 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import load_schema
-from streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
-from streams.events import Event
-from streams.local_time import local_datetime, zone
-from streams.policy import CHANNELS
+from debtor_segments.schemas import load_schema
+from debtor_segments.streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
+from debtor_segments.streams.events import Event
+from debtor_segments.streams.local_time import local_datetime, zone
+from debtor_segments.streams.policy import CHANNELS
 
 __all__ = ["OBSERVED_TYPES", "ContactState", "observe"]
 

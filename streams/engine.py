@@ -4,7 +4,7 @@
 without changing it, and returns what the shell should send. Learning is the shell's job
 (``Step.learn`` says what to learn), so the Kafka service can feed one shared model.
 
->>> from streams.events import decode_object
+>>> from debtor_segments.streams.events import decode_object
 >>> engine = Engine()
 >>> event = decode_object({"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated",
 ...     "occurred_at": "2026-02-01T12:00:00Z", "channel": "portal", "direction": "inbound"})
@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
-from streams.events import Event
-from streams.features import (
+from debtor_segments.schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.streams.events import Event
+from debtor_segments.streams.features import (
     FEATURES,
     ability,
     evidence,
@@ -34,10 +34,10 @@ from streams.features import (
     feature_vector,
     willingness,
 )
-from streams.model import SegmentModel
-from streams.personas import UNKNOWN, separation
-from streams.quadrants import quadrant_of
-from streams.state import DebtorState, event_token, marker_key, needs_marker
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import UNKNOWN, separation
+from debtor_segments.streams.quadrants import quadrant_of
+from debtor_segments.streams.state import DebtorState, event_token, marker_key, needs_marker
 
 __all__ = ["REJECTED_OUTCOMES", "Engine", "EngineConfig", "Output", "Step", "advance", "explain", "process"]
 

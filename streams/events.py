@@ -11,7 +11,7 @@ or invalid the same way everywhere.
 >>> decode_event(b'{"event_id": "e1"')
 Traceback (most recent call last):
 ...
-streams.events.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
+debtor_segments.streams.events.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import fastjsonschema
 import orjson
 
-from schemas import INBOUND_TYPES, load_schema
-from streams.local_time import zone
+from debtor_segments.schemas import INBOUND_TYPES, load_schema
+from debtor_segments.streams.local_time import zone
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -156,7 +156,7 @@ def decode_event(
     ...              b' "occurred_at": "9999-12-31T23:59:59-01:00", "channel": "portal", "direction": "inbound"}')
     Traceback (most recent call last):
     ...
-    streams.events.DecodeError: implausible_timestamp: occurred_at '9999-12-31T23:59:59-01:00' is after 2100-01-01T00:00:00Z
+    debtor_segments.streams.events.DecodeError: implausible_timestamp: occurred_at '9999-12-31T23:59:59-01:00' is after 2100-01-01T00:00:00Z
     """
     if len(raw) > limits.max_record_bytes:
         raise DecodeError("record_too_large", f"{len(raw)} bytes > {limits.max_record_bytes}")
@@ -181,7 +181,7 @@ def decode_object(
     ...                "occurred_at": "2026-01-01T00:00:00Z"})
     Traceback (most recent call last):
     ...
-    streams.events.DecodeError: unknown_type: 'refund' is not an event type
+    debtor_segments.streams.events.DecodeError: unknown_type: 'refund' is not an event type
     """
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -250,7 +250,7 @@ def _check_unique_keys(raw: bytes | str, obj: Any) -> None:
     >>> _check_unique_keys(b'{"a": 1, "a": 2}', {"a": 2})
     Traceback (most recent call last):
     ...
-    streams.events.DecodeError: duplicate_key: 'a' appears more than once in an object
+    debtor_segments.streams.events.DecodeError: duplicate_key: 'a' appears more than once in an object
     """
     data = raw.encode() if isinstance(raw, str) else raw
     key_like = len(_KEY_LIKE.findall(data))
@@ -299,7 +299,7 @@ def parse_time(text: str) -> float:
     >>> parse_time("2026-03-01 10:00:00")
     Traceback (most recent call last):
     ...
-    streams.events.DecodeError: invalid_timestamp: occurred_at '2026-03-01 10:00:00' is not RFC 3339
+    debtor_segments.streams.events.DecodeError: invalid_timestamp: occurred_at '2026-03-01 10:00:00' is not RFC 3339
     """
     # The pattern admits RFC 3339's shape only (fromisoformat alone accepts more of ISO 8601,
     # such as "+0100"); fromisoformat then checks the ranges (month 13, 30 February).

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
-from schemas import TREATMENTS_TOPIC
-from streams.engine import Output
-from streams.policy import Experiment, Policy
-from streams.treatments import Allocation
+from debtor_segments.schemas import TREATMENTS_TOPIC
+from debtor_segments.streams.engine import Output
+from debtor_segments.streams.policy import Experiment, Policy
+from debtor_segments.streams.treatments import Allocation
 
 __all__ = ["HORIZONS", "ExperimentBook", "Sums", "msprt_lambda", "ratio_interval", "wilson"]
 

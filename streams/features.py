@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from streams.state import (
+from debtor_segments.streams.state import (
     ABILITY_N,
     ABILITY_SUM,
     ARRANGEMENTS,

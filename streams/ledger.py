@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.simulation import PERSONAS, Portfolio, SimulatedDebtor, deliver, mix_shares
+from debtor_segments.streams.simulation import PERSONAS, Portfolio, SimulatedDebtor, deliver, mix_shares
 
 __all__ = ["simulate_ledger"]
 

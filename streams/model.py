@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 
 from river import cluster
 
-from streams.features import FEATURES
-from streams.personas import PERSONAS, PROTOTYPES, name_clusters
+from debtor_segments.streams.features import FEATURES
+from debtor_segments.streams.personas import PERSONAS, PROTOTYPES, name_clusters
 
 __all__ = ["SNAPSHOT_FORMAT", "Assignment", "SegmentModel"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from math import dist, inf, sqrt
 
-from streams.features import FEATURES
+from debtor_segments.streams.features import FEATURES
 
 __all__ = ["PERSONAS", "PROTOTYPES", "UNKNOWN", "name_clusters", "separation"]
 

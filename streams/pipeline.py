@@ -13,7 +13,7 @@ what the verdict holds.
 
 Examples
 --------
->>> from streams.engine import Engine
+>>> from debtor_segments.streams.engine import Engine
 >>> engine = Engine()
 >>> good = (b'{"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated",'
 ...         b' "occurred_at": "2026-02-01T12:00:00Z", "channel": "portal", "direction": "inbound"}')
@@ -34,10 +34,10 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, Final, NamedTuple, Protocol
 
-from streams.engine import REJECTED_OUTCOMES, EngineConfig, Step, advance
-from streams.events import DEFAULT_LIMITS, DEFAULT_MAX_AMOUNT_CENTS, DecodeError, Event, Limits, decode_event
-from streams.model import SegmentModel
-from streams.state import DebtorState, marker_key, needs_marker, read_marker
+from debtor_segments.streams.engine import REJECTED_OUTCOMES, EngineConfig, Step, advance
+from debtor_segments.streams.events import DEFAULT_LIMITS, DEFAULT_MAX_AMOUNT_CENTS, DecodeError, Event, Limits, decode_event
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.state import DebtorState, marker_key, needs_marker, read_marker
 
 __all__ = [
     "DEAD_LETTER_DETAIL_MAX",

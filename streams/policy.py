@@ -19,7 +19,7 @@ labels) and lists every problem with its path, so an operator fixes a file in on
 >>> parse_policy({"version": "v2", "plans": {}, "segments": {"job": "nope"}})
 Traceback (most recent call last):
 ...
-streams.policy.PolicyError: 2 problems in the policy:
+debtor_segments.streams.policy.PolicyError: 2 problems in the policy:
   plans: should be non-empty
   segments.job: 'nope' is neither a plan nor an experiment
 """
@@ -34,7 +34,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from schemas import load_schema
+from debtor_segments.schemas import load_schema
 
 __all__ = [
     "CHANNELS",

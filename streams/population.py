@@ -10,7 +10,7 @@ The transition rule (:func:`persona_at`) is kept once: each debtor remembers its
 persona and when the current one began, so its persona at an earlier time ``since`` is the
 previous one if the current one began after ``since``.
 
->>> from streams.state import DebtorState
+>>> from debtor_segments.streams.state import DebtorState
 >>> tamara = DebtorState.new("d1")
 >>> tamara.persona, tamara.previous_persona, tamara.persona_since = "tamara", "job", 50.0
 >>> summary = summarize(0, 1, [tamara, DebtorState.new("d2")], published_at=0.0)
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, row_shares, transition_matrix, utc_iso
-from streams.state import DebtorState
+from debtor_segments.streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, row_shares, transition_matrix, utc_iso
+from debtor_segments.streams.state import DebtorState
 
 __all__ = [
     "DEFAULT_WINDOW_DAYS",
@@ -308,7 +308,7 @@ def window_days(raw: str | None) -> int:
     >>> window_days("60")
     Traceback (most recent call last):
     ...
-    streams.population.UnknownWindow: days must be one of 30, 90, 365 (default 365)
+    debtor_segments.streams.population.UnknownWindow: days must be one of 30, 90, 365 (default 365)
     """
     if raw is None:
         return DEFAULT_WINDOW_DAYS

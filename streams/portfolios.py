@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from streams.ledger import simulate_ledger
-from streams.simulation import Portfolio, simulate
+from debtor_segments.streams.ledger import simulate_ledger
+from debtor_segments.streams.simulation import Portfolio, simulate
 
 __all__ = ["HIDDEN_LIKE", "VARIANTS", "Variant", "build", "select"]
 

@@ -2,8 +2,8 @@
 behind it (:func:`profile`) and, with a treatment policy, the contact facts (:func:`contact_facts`).
 Views of the whole population are in :mod:`streams.population`.
 
->>> from streams.model import SegmentModel
->>> from streams.state import DebtorState
+>>> from debtor_segments.streams.model import SegmentModel
+>>> from debtor_segments.streams.state import DebtorState
 >>> view = profile(DebtorState.new("d1"), SegmentModel())
 >>> view["persona"], view["quadrant"], view["ratings"]
 ('unknown', 'unknown', 0)
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.answer_rates import PortfolioRates, best_band
-from streams.contact_guard import quiet_until
-from streams.contact_state import ContactState
-from streams.engine import explain
-from streams.features import FEATURES, feature_vector
-from streams.local_time import HourMask, local_datetime, local_iso, zone
-from streams.model import SegmentModel
-from streams.policy import CHANNELS, ContactRules
-from streams.report import utc_iso
-from streams.state import DebtorState
+from debtor_segments.streams.answer_rates import PortfolioRates, best_band
+from debtor_segments.streams.contact_guard import quiet_until
+from debtor_segments.streams.contact_state import ContactState
+from debtor_segments.streams.engine import explain
+from debtor_segments.streams.features import FEATURES, feature_vector
+from debtor_segments.streams.local_time import HourMask, local_datetime, local_iso, zone
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.policy import CHANNELS, ContactRules
+from debtor_segments.streams.report import utc_iso
+from debtor_segments.streams.state import DebtorState
 
 __all__ = ["contact_facts", "profile"]
 
@@ -40,7 +40,7 @@ def profile(state: DebtorState, model: SegmentModel) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from streams.model import SegmentModel
+    >>> from debtor_segments.streams.model import SegmentModel
     >>> profile(DebtorState.new("d1"), SegmentModel())["features"]["open_claims"]
     0
     """

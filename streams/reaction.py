@@ -22,7 +22,7 @@ import math
 import random
 from typing import NamedTuple
 
-from streams.policy import Plan
+from debtor_segments.streams.policy import Plan
 
 __all__ = ["PUBLISHED", "Outcome", "draw_outcome", "expected_share", "plan_fit"]
 

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from streams.personas import PERSONAS, UNKNOWN
-from streams.quadrants import QUADRANTS
+from debtor_segments.streams.personas import PERSONAS, UNKNOWN
+from debtor_segments.streams.quadrants import QUADRANTS
 
 __all__ = ["ALL_PERSONAS", "ALL_QUADRANTS", "distribution", "format_table", "row_shares", "transition_matrix", "utc_iso"]
 

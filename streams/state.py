@@ -4,7 +4,7 @@ Counters that describe *recent* behaviour decay with a half-life. They are kept 
 to the debtor's watermark (latest event time seen), so an event that arrives a few days
 late adds exactly what it would have added in order: the sums commute.
 
->>> from streams.events import decode_object
+>>> from debtor_segments.streams.events import decode_object
 >>> state = DebtorState.new("d1")
 >>> opened = decode_object({"event_id": "e1", "debtor_id": "d1", "type": "claim_opened",
 ...     "occurred_at": "2026-01-05T09:00:00Z", "claim_id": "c1", "creditor_id": "shop",
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from streams.events import Event
+from debtor_segments.streams.events import Event
 
 __all__ = [
     "CHANNELS",

@@ -6,10 +6,10 @@ engine's step and returns what to send on ``debtor.treatments`` and ``debtor.con
 The stream's clock is the latest event time seen; steps and experiment checks fall due as
 it passes them (a heap of due times, so an event with nothing due costs a comparison).
 
->>> from streams.engine import Engine
->>> from streams.events import DecodeError, decode_event
->>> from streams.policy import parse_policy
->>> from streams.simulation import simulate
+>>> from debtor_segments.streams.engine import Engine
+>>> from debtor_segments.streams.events import DecodeError, decode_event
+>>> from debtor_segments.streams.policy import parse_policy
+>>> from debtor_segments.streams.simulation import simulate
 >>> policy = parse_policy({"version": "v1", "segments": {"unknown": "p", "willing_able": "p"},
 ...     "plans": {"p": [{"day": 0, "channel": "letter", "tone": "neutral", "message_id": "m"}]}})
 >>> engine, runner, sent = Engine(), TreatmentRunner(policy), []
@@ -30,16 +30,16 @@ import heapq
 import time
 from typing import Any
 
-from schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC
-from streams.answer_rates import PortfolioRates
-from streams.contact_guard import erasure_tombstones, guard_step, skip_step
-from streams.contact_state import OBSERVED_TYPES, observe
-from streams.engine import Output, Step
-from streams.events import Event
-from streams.experiments import ExperimentBook
-from streams.local_time import zone
-from streams.policy import Policy
-from streams.treatments import NEVER, TreatmentState, due, on_changes
+from debtor_segments.schemas import CHANNEL_TOPIC_PREFIX, CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC
+from debtor_segments.streams.answer_rates import PortfolioRates
+from debtor_segments.streams.contact_guard import erasure_tombstones, guard_step, skip_step
+from debtor_segments.streams.contact_state import OBSERVED_TYPES, observe
+from debtor_segments.streams.engine import Output, Step
+from debtor_segments.streams.events import Event
+from debtor_segments.streams.experiments import ExperimentBook
+from debtor_segments.streams.local_time import zone
+from debtor_segments.streams.policy import Policy
+from debtor_segments.streams.treatments import NEVER, TreatmentState, due, on_changes
 
 __all__ = ["TreatmentRunner"]
 

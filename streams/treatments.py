@@ -13,7 +13,7 @@ In ``adaptive`` mode the same hash draws from the probabilities of an :class:`Al
 (Thompson sampling, computed by :mod:`streams.experiments`); the probability used is on the
 event, for unbiased offline evaluation.
 
->>> from streams.policy import parse_policy
+>>> from debtor_segments.streams.policy import parse_policy
 >>> policy = parse_policy({"version": "v1",
 ...     "plans": {"p": [{"day": 0, "channel": "email", "tone": "friendly", "message_id": "m0"},
 ...                     {"day": 7, "channel": "call", "tone": "neutral", "message_id": "m1"}]},
@@ -39,10 +39,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
-from streams.contact_state import ContactState
-from streams.engine import Output
-from streams.policy import Experiment, PlanStep, Policy
+from debtor_segments.schemas import CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
+from debtor_segments.streams.contact_state import ContactState
+from debtor_segments.streams.engine import Output
+from debtor_segments.streams.policy import Experiment, PlanStep, Policy
 
 __all__ = [
     "Allocation",
@@ -159,7 +159,7 @@ class TreatmentStep(NamedTuple):
 def unit_hash(debtor_id: str, experiment: Experiment) -> float:
     """A uniform number in [0, 1) from a hash of (debtor, experiment) keyed by the salt.
 
-    >>> from streams.policy import Arm, Experiment
+    >>> from debtor_segments.streams.policy import Arm, Experiment
     >>> e = Experiment("x", "job", (Arm("a", 1), Arm("b", 1)), salt="s1")
     >>> unit_hash("d1", e) == unit_hash("d1", e), 0 <= unit_hash("d1", e) < 1
     (True, True)
@@ -171,7 +171,7 @@ def unit_hash(debtor_id: str, experiment: Experiment) -> float:
 def arm_for(debtor_id: str, experiment: Experiment, allocation: Allocation | None = None) -> tuple[str, float]:
     """The arm (plan id) of a debtor and the probability it had of getting it.
 
-    >>> from streams.policy import Arm, Experiment
+    >>> from debtor_segments.streams.policy import Arm, Experiment
     >>> e = Experiment("x", "job", (Arm("a", 3), Arm("b", 1)))
     >>> arm_for("d1", e, Allocation(winner="b"))
     ('b', 1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.simulation import Portfolio, simulate
+from debtor_segments.streams.simulation import Portfolio, simulate
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from agents.kafka_io import route_line
-from streams.simulation import simulate
+from debtor_segments.agents.kafka_io import route_line
+from debtor_segments.streams.simulation import simulate
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.append(str(BENCH))  # appended: bench/ must not shadow anything installed

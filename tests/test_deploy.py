@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
@@ -22,13 +24,13 @@ import yaml
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.metrics import (
+from debtor_segments.agents.metrics import (
     FAUST_PREFIX,
     METRICS_PATH,
     ServiceMetrics,
     attach_faust_sensors,
 )
-from agents.treatment_service import TreatmentService
+from debtor_segments.agents.treatment_service import TreatmentService
 from tests.agents.test_metrics import require_promtool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -375,6 +377,23 @@ def test_dockerfile() -> None:
     }
     assert copied == {"pyproject.toml", "README.md", "LICENSE", "streams/", "agents/", "schemas/", "policies/"}
 
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
+    """streams/, agents/ and schemas/ install as debtor_segments.* (issue 13): a top-level
+    ``agents`` would collide with other distributions of that name in site-packages."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("debtor_segments-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    assert {entry for entry in top if not entry.endswith(".dist-info")} == {"debtor_segments"}
+    for module in ("debtor_segments/streams/engine.py", "debtor_segments/agents/worker.py", "debtor_segments/schemas/payment_received.json"):
+        assert module in names, module
+    assert not any(name.startswith("debtor_segments/tests/") or name.endswith("__main__.pyc") for name in names)
 
 def test_dockerfile_port_is_the_worker_port(services: dict[str, dict[str, Any]]) -> None:
     exposed = dict(dockerfile_instructions())["EXPOSE"]

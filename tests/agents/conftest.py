@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Iterator
 import orjson
 import pytest
 
-from agents.records import Handled, apply_state, handle_record
-from streams.engine import EngineConfig
-from streams.model import SegmentModel
+from debtor_segments.agents.records import Handled, apply_state, handle_record
+from debtor_segments.streams.engine import EngineConfig
+from debtor_segments.streams.model import SegmentModel
 
 HandleLines = Callable[[Iterable[bytes]], Iterator[tuple[bytes, Handled]]]
 

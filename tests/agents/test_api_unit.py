@@ -26,18 +26,18 @@ from aiokafka.partitioner import DefaultPartitioner as AiokafkaPartitioner
 from jsonschema import Draft202012Validator
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from agents.api import ApiConfigError
-from agents.http_peers import FORWARDED_HEADER, PEER_HEADER, PEER_PATH, peer_base_url, sign_peer, verify_peer
-from agents.http_population import BadRequest, parse_days
-from agents.population import PopulationBoard, key_partition
-from agents.service import Service
-from agents.settings import Settings
-from agents.topics import WorkerConfig
-from agents.worker import build_service
-from streams.engine import Engine
-from streams.events import DecodeError, decode_event
-from streams.model import SegmentModel
-from streams.population import (
+from debtor_segments.agents.api import ApiConfigError
+from debtor_segments.agents.http_peers import FORWARDED_HEADER, PEER_HEADER, PEER_PATH, peer_base_url, sign_peer, verify_peer
+from debtor_segments.agents.http_population import BadRequest, parse_days
+from debtor_segments.agents.population import PopulationBoard, key_partition
+from debtor_segments.agents.service import Service
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig
+from debtor_segments.agents.worker import build_service
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.population import (
     DEFAULT_WINDOW_DAYS,
     WINDOWS_DAYS,
     UnknownWindow,
@@ -47,10 +47,10 @@ from streams.population import (
     population,
     summarize,
 )
-from streams.profile import profile
-from streams.report import ALL_PERSONAS, ALL_QUADRANTS
-from streams.simulation import simulate
-from streams.state import DebtorState
+from debtor_segments.streams.profile import profile
+from debtor_segments.streams.report import ALL_PERSONAS, ALL_QUADRANTS
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DebtorState
 from tests.agents.conftest import HandleLines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -506,7 +506,7 @@ def test_bodies_match_the_documented_schemas(openapi: dict[str, Any], states: li
 
 def test_experiment_bodies_match_the_documented_schemas(openapi: dict[str, Any], tmp_path: Path, handle_lines: HandleLines) -> None:
     """``GET /experiments`` and ``GET /experiments/{id}`` of a worker with the default policy."""
-    from agents.treatment_service import TreatmentService
+    from debtor_segments.agents.treatment_service import TreatmentService
 
     def validator(name: str) -> Draft202012Validator:
         return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": openapi["components"]})
@@ -572,7 +572,7 @@ def test_publisher_sends_changed_partitions_only(service: Service, states: list[
 
 
 def test_a_refresh_waits_as_many_times_as_long_as_the_last_one_took(service: Service, states: list[DebtorState], monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents.population import SCAN_BACKOFF
+    from debtor_segments.agents.population import SCAN_BACKOFF
 
     publisher = service.api.publisher  # type: ignore[attr-defined]
     now = [1000.0]
@@ -671,15 +671,15 @@ def policy_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 def _treatment(debtor_id: str, **contact: Any) -> Any:
-    from streams.contact_state import ContactState
-    from streams.treatments import TreatmentState
+    from debtor_segments.streams.contact_state import ContactState
+    from debtor_segments.streams.treatments import TreatmentState
 
     return TreatmentState(debtor_id, contact=ContactState(**contact))
 
 
 def _store(service: Service, state: Any) -> None:
-    from agents.population import key_partition
-    from streams.treatments import stored_key, stored_value
+    from debtor_segments.agents.population import key_partition
+    from debtor_segments.streams.treatments import stored_key, stored_value
 
     service.table.data[stored_key(state.debtor_id)] = stored_value(state, key_partition(state.debtor_id.encode(), 4))
 
@@ -691,9 +691,9 @@ def _get(service: Service, debtor_id: str, token: str = "agent-t-0123456789") ->
 def test_the_profile_shows_the_contact_facts_the_guard_applies(policy_service: Service) -> None:
     from zoneinfo import ZoneInfo
 
-    from streams.answer_rates import AnswerCounts
-    from streams.contact_guard import guard_step
-    from streams.contact_state import ContactState
+    from debtor_segments.streams.answer_rates import AnswerCounts
+    from debtor_segments.streams.contact_guard import guard_step
+    from debtor_segments.streams.contact_state import ContactState
 
     put(policy_service, DebtorState.new("d-ny"))
     # Answers in the evening on weekdays, none in the morning; a later opt-in lifts the opt-out of call.
@@ -733,7 +733,7 @@ def test_the_profile_shows_the_contact_facts_the_guard_applies(policy_service: S
 
 
 def test_the_best_window_is_for_the_weekday_or_weekend_it_is_for_the_debtor(policy_service: Service) -> None:
-    from streams.answer_rates import AnswerCounts
+    from debtor_segments.streams.answer_rates import AnswerCounts
 
     put(policy_service, DebtorState.new("d-tokyo"))
     attempts, answers = [0] * 16, [0] * 16

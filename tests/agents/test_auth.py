@@ -6,8 +6,8 @@ import hmac
 
 import pytest
 
-import agents.auth
-from agents.auth import (
+import debtor_segments.agents.auth
+from debtor_segments.agents.auth import (
     AGGREGATES,
     DEBTORS,
     ROLES,
@@ -89,7 +89,7 @@ def compare_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(agents.auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(debtor_segments.agents.auth.hmac, "compare_digest", counting)
     return calls
 
 

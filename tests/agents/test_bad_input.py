@@ -9,12 +9,12 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.records import apply_state, handle_record
-from schemas import DEAD_LETTERS_TOPIC
-from streams.engine import EngineConfig
-from streams.model import SegmentModel
-from streams.pipeline import DEAD_LETTER_RAW_MAX
-from streams.simulation import simulate
+from debtor_segments.agents.records import apply_state, handle_record
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC
+from debtor_segments.streams.engine import EngineConfig
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.pipeline import DEAD_LETTER_RAW_MAX
+from debtor_segments.streams.simulation import simulate
 
 MODEL = SegmentModel()
 CONFIG = EngineConfig()
@@ -141,8 +141,8 @@ def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor(
 def test_replay_and_the_worker_reject_a_record_in_the_same_words() -> None:
     """One pipeline (streams/pipeline.py): the same line gets the same reason, detail and raw
     from ``replay`` as from the worker; only where it came from differs (line vs. offset)."""
-    from agents.replay import replay_lines
-    from streams.engine import Engine
+    from debtor_segments.agents.replay import replay_lines
+    from debtor_segments.streams.engine import Engine
 
     lines = [
         b"not json", b"[]", orjson.dumps({**VALID, "type": "refund"}), orjson.dumps({**VALID, "amount_cents": "12"}),

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import orjson
 
-from agents.settings import Settings, with_overrides
-from streams.model import SNAPSHOT_FORMAT
-from streams.simulation import Portfolio
+from debtor_segments.agents.settings import Settings, with_overrides
+from debtor_segments.streams.model import SNAPSHOT_FORMAT
+from debtor_segments.streams.simulation import Portfolio
 
 GOOD = b'{"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated", "occurred_at": "2026-01-02T10:00:00Z", "channel": "portal", "direction": "inbound"}'
 
 
 def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "agents", *args], input=stdin, capture_output=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "debtor_segments.agents", *args], input=stdin, capture_output=True, timeout=300)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -96,7 +96,7 @@ def test_worker_options_come_from_the_environment(monkeypatch) -> None:
 
 def test_a_bad_worker_setting_in_the_environment_is_a_usage_error() -> None:
     env = {**os.environ, "DEBTOR_SEGMENTS_GUARANTEE": "at_most_once", "DEBTOR_SEGMENTS_BROKER": "kafka://127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "agents", "worker"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "debtor_segments.agents", "worker"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert "guarantee must be one of at_least_once, exactly_once, not 'at_most_once'" in done.stderr
 
@@ -187,7 +187,7 @@ def test_the_kafka_security_settings_for_faust_and_the_plain_clients() -> None:
 def test_an_unknown_kafka_security_protocol_is_a_usage_error() -> None:
     env = {**os.environ, "DEBTOR_SEGMENTS_KAFKA_SECURITY_PROTOCOL": "KERBEROS", "DEBTOR_SEGMENTS_BROKER": "kafka://127.0.0.1:1"}
     for command in (["worker"], ["tail", "--timeout", "1"]):
-        done = subprocess.run([sys.executable, "-m", "agents", *command], capture_output=True, text=True, env=env, timeout=60)
+        done = subprocess.run([sys.executable, "-m", "debtor_segments.agents", *command], capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "unknown protocol 'KERBEROS'" in done.stderr
 

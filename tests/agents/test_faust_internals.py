@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from agents import faust_internals
+from debtor_segments.agents import faust_internals
 
 
 def test_install_refuses_unverified_versions(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from agents.faust_metrics import CachingPrometheusMonitor
-from agents.metrics import (
+from debtor_segments.agents.faust_metrics import CachingPrometheusMonitor
+from debtor_segments.agents.metrics import (
     FAUST_PREFIX,
     METRICS_PATH,
     ServiceMetrics,

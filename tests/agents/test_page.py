@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.page import COLOURS, render_page
+from debtor_segments.streams.page import COLOURS, render_page
 from tests.integration.conftest import in_ci
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -16,8 +16,8 @@ from faust.types.tuples import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pending import PendingWrites
-from agents.records import Handled
+from debtor_segments.agents.pending import PendingWrites
+from debtor_segments.agents.records import Handled
 
 RECORD: contextvars.ContextVar[str] = contextvars.ContextVar("record", default="")
 

@@ -10,14 +10,14 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from agents.model_sync import ModelHolder
-from agents.progress import PartitionProgress
-from agents.segment_agent import SegmentAgent
-from agents.settings import Settings
-from agents.timers import RecentErasures
-from agents.topics import MODEL_UPDATES_TOPIC, WorkerConfig
-from schemas import DEAD_LETTERS_TOPIC
-from streams.simulation import simulate
+from debtor_segments.agents.model_sync import ModelHolder
+from debtor_segments.agents.progress import PartitionProgress
+from debtor_segments.agents.segment_agent import SegmentAgent
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.timers import RecentErasures
+from debtor_segments.agents.topics import MODEL_UPDATES_TOPIC, WorkerConfig
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC
+from debtor_segments.streams.simulation import simulate
 
 TOPIC = "unit-debtor.contacts"
 

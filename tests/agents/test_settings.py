@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from agents.cli import main
-from agents.settings import ENV_PREFIX, Settings, declaration, declarations, with_overrides
+from debtor_segments.agents.cli import main
+from debtor_segments.agents.settings import ENV_PREFIX, Settings, declaration, declarations, with_overrides
 
 # Field -> (environment variable, default as its text, default as the field's value).
 CONTRACT: dict[str, tuple[str, str, object]] = {

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import orjson
 
-from agents.metrics import ServiceMetrics
-from agents.model_sync import ModelHolder, ModelReader
-from agents.population import PopulationBoard
-from streams.model import SegmentModel
-from streams.population import summarize
-from streams.signing import sign
+from debtor_segments.agents.metrics import ServiceMetrics
+from debtor_segments.agents.model_sync import ModelHolder, ModelReader
+from debtor_segments.agents.population import PopulationBoard
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.population import summarize
+from debtor_segments.streams.signing import sign
 
 KEY = b"signing-secret-of-the-tests"
 

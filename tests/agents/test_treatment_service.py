@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 from prometheus_client import generate_latest
 
-from agents.treatment_service import TreatmentService
-from streams.simulation import simulate
+from debtor_segments.agents.treatment_service import TreatmentService
+from debtor_segments.streams.simulation import simulate
 from tests.agents.conftest import HandleLines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,10 +22,10 @@ def _service(tmp_path: Path) -> TreatmentService:
 
 
 def test_handled_records_give_the_same_treatments_as_replay(tmp_path: Path, handle_lines: HandleLines) -> None:
-    from agents.replay import replay_lines
-    from streams.engine import Engine
-    from streams.policy import load_policy
-    from streams.treatment_runner import TreatmentRunner
+    from debtor_segments.agents.replay import replay_lines
+    from debtor_segments.streams.engine import Engine
+    from debtor_segments.streams.policy import load_policy
+    from debtor_segments.streams.treatment_runner import TreatmentRunner
 
     lines = simulate(debtors=60, months=4, seed=5).lines
     service, sent = _service(tmp_path), []

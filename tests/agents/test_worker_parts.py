@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from agents.assignment import PartitionSignals
-from agents.commits import WriteHooks
-from agents.faust_app import inbound_scheduler, inbound_topic_names
-from agents.model_sync import ModelHolder, ModelWriter
-from agents.progress import PartitionProgress
-from agents.settings import Settings
-from agents.status_pages import health_body, model_body
-from agents.timers import RecentErasures, StoreMaintenance, TreatmentTimers
-from agents.topics import OUTBOUND_TOPICS, WorkerConfig
-from agents.tracked_sends import OutboundTopics, TrackedSender
-from schemas import ERASURE_TOPIC, INBOUND_TOPICS
+from debtor_segments.agents.assignment import PartitionSignals
+from debtor_segments.agents.commits import WriteHooks
+from debtor_segments.agents.faust_app import inbound_scheduler, inbound_topic_names
+from debtor_segments.agents.model_sync import ModelHolder, ModelWriter
+from debtor_segments.agents.progress import PartitionProgress
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.status_pages import health_body, model_body
+from debtor_segments.agents.timers import RecentErasures, StoreMaintenance, TreatmentTimers
+from debtor_segments.agents.topics import OUTBOUND_TOPICS, WorkerConfig
+from debtor_segments.agents.tracked_sends import OutboundTopics, TrackedSender
+from debtor_segments.schemas import ERASURE_TOPIC, INBOUND_TOPICS
 
 CONFIG = WorkerConfig(Settings(topic_prefix="unit-", partitions=4))
 

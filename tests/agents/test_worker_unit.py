@@ -16,30 +16,30 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.commits import commit_acknowledged
-from agents.kafka_io import (
+from debtor_segments.agents.commits import commit_acknowledged
+from debtor_segments.agents.kafka_io import (
     TopicSpec,
     check_topics,
     publish_lines,
     publish_plan,
     route_line,
 )
-from agents.model_sync import ModelHolder, ModelWriter, model_digest, parse_update
-from agents.records import apply_state, handle_record, key_problem
-from agents.scheduler import AligningScheduler
-from agents.settings import Settings
-from agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
-from schemas import (
+from debtor_segments.agents.model_sync import ModelHolder, ModelWriter, model_digest, parse_update
+from debtor_segments.agents.records import apply_state, handle_record, key_problem
+from debtor_segments.agents.scheduler import AligningScheduler
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
+from debtor_segments.schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import EngineConfig
-from streams.features import FEATURES
-from streams.model import SegmentModel
-from streams.personas import PROTOTYPES
-from streams.state import DebtorState
+from debtor_segments.streams.engine import EngineConfig
+from debtor_segments.streams.features import FEATURES
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import PROTOTYPES
+from debtor_segments.streams.state import DebtorState
 
 # --- topic plan ------------------------------------------------------------------------------
 

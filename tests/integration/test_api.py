@@ -19,10 +19,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from schemas import DEAD_LETTERS_TOPIC, PERSONA_CHANGES_TOPIC
-from streams.personas import UNKNOWN
-from streams.report import ALL_PERSONAS
-from streams.simulation import simulate
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC, PERSONA_CHANGES_TOPIC
+from debtor_segments.streams.personas import UNKNOWN
+from debtor_segments.streams.report import ALL_PERSONAS
+from debtor_segments.streams.simulation import simulate
 from tests.integration.test_service import (
     Worker,
     delete_topics,
@@ -209,7 +209,7 @@ def test_malformed_tokens_stop_the_worker(kafka_bootstrap: str, tmp_path: Path) 
     MINE.append(prefix)
     env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS="s3cr3t-value-0123456=agent,s3cr3t-value-0123456=ops")
     result = subprocess.run(
-        [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", prefix,
+        [sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", prefix,
          "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=90, cwd=ROOT, env=env, check=False,
     )  # fmt: skip
@@ -229,7 +229,7 @@ def test_a_token_config_error_never_prints_the_token(kafka_bootstrap: str, tmp_p
     """Issue 14, item 11: role and token swapped printed the token as the unknown role."""
     env = dict(os.environ, DEBTOR_SEGMENTS_API_TOKENS=spec)
     result = subprocess.run(
-        [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", new_prefix("swap"),
+        [sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", new_prefix("swap"),
          "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=90, cwd=ROOT, env=env, check=False,
     )  # fmt: skip

@@ -97,7 +97,7 @@ class Portfolio:
 def build_portfolio() -> Portfolio:
     """A simulated portfolio (two months, autumn 2026: both DST ends) with the contact facts of
     a dozen debtors laid over it; every line in event-time order, as a live feed delivers them."""
-    from streams.simulation import simulate
+    from debtor_segments.streams.simulation import simulate
 
     sim = simulate(debtors=40, months=2, seed=5, start="2026-09-14", late_share=0.0, duplicate_share=0.0, bad_share=0.0)
     events = [orjson.loads(line) for line in sim.lines]

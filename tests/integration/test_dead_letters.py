@@ -18,7 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from schemas import DEAD_LETTERS_TOPIC, PAYMENTS_TOPIC
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC, PAYMENTS_TOPIC
 from tests.integration.test_reliability import prepared
 from tests.integration.test_service import PREFIXES, Worker, delete_topics, read_raw, start_workers, wait_caught_up
 

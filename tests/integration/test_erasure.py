@@ -13,10 +13,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from agents.topics import MODEL_UPDATES_TOPIC, STATE_TABLE
-from schemas import DEAD_LETTERS_TOPIC, ERASURE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
-from streams.personas import UNKNOWN
-from streams.simulation import simulate
+from debtor_segments.agents.topics import MODEL_UPDATES_TOPIC, STATE_TABLE
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC, ERASURE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.streams.personas import UNKNOWN
+from debtor_segments.streams.simulation import simulate
 from tests.integration.test_service import (
     PREFIXES,
     Worker,
@@ -146,7 +146,7 @@ def test_erasure_sticks_against_late_and_resent_events(kafka_bootstrap: str, tmp
         markers = [(k, v) for _, k, v in changelog if k is not None and k.startswith(b"\x00erased:")]
         assert markers and all(erased.encode() not in k and orjson.loads(v) == {"erased_at": 1780272000.0} for k, v in markers), markers
         [state] = [v for _, k, v in changelog if k == erased.encode()][-1:]
-        restored = __import__("streams.state", fromlist=["DebtorState"]).DebtorState.from_bytes(state)
+        restored = __import__("debtor_segments.streams.state", fromlist=["DebtorState"]).DebtorState.from_bytes(state)
         assert restored.applied == 2 and restored.first_ts == 1782777600.0  # new-1 and new-2 only
     finally:
         worker.stop()

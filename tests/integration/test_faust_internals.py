@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from agents.faust_internals import seek_to_committed_or_reset
+from debtor_segments.agents.faust_internals import seek_to_committed_or_reset
 
 
 async def _fetched_to_end(bootstrap: str, topic: str, records: int) -> tuple[AIOKafkaConsumer, TopicPartition]:

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-import agents.metrics
-from agents.metrics import FAUST_PREFIX
-from streams.simulation import simulate
+import debtor_segments.agents.metrics
+from debtor_segments.agents.metrics import FAUST_PREFIX
+from debtor_segments.streams.simulation import simulate
 from tests.integration.conftest import in_ci
 from tests.integration.test_service import (
     Worker,
@@ -220,7 +220,7 @@ def test_live_scrape_passes_promtool(worker: Worker) -> None:
     problems = [line for line in (result.stdout + result.stderr).decode().splitlines() if line.strip()]
     # Only Faust's own families may trip the linter (their names are not ours to change), and
     # only those agents/metrics.py documents.
-    documented = agents.metrics.__doc__ or ""
+    documented = debtor_segments.agents.metrics.__doc__ or ""
     for problem in problems:
         name = problem.split()[0]
         assert name.startswith(f"{FAUST_PREFIX}_"), problem

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.kafka_io import route_line
-from streams.simulation import simulate
+from debtor_segments.agents.kafka_io import route_line
+from debtor_segments.streams.simulation import simulate
 from tests.integration.test_service import (
     PREFIXES,
     ROOT,
@@ -32,7 +32,7 @@ BAD = {
 
 
 def _cli(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "agents", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT, check=False)
+    return subprocess.run([sys.executable, "-m", "debtor_segments.agents", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_publish_then_tail(kafka_bootstrap: str, worker: Worker, tmp_path: Path)
 def test_tail_prints_changes_as_they_arrive(kafka_bootstrap: str, worker: Worker) -> None:
     broker = ["--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", worker.prefix]
     tail = subprocess.Popen(
-        [sys.executable, "-m", "agents", "tail", *broker, "--max-messages", "2", "--timeout", "60"],
+        [sys.executable, "-m", "debtor_segments.agents", "tail", *broker, "--max-messages", "2", "--timeout", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     try:

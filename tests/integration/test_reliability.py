@@ -27,17 +27,17 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from agents.kafka_io import SEQUENCE_HEADER, ensure_topics
-from agents.settings import Settings
-from agents.topics import WorkerConfig, topic_plan
-from schemas import (
+from debtor_segments.agents.kafka_io import SEQUENCE_HEADER, ensure_topics
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig, topic_plan
+from debtor_segments.schemas import (
     DEAD_LETTERS_TOPIC,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.events import DecodeError, decode_event
-from streams.simulation import simulate
-from streams.state import DebtorState
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DebtorState
 from tests.integration.test_service import (
     AGREEMENT,
     PREFIXES,
@@ -322,7 +322,7 @@ def test_bad_input_duplicates_lateness_and_no_ids_in_logs(kafka_bootstrap: str, 
     bad = [record for i, debtor in enumerate(debtors[:3]) for record in garbage(debtor)]
     # Interleave: garbage after every 40th valid line.
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
-    from agents.kafka_io import route_line
+    from debtor_segments.agents.kafka_io import route_line
 
     sequence = iter(range(1, 10**9))
 

@@ -16,9 +16,9 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from agents.settings import Settings
-from agents.topics import WorkerConfig
-from schemas import DEAD_LETTERS_TOPIC, PAYMENTS_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig
+from debtor_segments.schemas import DEAD_LETTERS_TOPIC, PAYMENTS_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC
 from tests.integration.test_reliability import prepared
 from tests.integration.test_service import PREFIXES, Worker, delete_topics, start_workers, wait_caught_up
 

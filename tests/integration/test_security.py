@@ -18,12 +18,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.kafka_io import route_line
-from agents.population import POPULATION_TOPIC
-from agents.settings import Settings
-from agents.topics import MODEL_TOPIC
-from streams.model import SegmentModel
-from streams.simulation import simulate
+from debtor_segments.agents.kafka_io import route_line
+from debtor_segments.agents.population import POPULATION_TOPIC
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import MODEL_TOPIC
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.simulation import simulate
 from tests.integration.conftest import REPO_ROOT, missing
 from tests.integration.test_service import Worker, delete_topics, free_port, new_prefix, produce, start_workers, wait_caught_up
 
@@ -106,7 +106,7 @@ SASL_ENV = {
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agents", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([sys.executable, "-m", "debtor_segments.agents", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_the_worker_and_the_cli_run_on_sasl(sasl_bootstrap: str, tmp_path: Path) -> None:

@@ -27,22 +27,22 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
-from agents.settings import Settings
-from agents.topics import MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
-from schemas import (
+from debtor_segments.agents.kafka_io import SEQUENCE_HEADER, ensure_topics, route_line
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
+from debtor_segments.schemas import (
     DEAD_LETTERS_TOPIC,
     INBOUND_TOPICS,
     PAYMENTS_TOPIC,
     PERSONA_CHANGES_TOPIC,
     QUADRANT_CHANGES_TOPIC,
 )
-from streams.engine import Engine, EngineConfig, process
-from streams.events import DecodeError, decode_event
-from streams.model import SegmentModel
-from streams.personas import UNKNOWN
-from streams.simulation import simulate
-from streams.state import DebtorState
+from debtor_segments.streams.engine import Engine, EngineConfig, process
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import UNKNOWN
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DebtorState
 
 ROOT = Path(__file__).resolve().parents[2]
 AGREEMENT = 0.95
@@ -101,7 +101,7 @@ class Worker:
 
     def start(self) -> Worker:
         args = [
-            sys.executable, "-m", "agents", "worker",
+            sys.executable, "-m", "debtor_segments.agents", "worker",
             "--broker", f"kafka://{self.bootstrap}",
             "--topic-prefix", self.prefix,
             "--data-dir", str(self.data_dir),
@@ -487,7 +487,7 @@ def test_kcat_produces_and_consumes(kafka_bootstrap: str, kcat: str, worker: Wor
 
 def test_worker_refuses_topics_with_other_partition_counts(kafka_bootstrap: str, worker: Worker, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", worker.prefix,
+        [sys.executable, "-m", "debtor_segments.agents", "worker", "--broker", f"kafka://{kafka_bootstrap}", "--topic-prefix", worker.prefix,
          "--partitions", "2", "--web-port", str(free_port()), "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
     )  # fmt: skip

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.kafka_io import ensure_topics
-from agents.settings import Settings
-from agents.topics import WorkerConfig, topic_plan
-from schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
-from streams.policy import load_policy
-from streams.simulation import simulate
+from debtor_segments.agents.kafka_io import ensure_topics
+from debtor_segments.agents.settings import Settings
+from debtor_segments.agents.topics import WorkerConfig, topic_plan
+from debtor_segments.schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, TREATMENTS_TOPIC
+from debtor_segments.streams.policy import load_policy
+from debtor_segments.streams.simulation import simulate
 from tests.integration.test_service import Worker, delete_topics, new_prefix, produce, read_all, start_workers, wait_caught_up
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.events import Event, decode_object
+from debtor_segments.streams.events import Event, decode_object
 
 
 def make_event(event_type: str, debtor_id: str = "d1", event_id: str = "e1", at: str = "2026-02-01T10:00:00Z", **fields: Any) -> Event:

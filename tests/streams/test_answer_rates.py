@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.answer_rates import BAND_HOURS, AnswerCounts, PortfolioRates, best_band, cell_of
-from streams.local_time import HourMask
+from debtor_segments.streams.answer_rates import BAND_HOURS, AnswerCounts, PortfolioRates, best_band, cell_of
+from debtor_segments.streams.local_time import HourMask
 
 CELLS = 16
 DAY_HOURS = HourMask.between(8, 21)

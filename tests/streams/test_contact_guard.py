@@ -20,13 +20,13 @@ from hypothesis import event as statistic
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC, load_schema
-from streams.contact_guard import VERDICTS, decide, erasure_tombstones, guard_step
-from streams.contact_state import ContactState, observe
-from streams.engine import Output, Step
-from streams.events import Event, decode_object
-from streams.policy import CHANNELS, ContactRules, Policy, parse_policy
-from streams.treatment_runner import TreatmentRunner
+from debtor_segments.schemas import CONTACT_DECISIONS_TOPIC, CONTACT_DUE_TOPIC, PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, TREATMENTS_TOPIC, load_schema
+from debtor_segments.streams.contact_guard import VERDICTS, decide, erasure_tombstones, guard_step
+from debtor_segments.streams.contact_state import ContactState, observe
+from debtor_segments.streams.engine import Output, Step
+from debtor_segments.streams.events import Event, decode_object
+from debtor_segments.streams.policy import CHANNELS, ContactRules, Policy, parse_policy
+from debtor_segments.streams.treatment_runner import TreatmentRunner
 
 DAY = 86_400.0
 HOUR = 3_600.0

@@ -11,11 +11,11 @@ from collections import Counter
 import pytest
 from jsonschema import Draft202012Validator
 
-from schemas import load_schema
-from streams.contact_loop import ContactRun, allowed_hours, contact_policy, dial_at, run_contacts
-from streams.contact_simulation import SHAPES, ZONES, draw_debtors, fatigue
-from streams.events import decode_object
-from streams.local_time import HourMask, local_datetime, start_of_local_day, zone
+from debtor_segments.schemas import load_schema
+from debtor_segments.streams.contact_loop import ContactRun, allowed_hours, contact_policy, dial_at, run_contacts
+from debtor_segments.streams.contact_simulation import SHAPES, ZONES, draw_debtors, fatigue
+from debtor_segments.streams.events import decode_object
+from debtor_segments.streams.local_time import HourMask, local_datetime, start_of_local_day, zone
 
 _POLICY = contact_policy()
 _ALLOWED = allowed_hours(_POLICY)

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import load_schema
-from streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
-from streams.contact_guard import decide
-from streams.contact_state import OBSERVED_TYPES, ContactState, observe
-from streams.events import DecodeError, decode_object
-from streams.policy import CHANNELS, ContactRules
-from streams.treatments import TreatmentState, read_stored, stored_key, stored_value
+from debtor_segments.schemas import load_schema
+from debtor_segments.streams.answer_rates import AnswerCounts, PortfolioRates, cell_of
+from debtor_segments.streams.contact_guard import decide
+from debtor_segments.streams.contact_state import OBSERVED_TYPES, ContactState, observe
+from debtor_segments.streams.events import DecodeError, decode_object
+from debtor_segments.streams.policy import CHANNELS, ContactRules
+from debtor_segments.streams.treatments import TreatmentState, read_stored, stored_key, stored_value
 from tests.streams.conftest import make_event
 
 DAY = 86_400.0

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streams.drift import population_stability_index
+from debtor_segments.streams.drift import population_stability_index
 
 
 def test_population_stability_index_identical_is_zero() -> None:

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, load_schema
-from streams.engine import Engine, EngineConfig, advance, process
-from streams.events import DecodeError, decode_event
-from streams.model import SegmentModel
-from streams.personas import PERSONAS, UNKNOWN
-from streams.quadrants import QUADRANTS
-from streams.simulation import simulate
-from streams.state import DECAYED, DebtorState
+from debtor_segments.schemas import PERSONA_CHANGES_TOPIC, QUADRANT_CHANGES_TOPIC, load_schema
+from debtor_segments.streams.engine import Engine, EngineConfig, advance, process
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import PERSONAS, UNKNOWN
+from debtor_segments.streams.quadrants import QUADRANTS
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DECAYED, DebtorState
 from tests.streams.conftest import make_event
 
 VALIDATE_OUT = {
@@ -210,7 +210,7 @@ def test_model_snapshot_restores_the_same_predictions(small_portfolio) -> None:
         engine.handle(event)
     restored = SegmentModel.restore(orjson.loads(orjson.dumps(engine.model.snapshot())))
     assert restored.version == engine.model.version > 0
-    from streams.features import feature_vector
+    from debtor_segments.streams.features import feature_vector
 
     for state in engine.states.values():
         x = feature_vector(state)

@@ -6,11 +6,11 @@ import asyncio
 
 import orjson
 
-from agents.pending import PendingWrites
-from agents.records import Handled, apply_state, handle_record
-from streams.engine import Engine, EngineConfig
-from streams.model import SegmentModel
-from streams.state import marker_key, read_marker
+from debtor_segments.agents.pending import PendingWrites
+from debtor_segments.agents.records import Handled, apply_state, handle_record
+from debtor_segments.streams.engine import Engine, EngineConfig
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.state import marker_key, read_marker
 from tests.streams.conftest import make_event
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import INBOUND_TYPES
-from streams.events import EARLIEST_TS, LATEST_TS, DecodeError, Limits, decode_event
+from debtor_segments.schemas import INBOUND_TYPES
+from debtor_segments.streams.events import EARLIEST_TS, LATEST_TS, DecodeError, Limits, decode_event
 
 VALID = {
     "event_id": "e1",

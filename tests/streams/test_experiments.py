@@ -7,11 +7,11 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from schemas import TREATMENTS_TOPIC, load_schema
-from streams.experiments import ExperimentBook, Sums, msprt_lambda, ratio_interval, wilson
-from streams.policy import parse_policy
-from streams.reaction import draw_outcome
-from streams.treatments import arm_for
+from debtor_segments.schemas import TREATMENTS_TOPIC, load_schema
+from debtor_segments.streams.experiments import ExperimentBook, Sums, msprt_lambda, ratio_interval, wilson
+from debtor_segments.streams.policy import parse_policy
+from debtor_segments.streams.reaction import draw_outcome
+from debtor_segments.streams.treatments import arm_for
 
 T0 = 1_772_323_200.0
 DAY = 86_400.0

@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agents.records import handle_record
-from streams.engine import Engine, EngineConfig
-from streams.model import SegmentModel
-from streams.state import DebtorState, event_key, event_token
+from debtor_segments.agents.records import handle_record
+from debtor_segments.streams.engine import Engine, EngineConfig
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.state import DebtorState, event_key, event_token
 from tests.streams.conftest import make_event
 
 # Two event ids whose 48-bit keys (the keys before this fix) collide: found by brute force
@@ -103,7 +103,7 @@ def test_change_event_ids_are_unambiguous() -> None:
     """Item 6: ids were hashed from fields joined with NUL, so debtor "a\\x00b" with event "c"
     and debtor "a" with event "b\\x00c" got the same change-event ids. (The decoder now also
     rejects control characters in ids; the encoding must not depend on that.)"""
-    from streams.engine import _erase
+    from debtor_segments.streams.engine import _erase
 
     def ids(debtor_id: str, event_id: str, *, stateless: bool = False) -> set[str]:
         event = make_event("erasure_requested", debtor_id="x", event_id="x")._replace(debtor_id=debtor_id, event_id=event_id)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
+from debtor_segments.streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 NEW_YORK = ZoneInfo("America/New_York")

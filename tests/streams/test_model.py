@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.model import SegmentModel
-from streams.personas import PERSONAS, PROTOTYPES
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.personas import PERSONAS, PROTOTYPES
 
 
 def test_each_prototype_is_named_after_its_persona() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.features import FEATURES
-from streams.personas import PROTOTYPES, separation
+from debtor_segments.streams.features import FEATURES
+from debtor_segments.streams.personas import PROTOTYPES, separation
 
 
 def _between(a: str, b: str, share_of_a: float) -> list[float]:

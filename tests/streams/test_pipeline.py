@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.engine import Engine, EngineConfig, Step
-from streams.events import DecodeError, Event, decode_event, parse_time
-from streams.model import SegmentModel
-from streams.pipeline import UNKEYED, Verdict, advance_stored, run_record
-from streams.simulation import simulate
-from streams.state import DebtorState, erasure_marker, marker_key
+from debtor_segments.streams.engine import Engine, EngineConfig, Step
+from debtor_segments.streams.events import DecodeError, Event, decode_event, parse_time
+from debtor_segments.streams.model import SegmentModel
+from debtor_segments.streams.pipeline import UNKEYED, Verdict, advance_stored, run_record
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DebtorState, erasure_marker, marker_key
 
 BODY = {"event_id": "e1", "debtor_id": "d1", "type": "contact_initiated", "occurred_at": "2026-02-01T12:00:00Z", "channel": "portal", "direction": "inbound"}
 WHERE = {"topic": "debtor.contacts", "partition": 3, "offset": 9}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.policy import PolicyError, load_policy, parse_policy
+from debtor_segments.streams.policy import PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"

@@ -8,9 +8,9 @@ import math
 import orjson
 import pytest
 
-from streams.engine import Engine
-from streams.events import DecodeError, decode_event
-from streams.population import (
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.population import (
     WINDOWS_DAYS,
     PopulationTally,
     UnknownWindow,
@@ -23,9 +23,9 @@ from streams.population import (
     transitions,
     window_days,
 )
-from streams.report import ALL_PERSONAS
-from streams.simulation import simulate
-from streams.state import DebtorState
+from debtor_segments.streams.report import ALL_PERSONAS
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.state import DebtorState
 
 DAY = 86_400.0
 

@@ -8,9 +8,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from streams.ledger import simulate_ledger
-from streams.portfolios import HIDDEN_LIKE, VARIANTS, Variant, build, select
-from streams.simulation import mix_shares, simulate
+from debtor_segments.streams.ledger import simulate_ledger
+from debtor_segments.streams.portfolios import HIDDEN_LIKE, VARIANTS, Variant, build, select
+from debtor_segments.streams.simulation import mix_shares, simulate
 
 
 def test_at_least_eight_variants_with_distinct_seeds() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from streams.engine import Engine
-from streams.events import DecodeError, decode_event
-from streams.population import population, transitions
-from streams.profile import profile
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.population import population, transitions
+from debtor_segments.streams.profile import profile
 
 
 def _engine(lines: list[bytes]) -> Engine:

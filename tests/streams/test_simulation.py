@@ -9,7 +9,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from streams.simulation import MIXES, PERSONAS, Portfolio, mix_shares, simulate
+from debtor_segments.streams.simulation import MIXES, PERSONAS, Portfolio, mix_shares, simulate
 
 _DAY = 86_400.0
 

@@ -6,9 +6,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from streams.events import DecodeError, decode_event
-from streams.ledger import simulate_ledger
-from streams.simulation import Portfolio, mix_shares
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.ledger import simulate_ledger
+from debtor_segments.streams.simulation import Portfolio, mix_shares
 
 
 def _events(portfolio: Portfolio) -> list:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.state import CHANNELS, DECAYED, DebtorState
+from debtor_segments.streams.state import CHANNELS, DECAYED, DebtorState
 
 _DECAYED_AT = 1 + [f.name for f in dataclasses.fields(DebtorState)].index("decayed")
 counters = st.lists(st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False), min_size=len(DECAYED), max_size=len(DECAYED))
@@ -34,7 +34,7 @@ def test_a_state_read_back_serialises_to_the_same_bytes(values: list[float], cha
 
 
 def _busy_state() -> DebtorState:
-    from streams.events import decode_object
+    from debtor_segments.streams.events import decode_object
 
     state = DebtorState.new("d1")
     for i, (kind, extra) in enumerate((

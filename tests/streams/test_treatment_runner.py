@@ -7,12 +7,12 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from schemas import load_schema
-from streams.engine import Engine
-from streams.events import DecodeError, decode_event
-from streams.policy import load_policy
-from streams.simulation import simulate
-from streams.treatment_runner import TreatmentRunner
+from debtor_segments.schemas import load_schema
+from debtor_segments.streams.engine import Engine
+from debtor_segments.streams.events import DecodeError, decode_event
+from debtor_segments.streams.policy import load_policy
+from debtor_segments.streams.simulation import simulate
+from debtor_segments.streams.treatment_runner import TreatmentRunner
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml")
 PORTFOLIO = simulate(debtors=150, months=6, seed=11)
@@ -67,8 +67,8 @@ def test_experiment_debtors_are_followed() -> None:
 
 
 def test_each_partition_has_its_own_clock() -> None:
-    from streams.engine import Output, Step
-    from streams.events import Event
+    from debtor_segments.streams.engine import Output, Step
+    from debtor_segments.streams.events import Event
 
     runner = TreatmentRunner(POLICY)
     day = 86_400.0

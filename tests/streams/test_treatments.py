@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
-from schemas import CONTACT_DUE_TOPIC, TREATMENTS_TOPIC, load_schema
-from streams.policy import load_policy, parse_policy
-from streams.treatments import Allocation, TreatmentState, due, on_changes
+from debtor_segments.schemas import CONTACT_DUE_TOPIC, TREATMENTS_TOPIC, load_schema
+from debtor_segments.streams.policy import load_policy, parse_policy
+from debtor_segments.streams.treatments import Allocation, TreatmentState, due, on_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = load_policy(ROOT / "policies" / "default.yaml")
@@ -155,9 +155,9 @@ def test_a_finished_plan_starts_again_after_the_rest_while_the_segment_stays() -
 
 
 def test_channel_topics_route_each_step_to_its_channel() -> None:
-    from streams.engine import Output, Step
-    from streams.events import Event
-    from streams.treatment_runner import TreatmentRunner
+    from debtor_segments.streams.engine import Output, Step
+    from debtor_segments.streams.events import Event
+    from debtor_segments.streams.treatment_runner import TreatmentRunner
 
     doc = _doc()
     doc["channel_topics"] = True
