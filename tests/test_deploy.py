@@ -22,6 +22,7 @@ import faust
 import pytest
 import yaml
 from faust.types import TP
+from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
 from debtor_segments.agents.metrics import (
@@ -591,15 +592,26 @@ def _lock() -> dict[str, list[str]]:
     return pins
 
 
+def _locked_versions() -> dict[str, str]:
+    """Package -> version pinned in requirements.lock."""
+    text = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    return {name.lower().replace("_", "-"): version for name, version in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, re.M)}
+
+
 def test_the_lock_pins_every_dependency_with_hashes() -> None:
     import re
     import tomllib
 
     pins = _lock()
+    versions = _locked_versions()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     for requirement in project["dependencies"]:
         name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
         assert name in pins, f"{name} is not pinned in requirements.lock"
+        # The range the package declares holds the version the suite was run with.
+        parsed = Requirement(requirement)
+        assert any(spec.operator in ("<", "<=", "==", "~=") for spec in parsed.specifier), f"{requirement} has no upper bound"
+        assert parsed.specifier.contains(versions[name], prereleases=True), f"{requirement} does not admit the locked {name}=={versions[name]}"
     assert len(pins) > len(project["dependencies"])  # transitive ones too
     assert all(hashes for hashes in pins.values()), [name for name, hashes in pins.items() if not hashes]
     assert "--find-links" not in (ROOT / "requirements.lock").read_text(encoding="utf-8")  # nothing machine-specific
