@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -383,8 +384,15 @@ def test_dockerfile() -> None:
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     """streams/, agents/ and schemas/ install as debtor_segments.* (issue 13): a top-level
     ``agents`` would collide with other distributions of that name in site-packages."""
+    # Built from a copy of what the image copies: setuptools writes build/ next to pyproject.toml.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("streams", "agents", "schemas"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
