@@ -49,6 +49,7 @@ __all__ = ["Api", "ApiConfigError", "register_api"]
 
 log = logging.getLogger("debtor_segments.api")
 
+
 class ApiConfigError(click.ClickException):
     """The API cannot start with this configuration (printed as ``Error: ...``, exit status 2)."""
 
@@ -122,8 +123,7 @@ def register_api(service: Service) -> Api:
             log.info("HTTP API: %s", tokens.summary())
         else:
             log.warning("HTTP API: DEBTOR_SEGMENTS_API_TOKENS is empty: /debtors and /personas answer 401 to every request")
-        unset = [name for name, value in (("PEER_SECRET", config.settings.peer_secret), ("ID_SECRET", config.settings.id_secret),
-                                          ("SIGNING_SECRET", config.settings.signing_secret)) if not value]
+        unset = [name for name, value in (("PEER_SECRET", config.settings.peer_secret), ("ID_SECRET", config.settings.id_secret), ("SIGNING_SECRET", config.settings.signing_secret)) if not value]
         if unset:  # docs/security.md: what each one protects
             log.warning("security: DEBTOR_SEGMENTS_%s not set (docs/security.md)", ", DEBTOR_SEGMENTS_".join(unset))
         await board.run()

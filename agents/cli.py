@@ -59,9 +59,7 @@ def _lines_with_progress(stream: IO[bytes], total_bytes: int | None, limit: int)
             yield line
 
 
-def _run_replay(
-    lines: Iterator[bytes], output: Path, dead_letters: Path, engine: Engine, settings: Settings, **kwargs: Any
-) -> ReplayStats:
+def _run_replay(lines: Iterator[bytes], output: Path, dead_letters: Path, engine: Engine, settings: Settings, **kwargs: Any) -> ReplayStats:
     with _open_output(output) as out, _open_output(dead_letters) as dlq:
 
         def write_output(item: Output) -> None:
@@ -105,9 +103,10 @@ def main() -> None:
 @click.option("--dead-letters", type=click.Path(dir_okay=False, path_type=Path), help="Where bad lines go [default: OUTPUT with .dead-letters.jsonl].")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Model snapshot: restored if it exists, saved after the run.")
 @click.option(
-    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="Treatment policy (YAML or JSON, schemas/policy.json): treatment_assigned, contact_due and experiment_concluded "
-    "join the output. None: no treatment events.",
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Treatment policy (YAML or JSON, schemas/policy.json): treatment_assigned, contact_due and experiment_concluded join the output. None: no treatment events.",
 )
 @click.option("--experiments-report", type=click.Path(dir_okay=False, path_type=Path), help="With --policy: write the experiments' figures and decisions here (JSON).")
 def replay(input_path: str, output: Path, dead_letters: Path | None, model_path: Path | None, policy_path: Path | None, experiments_report: Path | None) -> None:
@@ -144,9 +143,11 @@ def replay(input_path: str, output: Path, dead_letters: Path | None, model_path:
 @main.command()
 @click.argument("history_path", metavar="HISTORY.jsonl")
 @click.option(
-    "--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="Where the fitted snapshot goes (learning on from it if it exists); replay --model and worker --model start "
-    "from it.",
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the fitted snapshot goes (learning on from it if it exists); replay --model and worker --model start from it.",
 )
 @click.option("--passes", type=click.IntRange(1, 10), default=1, show_default=True, help="Times over the history (a file, not stdin, for more than one).")
 def fit(history_path: str, model_path: Path, passes: int) -> None:
@@ -163,8 +164,13 @@ def fit(history_path: str, model_path: Path, passes: int) -> None:
         stream = open_input(history_path)
         try:
             stats = replay_lines(
-                bounded_lines(stream, settings.max_record_bytes), engine, lambda _: None, lambda _: None,
-                max_amount_cents=settings.max_amount_cents, emitted_at=_now, limits=settings.limits,
+                bounded_lines(stream, settings.max_record_bytes),
+                engine,
+                lambda _: None,
+                lambda _: None,
+                max_amount_cents=settings.max_amount_cents,
+                emitted_at=_now,
+                limits=settings.limits,
             )
         except OSError as error:
             raise click.ClickException(f"reading {history_path} failed: {error}") from None
@@ -176,18 +182,19 @@ def fit(history_path: str, model_path: Path, passes: int) -> None:
         raise click.ClickException(f"{history_path} taught the model nothing: no debtor had enough history (is it a portfolio's events?)")
     model_path.write_bytes(orjson.dumps(model.snapshot()))
     seconds = time.perf_counter() - started
-    click.echo(f"fitted {model.version} updates from {stats.lines} lines x {passes} in {seconds:.1f}s; "
-               f"{sum(stats.dead_letters.values())} bad lines per pass: {model_path}", err=True)
+    click.echo(f"fitted {model.version} updates from {stats.lines} lines x {passes} in {seconds:.1f}s; {sum(stats.dead_letters.values())} bad lines per pass: {model_path}", err=True)
 
 
 def _portfolio_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a simulated portfolio (``simulate``, ``demo``): its size, span, seed and persona mix."""
-    for option in reversed((
-        click.option("--debtors", default=3000, show_default=True),
-        click.option("--months", default=12, show_default=True),
-        click.option("--seed", default=7, show_default=True),
-        click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True, help="Published persona mix to draw from."),
-    )):
+    for option in reversed(
+        (
+            click.option("--debtors", default=3000, show_default=True),
+            click.option("--months", default=12, show_default=True),
+            click.option("--seed", default=7, show_default=True),
+            click.option("--mix", type=click.Choice(sorted(MIXES)), default="retailer", show_default=True, help="Published persona mix to draw from."),
+        )
+    ):
         command = option(command)
     return command
 
@@ -223,7 +230,9 @@ def _write_portfolio(portfolio: Portfolio, output: Path) -> Path:
 @_portfolio_options
 @click.option("--out-dir", default=Path("out/demo"), show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Treatment policy: assign plans, run its experiments on the simulated reaction, show the persona x plan table.",
 )
 def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_path: Path | None) -> None:
@@ -311,7 +320,6 @@ def _line_ts(line: bytes) -> float:
         return parse_time(text)
     except DecodeError:
         return 0.0
-
 
 
 # Commands that need a broker.

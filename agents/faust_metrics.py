@@ -128,9 +128,7 @@ class CachingPrometheusMonitor(PrometheusMonitor):
         m.total_active_events.inc()
         child = self._events_by_stream.get(stream)
         if child is None:
-            child = self._events_by_stream[stream] = m.total_events_per_stream.labels(
-                stream=f"stream.{self._stream_label(stream)}.events"
-            )
+            child = self._events_by_stream[stream] = m.total_events_per_stream.labels(stream=f"stream.{self._stream_label(stream)}.events")
         child.inc()
         return state
 
@@ -180,6 +178,5 @@ class CachingPrometheusMonitor(PrometheusMonitor):
     def _clear_partition_related_metrics(self) -> None:
         super()._clear_partition_related_metrics()
         # Faust just removed these series from their families: forget the children.
-        for cache in (self._received_by_topic, self._read_offset_by_tp, self._end_offset_by_tp,
-                      self._committed_by_tp, self._sent_by_topic):
+        for cache in (self._received_by_topic, self._read_offset_by_tp, self._end_offset_by_tp, self._committed_by_tp, self._sent_by_topic):
             cache.clear()

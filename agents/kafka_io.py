@@ -87,8 +87,7 @@ def check_topics(plan: Sequence[TopicSpec], existing: Mapping[str, int]) -> tupl
     """
     missing = [spec for spec in plan if spec.name not in existing]
     problems = [
-        f"{spec.name} has {existing[spec.name]} partitions, expected {spec.partitions}"
-        + (f" ({spec.role})" if spec.role else "")
+        f"{spec.name} has {existing[spec.name]} partitions, expected {spec.partitions}" + (f" ({spec.role})" if spec.role else "")
         for spec in plan
         if spec.strict and spec.name in existing and existing[spec.name] != spec.partitions
     ]
@@ -300,10 +299,7 @@ def publish_lines(
 def publish_plan(topic_prefix: str, partitions: int) -> list[TopicSpec]:
     """Topics ``publish`` writes to: created if missing (so the broker's auto-creation with
     its default partition count cannot get there first), existing ones taken as they are."""
-    return [
-        TopicSpec(topic_prefix + name, partitions, strict=False, role="inbound")
-        for name in (*INBOUND_TOPICS, DEAD_LETTERS_TOPIC)
-    ]
+    return [TopicSpec(topic_prefix + name, partitions, strict=False, role="inbound") for name in (*INBOUND_TOPICS, DEAD_LETTERS_TOPIC)]
 
 
 # --- tail ----------------------------------------------------------------------------------

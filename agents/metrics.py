@@ -191,9 +191,7 @@ class ServiceMetrics:
         self._model_updates = Counter("debtor_segments_model_updates_total", "Segmentation model updates applied.", registry=reg)
         self._model_version = Gauge("debtor_segments_model_version", "Version of the segmentation model in use.", registry=reg)
         self._model_drift = Gauge("debtor_segments_model_drift_psi", "Population stability index of the persona mix against the previous window.", registry=reg)
-        self._send_failures = Counter(
-            "debtor_segments_send_failures_total", "Sends to Kafka that failed, by topic; the worker stops at the first (no commit past it).", ("topic",), registry=reg
-        )
+        self._send_failures = Counter("debtor_segments_send_failures_total", "Sends to Kafka that failed, by topic; the worker stops at the first (no commit past it).", ("topic",), registry=reg)
         self._idle = _IdleCollector()
         reg.register(self._idle)
         self._signature_failures = Counter(
@@ -406,9 +404,7 @@ def _count_change(children: LabelChildren, previous: str, current: str) -> None:
 def _set_distribution(gauge: Gauge, label: str, counts: Mapping[str, int]) -> None:
     # Zero rather than remove the stale children: a vanished series makes
     # stacked panels interpolate across the gap instead of dropping to 0.
-    stale = {
-        sample.labels[label] for family in gauge.collect() for sample in family.samples
-    } - counts.keys()
+    stale = {sample.labels[label] for family in gauge.collect() for sample in family.samples} - counts.keys()
     for value in stale:
         gauge.labels(value).set(0)
     for value, count in counts.items():

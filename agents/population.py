@@ -166,9 +166,7 @@ class PopulationPublisher:
         if not self.board.topic_ready.is_set() or not self._settled() or (not force and now < self._not_before):
             return 0
         owned = self.owned()
-        due = {
-            p for p in owned if force or p in self.dirty or p not in self.published or now - self.published[p][0] >= REPUBLISH_SECONDS
-        }
+        due = {p for p in owned if force or p in self.dirty or p not in self.published or now - self.published[p][0] >= REPUBLISH_SECONDS}
         if not due:
             return 0
         self.dirty -= due  # changes from here on mark them again

@@ -119,8 +119,15 @@ def handle_record(
         return advance_stored(table, event, model, config)
 
     verdict = run_record(
-        value, step, config, where={"topic": topic, "partition": partition, "offset": offset}, key=key,
-        max_amount_cents=max_amount_cents, limits=limits, now=now, raw_max=raw_max,
+        value,
+        step,
+        config,
+        where={"topic": topic, "partition": partition, "offset": offset},
+        key=key,
+        max_amount_cents=max_amount_cents,
+        limits=limits,
+        now=now,
+        raw_max=raw_max,
     )
     event, result = verdict.event, verdict.step
     if verdict.letter is not None:

@@ -61,8 +61,15 @@ def replay_lines(
         if not line:
             continue
         verdict = run_record(
-            line, step, engine.config, where={"line": number}, event_fields=("event_id",),
-            max_amount_cents=max_amount_cents, limits=limits, now=None if now is None else now(), contain_errors=False,
+            line,
+            step,
+            engine.config,
+            where={"line": number},
+            event_fields=("event_id",),
+            max_amount_cents=max_amount_cents,
+            limits=limits,
+            now=None if now is None else now(),
+            contain_errors=False,
         )
         if verdict.letter is not None:
             stats.dead_letters[verdict.reason] += 1

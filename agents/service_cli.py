@@ -76,7 +76,10 @@ def _settings(**overrides: object) -> Settings:
 @_setting_option("heartbeat_interval_s", "--heartbeat-interval", "heartbeat_interval_s", type=click.FloatRange(min=0.1))
 @_setting_option("standby_replicas", type=click.IntRange(min=0))
 @_setting_option(
-    "policy", "--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+    "policy",
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Treatment policy (schemas/policy.json); reloaded when the file changes. None: no treatment events.",
 )
 @_setting_option("initial_model", "--model", "model_path", type=click.Path(dir_okay=False, path_type=Path))

@@ -109,16 +109,17 @@ class Settings:
     data_dir: Path = setting("DATA_DIR", "./data", "Local table state (RocksDB).", Path)
     web_port: int = setting("WEB_PORT", "6066", "HTTP port: /health, /ready, /model, /metrics.", int)
     web_host: str = setting(
-        "WEB_HOST", "127.0.0.1",
+        "WEB_HOST",
+        "127.0.0.1",
         "Host name or address other workers reach this one's API at (forwarded /debtors requests); auto: the host name.",
     )
     # Loopback unless other workers (or a proxy) must reach it (docker-compose sets 0.0.0.0
     # inside the container network).
     web_bind: str = setting("WEB_BIND", "127.0.0.1", "The address the HTTP API listens on.")
     peer_secret: str = setting(
-        "PEER_SECRET", "",
-        "Secret shared by the workers of one deployment: a forwarded /debtors request is signed with it (HMAC, never "
-        "the client's token). Empty: profiles are not forwarded (503).",
+        "PEER_SECRET",
+        "",
+        "Secret shared by the workers of one deployment: a forwarded /debtors request is signed with it (HMAC, never the client's token). Empty: profiles are not forwarded (503).",
         secret=True,
     )
     # --- Kafka client security (docs/security.md) ---
@@ -128,9 +129,7 @@ class Settings:
     kafka_password: str = setting("KAFKA_PASSWORD", "", "With SASL, its password.", secret=True)
     kafka_ca_file: str = setting("KAFKA_CA_FILE", "", "CA certificate (PEM) that signed the brokers' certificates, for SSL and SASL_SSL.")
     partitions: int = setting("PARTITIONS", "4", "Partitions of the inbound topics and the state changelog.", int)
-    store: str = setting(
-        "STORE", "memory", "Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir).", choices=("memory", "rocksdb")
-    )
+    store: str = setting("STORE", "memory", "Table store: memory (rebuilt from the changelog on start) or rocksdb (kept in --data-dir).", choices=("memory", "rocksdb"))
     max_amount_cents: int = setting("MAX_AMOUNT_CENTS", str(DEFAULT_MAX_AMOUNT_CENTS), "Largest plausible amount of an event, in cents.", int)
     lateness_days: float = setting("LATENESS_DAYS", f"{EngineConfig().lateness_days:g}", "How late (event time) an event may arrive and still be applied.", float)
     # Plausible event times (streams.events.Limits): anything else is dead-lettered as
@@ -138,22 +137,23 @@ class Settings:
     earliest_event: str = setting("EARLIEST_EVENT", _rfc3339(EARLIEST_TS), "Events that occurred before this time (RFC 3339) are implausible.")
     max_future_s: float = setting("MAX_FUTURE_S", f"{Limits().max_future_s:g}", "Events more than this many seconds ahead of the worker's wall clock are implausible.", float)
     max_record_bytes: int = setting(
-        "MAX_RECORD_BYTES", str(DEFAULT_MAX_RECORD_BYTES),
-        "Largest inbound record (Kafka value or replay line) the decoder parses; larger ones are dead-lettered as "
-        "record_too_large (a replay reads at most this much of a line).",
+        "MAX_RECORD_BYTES",
+        str(DEFAULT_MAX_RECORD_BYTES),
+        "Largest inbound record (Kafka value or replay line) the decoder parses; larger ones are dead-lettered as record_too_large (a replay reads at most this much of a line).",
         int,
     )
     api_tokens: str = setting("API_TOKENS", "", "Tokens of the HTTP API and their roles (token=role, comma-separated; agents/auth.py).", secret=True)
     # Changing it forgets which events of the lateness window were applied (their copies would
     # apply again).
     id_secret: str = setting(
-        "ID_SECRET", "",
-        "Key of the idempotency digests (streams.state.event_token): secret per deployment, the same on every worker, so "
-        "a sender cannot craft colliding event ids.",
+        "ID_SECRET",
+        "",
+        "Key of the idempotency digests (streams.state.event_token): secret per deployment, the same on every worker, so a sender cannot craft colliding event ids.",
         secret=True,
     )
     signing_secret: str = setting(
-        "SIGNING_SECRET", "",
+        "SIGNING_SECRET",
+        "",
         "Key of the HMAC signatures of model snapshots and population summaries (streams/signing.py), the same on every "
         "worker: set, records without a valid signature are refused and counted "
         "(debtor_segments_signature_failures_total). Empty: nothing is signed or checked.",
@@ -164,17 +164,17 @@ class Settings:
     app_id: str = setting("APP_ID", "", "Faust app id = consumer group; empty: PREFIX + debtor-segments.")
     loglevel: str = setting("LOGLEVEL", "info", "Log level.", choices=("debug", "info", "warning", "error"))
     guarantee: str = setting(
-        "GUARANTEE", "at_least_once",
-        "Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's "
-        "Kafka transactions; experimental, see docs/reliability.md).",
+        "GUARANTEE",
+        "at_least_once",
+        "Processing guarantee: at_least_once (change events delivered before the state write) or exactly_once (Faust's Kafka transactions; experimental, see docs/reliability.md).",
         choices=("at_least_once", "exactly_once"),
     )
     model_snapshot_every: int = setting("MODEL_SNAPSHOT_EVERY", "200", "The model writer publishes a snapshot every N updates ...", int)
     # 0: never (agents.scheduler.AligningScheduler._live).
     live_window_s: float = setting(
-        "LIVE_WINDOW_S", "60",
-        "Records whose event time is within this many seconds of their Kafka timestamp are live traffic: they pass an "
-        "idle inbound topic at once instead of after a 2 s grace.",
+        "LIVE_WINDOW_S",
+        "60",
+        "Records whose event time is within this many seconds of their Kafka timestamp are live traffic: they pass an idle inbound topic at once instead of after a 2 s grace.",
         float,
     )
     pending_writes: int = setting("PENDING_WRITES", "1000", "State writes that may wait at once for the delivery of earlier change events (agents/pending.py).", int)
@@ -192,9 +192,7 @@ class Settings:
     # "" is never random: a restart with the same data dir is the same member and takes its
     # partitions back at once, without waiting for the session timeout. Set it where the host
     # name changes on every start (containers without a fixed hostname).
-    group_instance_id: str = setting(
-        "GROUP_INSTANCE_ID", "", "Static consumer-group membership id; '' derives it from the host name and data dir, 'off' disables it."
-    )
+    group_instance_id: str = setting("GROUP_INSTANCE_ID", "", "Static consumer-group membership id; '' derives it from the host name and data dir, 'off' disables it.")
     # The bound of failover to another worker (kill -9, lost host). The broker accepts
     # 6..1800 s by default.
     session_timeout_s: float = setting("SESSION_TIMEOUT_S", "8", "Seconds without heartbeat before the group gives a worker's partitions to others.", float)
@@ -229,15 +227,13 @@ class Settings:
     outbound_segment_ms: int = setting("OUTBOUND_SEGMENT_MS", str(_DAY_MS), "segment.ms of the dead-letter and change topics.", int)
     # So the erased state leaves its files.
     store_maintenance_s: float = setting(
-        "STORE_MAINTENANCE_S", "30",
-        "How often (seconds) a RocksDB worker compacts the local store of partitions with erasures and removes the files "
-        "of partitions it no longer serves nor keeps a standby of; 0: never.",
+        "STORE_MAINTENANCE_S",
+        "30",
+        "How often (seconds) a RocksDB worker compacts the local store of partitions with erasures and removes the files of partitions it no longer serves nor keeps a standby of; 0: never.",
         float,
     )
     # So a dead letter always fits the producer's 1,000,000-byte request limit (issue 14, item 1).
-    dead_letter_raw_max_bytes: int = setting(
-        "DEAD_LETTER_RAW_MAX_BYTES", "65536", "Raw bytes of a rejected record a dead letter keeps (the rest: its size and SHA-256).", int
-    )
+    dead_letter_raw_max_bytes: int = setting("DEAD_LETTER_RAW_MAX_BYTES", "65536", "Raw bytes of a rejected record a dead letter keeps (the rest: its size and SHA-256).", int)
 
     def instance_id(self, app_id: str) -> str | None:
         """The static consumer-group instance id (None: dynamic membership).
@@ -343,9 +339,7 @@ def declarations() -> tuple[Declaration, ...]:
     >>> [d.env for d in declarations()][:2]
     ['DEBTOR_SEGMENTS_BROKER', 'DEBTOR_SEGMENTS_DATA_DIR']
     """
-    return tuple(
-        Declaration(f.name, f.metadata["env"], f.metadata["default"], f.metadata["help"], f.metadata["choices"]) for f in dataclasses.fields(Settings)
-    )
+    return tuple(Declaration(f.name, f.metadata["env"], f.metadata["default"], f.metadata["help"], f.metadata["choices"]) for f in dataclasses.fields(Settings))
 
 
 def declaration(name: str) -> Declaration:

@@ -124,7 +124,6 @@ def experiment_tables(report: dict[str, Any]) -> str:
         p_values = ", ".join(f"{arm} p={d['p_value']:.3g}" for arm, d in body["differences"].items())
         parts.append(
             f"Experiment {experiment_id} ({body['segment']}, {body['mode']}, {h}-day {body['metric']}): {verdict}; {p_values}; "
-            f"{body['in_follow_up']} debtors still within their horizon\n"
-            + format_table(["arm", "debtors", f"collected share d{h} [95% CI]", "payer rate [95% CI]"], rows)
+            f"{body['in_follow_up']} debtors still within their horizon\n" + format_table(["arm", "debtors", f"collected share d{h} [95% CI]", "payer rate [95% CI]"], rows)
         )
     return "\n\n".join(parts)

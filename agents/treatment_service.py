@@ -92,10 +92,7 @@ class TreatmentService:
 
     def page(self) -> str:
         """The read-only portfolio page (this worker's debtors), as ``demo`` writes it."""
-        shares = {
-            row: {col: (n / total if (total := sum(cells.values())) else 0.0) for col, n in cells.items()}
-            for row, cells in self.transitions.items()
-        }
+        shares = {row: {col: (n / total if (total := sum(cells.values())) else 0.0) for col, n in cells.items()} for row, cells in self.transitions.items()}
         return render_page(f"Portfolio (policy {self.version})", self.persona_mix, self.quadrant_mix, shares, self.runner.book.report())
 
     def refresh_metrics(self) -> None:
@@ -140,9 +137,7 @@ class TreatmentService:
         self._last_seen[partition] = time.monotonic()
         if handled.event_ts is None or not handled.debtor_id:
             return []
-        changes = [
-            Output(topic, handled.debtor_id, orjson.loads(value)) for topic, _, value in handled.sends if topic in _CHANGES
-        ]
+        changes = [Output(topic, handled.debtor_id, orjson.loads(value)) for topic, _, value in handled.sends if topic in _CHANGES]
         data: dict[str, Any] = {}
         observed = handled.outcome == "processed" and handled.event_type in OBSERVED_TYPES
         if (observed or handled.event_type == "payment_received") and handled.outcome == "processed" and raw:
@@ -251,8 +246,7 @@ class TreatmentService:
         return {
             "policy_version": report["policy_version"],
             "experiments": [
-                {"experiment_id": eid, "segment": body["segment"], "mode": body["mode"], "decision": body["decision"]["decision"], "days": body["days"]}
-                for eid, body in report["experiments"].items()
+                {"experiment_id": eid, "segment": body["segment"], "mode": body["mode"], "decision": body["decision"]["decision"], "days": body["days"]} for eid, body in report["experiments"].items()
             ],
         }
 

@@ -58,9 +58,7 @@ inbound = app.topic(
     value_type=bytes,
     partitions=PARTITIONS,
 )
-table = app.Table(
-    "ceiling-state", partitions=PARTITIONS, key_type=bytes, value_type=bytes
-)
+table = app.Table("ceiling-state", partitions=PARTITIONS, key_type=bytes, value_type=bytes)
 
 forwarded = app.topic(PREFIX + PERSONA_CHANGES_TOPIC, key_type=bytes, value_type=bytes, partitions=PARTITIONS)
 assigned = False

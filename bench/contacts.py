@@ -233,10 +233,7 @@ def portfolio(name: str, shape: str, seed: int, debtors: int) -> dict[str, Any]:
     """The five runs of one portfolio and their figures."""
     population = draw_debtors(shape, debtors, seed)
     started = time.perf_counter()
-    runs = {
-        label: run_contacts(population, mode=mode, adapt_channels=adapt, supersede_held=supersede, seed=seed)
-        for label, mode, adapt, supersede in RUNS
-    }
+    runs = {label: run_contacts(population, mode=mode, adapt_channels=adapt, supersede_held=supersede, seed=seed) for label, mode, adapt, supersede in RUNS}
     rates = {label: answer_rate(run) for label, run in runs.items()}
     bw = runs["best_window"]
     tz = {debtor.debtor_id: debtor.tz for debtor in population}

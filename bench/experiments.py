@@ -43,16 +43,27 @@ HORIZON = 60
 
 def _policy(mode: str, *, max_days: int, promote: bool = True) -> Policy:
     step = {"day": 0, "channel": "letter", "tone": "neutral", "message_id": "m"}
-    return parse_policy({
-        "version": "bench",
-        "plans": {"a": [step], "b": [step]},
-        "segments": {"unknown": "x"},
-        "experiments": {"x": {
-            "segment": "unknown", "arms": [{"plan": "a", "weight": 1}, {"plan": "b", "weight": 1}],
-            "mode": mode, "horizon_days": HORIZON, "min_debtors": 200, "min_days": 30, "max_days": max_days,
-            "alpha": 0.05, "promote_winner": promote, "exploration": 0.05,
-        }},
-    })
+    return parse_policy(
+        {
+            "version": "bench",
+            "plans": {"a": [step], "b": [step]},
+            "segments": {"unknown": "x"},
+            "experiments": {
+                "x": {
+                    "segment": "unknown",
+                    "arms": [{"plan": "a", "weight": 1}, {"plan": "b", "weight": 1}],
+                    "mode": mode,
+                    "horizon_days": HORIZON,
+                    "min_debtors": 200,
+                    "min_days": 30,
+                    "max_days": max_days,
+                    "alpha": 0.05,
+                    "promote_winner": promote,
+                    "exploration": 0.05,
+                }
+            },
+        }
+    )
 
 
 def run_portfolio(seed: int, fits: dict[str, float], *, mode: str = "fixed", per_arm: int = 3000, intake_days: int = 90, days: int = 240) -> dict[str, Any]:

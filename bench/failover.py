@@ -300,6 +300,7 @@ def run(bootstrap: str, scenario: str, rate: float, tmp: Path, warmup: float, af
         time.sleep(after)
         traffic.stop_sending.set()
         traffic.sender.join(30)
+
         def behind() -> int:
             done, end = committed(bootstrap, group, prefix)
             return end - done

@@ -68,17 +68,13 @@ PER_RUN_TOPICS = (
 
 
 def log(text: str) -> None:
-    print(
-        f"[{datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True
-    )
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def save(section: str, data: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     data["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    (OUT / f"{section}.json").write_bytes(
-        orjson.dumps(data, option=orjson.OPT_INDENT_2)
-    )
+    (OUT / f"{section}.json").write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     log(f"{section}: {orjson.dumps(data).decode()}")
 
 
@@ -114,9 +110,7 @@ def reset_run_topics(prefix: str) -> None:
         if existing:
             client.delete_topics(existing)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(
-            t in names for t in client.list_topics()
-        ):
+        while time.monotonic() < deadline and any(t in names for t in client.list_topics()):
             time.sleep(0.5)
     finally:
         client.close()
@@ -175,11 +169,7 @@ def end_offsets(topics: Sequence[str]) -> dict[Any, int]:
 
     consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         return consumer.end_offsets(tps) if tps else {}
     finally:
         consumer.close()
@@ -187,11 +177,7 @@ def end_offsets(topics: Sequence[str]) -> dict[Any, int]:
 
 def committed(client: Any, group: str, topics: Sequence[str]) -> int:
     offsets = client.list_group_offsets(group).get(group, {})
-    return sum(
-        meta.offset
-        for tp, meta in offsets.items()
-        if tp.topic in topics and meta.offset >= 0
-    )
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset >= 0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -258,9 +244,7 @@ class Proc:
                 "warn",
             ]
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env
-            )
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         self.started = time.monotonic()
 
     @property
@@ -272,9 +256,7 @@ class Proc:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}{path}", timeout=5
-            ) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -283,9 +265,7 @@ class Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.kind} exited with {self.proc.returncode}: {self.log_path}"
-                )
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_path}")
             try:
                 if self.get("/ready")[0] == 200:
                     return
@@ -296,13 +276,7 @@ class Proc:
 
     def events_counted(self) -> int:
         _, body = self.get("/metrics")
-        return int(
-            sum(
-                float(line.rsplit(b" ", 1)[1])
-                for line in body.splitlines()
-                if line.startswith(b"debtor_segments_events_total{")
-            )
-        )
+        return int(sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines() if line.startswith(b"debtor_segments_events_total{")))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -331,9 +305,7 @@ def run_group(
         while time.monotonic() < deadline:
             for p in procs:
                 if p.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{p.kind} exited with {p.proc.returncode}: {p.log_path}"
-                    )
+                    raise RuntimeError(f"{p.kind} exited with {p.proc.returncode}: {p.log_path}")
             try:
                 done = committed(client, group, topics)
             except Exception:  # noqa: BLE001 - the group does not exist yet
@@ -347,9 +319,7 @@ def run_group(
                 break
             time.sleep(0.25)
         else:
-            raise RuntimeError(
-                f"not done after {timeout}s: {samples[-1:] or 0}/{total}"
-            )
+            raise RuntimeError(f"not done after {timeout}s: {samples[-1:] or 0}/{total}")
         cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
         (t0, c0), (t1, c1) = samples[0], samples[-1]
         rss = [rss_mib(p.pid) for p in procs]
@@ -523,11 +493,7 @@ def ceiling_run(prefix: str, total: int, *, store: str = "memory") -> dict[str, 
 
 def cmd_throughput(args: argparse.Namespace) -> None:
     prefix = args.prefix or f"bench-tp-{uuid.uuid4().hex[:6]}-"
-    total = (
-        prepare(prefix, args.debtors, args.months, 7, args.events)
-        if not args.prefix
-        else sum(end_offsets(_inbound(prefix)).values())
-    )
+    total = prepare(prefix, args.debtors, args.months, 7, args.events) if not args.prefix else sum(end_offsets(_inbound(prefix)).values())
     raw = asyncio.run(_raw_consume(_inbound(prefix), total))
     log(f"raw aiokafka: {raw}")
     ceiling = ceiling_run(prefix, total, store=args.store)
@@ -570,10 +536,7 @@ def changelog_sizes(topic: str) -> dict[str, Any]:
         fetch_max_bytes=8 * 1024 * 1024,
     )
     try:
-        tps = [
-            TopicPartition(topic, p)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
@@ -600,9 +563,7 @@ def learn_rate(prefix: str, limit: int = 20_000) -> dict[str, Any]:
     from kafka import KafkaConsumer, TopicPartition
 
     topic = prefix + MODEL_UPDATES_TOPIC
-    consumer = KafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
     values: list[bytes] = []
     try:
         tp = TopicPartition(topic, 0)
@@ -642,6 +603,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         worker = Proc("ceiling", prefix, app_id, env={"BENCH_FORWARD": "1"})
     else:
         worker = Proc("worker", prefix, app_id)
+
     def portfolio(start: datetime) -> list[bytes]:
         lines = simulate(args.debtors, args.months, 11, start=start.strftime("%Y-%m-%d")).lines
         return [line for line in lines if not route_line(line).reason]
@@ -670,11 +632,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
             fetch_max_wait_ms=100,
         )
         topics = [prefix + PERSONA_CHANGES_TOPIC, prefix + QUADRANT_CHANGES_TOPIC]
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
         for tp in tps:
@@ -715,9 +673,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
         probes: list[dict[str, Any]] = []
         next_probe = time.monotonic()
         while index < len(lines):
-            if (
-                not args.ceiling and time.monotonic() >= next_probe
-            ):  # the worker's progress and held records, every 2 s
+            if not args.ceiling and time.monotonic() >= next_probe:  # the worker's progress and held records, every 2 s
                 next_probe += 2.0
                 try:
                     health = orjson.loads(worker.get("/health")[1])
@@ -732,10 +688,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
                 except (OSError, ValueError):
                     pass
             tick += 1
-            if (
-                args.erasure_heartbeat_ms
-                and tick % max(1, round(args.erasure_heartbeat_ms / 10)) == 0
-            ):
+            if args.erasure_heartbeat_ms and tick % max(1, round(args.erasure_heartbeat_ms / 10)) == 0:
                 # An erasure request for a debtor nobody has, on every partition: it changes
                 # nothing, but the erasure topic is no longer idle, so the worker's aligning
                 # scheduler need not hold records for its 2 s grace.
@@ -784,9 +737,7 @@ def cmd_latency(args: argparse.Namespace) -> None:
     finally:
         worker.stop()
         delete_prefix(prefix)
-    latencies = sorted(
-        (at - sent_at[cause]) * 1000 for cause, at in received if cause in sent_at
-    )
+    latencies = sorted((at - sent_at[cause]) * 1000 for cause, at in received if cause in sent_at)
     acked_ms = sorted(seconds * 1000 for seconds in acked)
 
     def at_rank(values: list[float], q: float) -> float | None:
@@ -814,19 +765,11 @@ def cmd_latency(args: argparse.Namespace) -> None:
         "probes": probes,
     }
     if latencies:
-        by_time = sorted(
-            (
-                (sent_at[cause], (at - sent_at[cause]) * 1000)
-                for cause, at in received
-                if cause in sent_at
-            )
-        )
+        by_time = sorted(((sent_at[cause], (at - sent_at[cause]) * 1000) for cause, at in received if cause in sent_at))
         tenth = max(1, len(by_time) // 10)
         result["p50_ms_by_tenth"] = [
             round(
-                sorted(x for _, x in by_time[i : i + tenth])[
-                    len(by_time[i : i + tenth]) // 2
-                ],
+                sorted(x for _, x in by_time[i : i + tenth])[len(by_time[i : i + tenth]) // 2],
                 1,
             )
             for i in range(0, len(by_time), tenth)
@@ -847,9 +790,7 @@ def cmd_state(args: argparse.Namespace) -> None:
         out.send(prefix + CONTACTS_TOPIC, key=debtor.encode(), value=value)
     out.flush(300)
     out.close()
-    log(
-        f"produced {args.debtors} one-event debtors in {time.perf_counter() - started:.0f}s"
-    )
+    log(f"produced {args.debtors} one-event debtors in {time.perf_counter() - started:.0f}s")
     app_id = f"{prefix}debtor-segments"
     worker = Proc("worker", prefix, app_id, store="rocksdb")
     points: list[dict[str, Any]] = []
@@ -934,9 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--debtors", type=int, default=10_000)
     tp.add_argument("--months", type=int, default=3)
     tp.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
-    tp.add_argument(
-        "--prefix", default="", help="reuse topics produced before (with --keep)"
-    )
+    tp.add_argument("--prefix", default="", help="reuse topics produced before (with --keep)")
     tp.add_argument("--keep", action="store_true", help="keep the topics")
     tp.add_argument(
         "--two",

@@ -273,8 +273,7 @@ def aggregates(portfolio: Portfolio, events: list[Event]) -> tuple[list[str], np
         principal = sum(e.data["principal_cents"] for e in evs if e.type == "claim_opened")
         paid = sum(e.data["amount_cents"] for e in evs if e.type == "payment_received")
         stars = [e.data["stars"] for e in evs if e.type == "call_rated"]
-        said = [{"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}[e.data["assessment"]]
-                for e in evs if e.type == "call_rated" and e.data.get("assessment")]
+        said = [{"can_pay": 1.0, "partly": 0.5, "cannot_pay": 0.0}[e.data["assessment"]] for e in evs if e.type == "call_rated" and e.data.get("assessment")]
         hardship = [e.data["hardship"] != "none" for e in evs if e.type == "call_rated" and e.data.get("hardship")]
         last_contact, waits = None, []
         for e in evs:
@@ -285,17 +284,29 @@ def aggregates(portfolio: Portfolio, events: list[Event]) -> tuple[list[str], np
         opened = [e.ts for e in evs if e.type == "claim_opened"]
         span_mid = (evs[0].ts + evs[-1].ts) / 2 if evs else 0.0
         outbound, inbound = c["contact_attempted"], c["contact_initiated"]
-        rows.append([
-            np.log1p(c["claim_opened"]), np.log1p(len(creditors)), np.log1p(c["arrangement_agreed"]),
-            np.log1p(max(0, principal - paid) / 100), np.log1p(principal / 100), np.log1p(c["payment_received"]),
-            np.log1p(sum(e.type == "claim_closed" and e.data.get("outcome") == "paid" for e in evs)),
-            c["installment_missed"] / max(1, c["installment_missed"] + c["payment_received"]),
-            np.log1p(outbound), c["contact_responded"] / max(1, outbound), np.log1p(inbound),
-            inbound / max(1, inbound + outbound), statistics.fmean(stars) if stars else np.nan, np.log1p(len(stars)),
-            statistics.fmean(said) if said else np.nan, statistics.fmean(hardship) if hardship else np.nan,
-            statistics.median(waits) if waits else np.nan, sum(w <= 10 for w in waits) / len(waits) if waits else np.nan,
-            sum(ts > span_mid for ts in opened) - sum(ts <= span_mid for ts in opened),
-        ])
+        rows.append(
+            [
+                np.log1p(c["claim_opened"]),
+                np.log1p(len(creditors)),
+                np.log1p(c["arrangement_agreed"]),
+                np.log1p(max(0, principal - paid) / 100),
+                np.log1p(principal / 100),
+                np.log1p(c["payment_received"]),
+                np.log1p(sum(e.type == "claim_closed" and e.data.get("outcome") == "paid" for e in evs)),
+                c["installment_missed"] / max(1, c["installment_missed"] + c["payment_received"]),
+                np.log1p(outbound),
+                c["contact_responded"] / max(1, outbound),
+                np.log1p(inbound),
+                inbound / max(1, inbound + outbound),
+                statistics.fmean(stars) if stars else np.nan,
+                np.log1p(len(stars)),
+                statistics.fmean(said) if said else np.nan,
+                statistics.fmean(hardship) if hardship else np.nan,
+                statistics.median(waits) if waits else np.nan,
+                sum(w <= 10 for w in waits) / len(waits) if waits else np.nan,
+                sum(ts > span_mid for ts in opened) - sum(ts <= span_mid for ts in opened),
+            ]
+        )
     x = np.array(rows, dtype=float)
     # A debtor without ratings or payments gets the portfolio's mean (what an analyst would impute).
     means = np.nanmean(np.where(np.isnan(x), np.nan, x), axis=0)
@@ -403,8 +414,7 @@ def family_score(portfolio: Portfolio, run: Run, events: list[Event], seed: int)
     half = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     pairs: Counter[str] = Counter()
     for change in run.changes:
-        if (change["type"] == "persona_changed" and change["previous"] != UNKNOWN and truth[change["debtor_id"]].change == "none"
-                and datetime.fromisoformat(change["occurred_at"]).timestamp() >= half):
+        if change["type"] == "persona_changed" and change["previous"] != UNKNOWN and truth[change["debtor_id"]].change == "none" and datetime.fromisoformat(change["occurred_at"]).timestamp() >= half:
             pairs[f"{change['previous']}->{change['persona']}"] += 1
     figures["steady_switch_pairs"] = dict(pairs.most_common(4))
     named = Counter(states[d].persona for d in truth if d in states)
@@ -421,9 +431,13 @@ def run_variant(variant: Variant, scale: float, engine_factory: Callable[[], Eng
     run = replay(portfolio.lines, engine_factory())
     figures = family_score(portfolio, run, decode_all(portfolio.lines), variant.seed)
     figures.update(
-        debtors=len(portfolio.truth), lines=len(portfolio.lines), injected=dict(portfolio.injected),
-        simulate_seconds=round(simulated_s, 1), replay_seconds=round(run.seconds, 1),
-        replay_eps=len(portfolio.lines) / run.seconds, seconds=round(time.perf_counter() - started, 1),
+        debtors=len(portfolio.truth),
+        lines=len(portfolio.lines),
+        injected=dict(portfolio.injected),
+        simulate_seconds=round(simulated_s, 1),
+        replay_seconds=round(run.seconds, 1),
+        replay_eps=len(portfolio.lines) / run.seconds,
+        seconds=round(time.perf_counter() - started, 1),
     )
     return figures
 
@@ -464,13 +478,13 @@ def family_report(results: dict[str, dict], variants: list[Variant], scale: floa
         f"{sum(r['debtors'] for r in results.values()):,} debtors and {sum(r['lines'] for r in results.values()):,} lines "
         f"in all, {total / 60:.0f} min. Targets are for the worst variant (last rows). The offline anchor is the better of two "
         "batch k-means (k=5, standardised) over all debtors at the end: on the published study's four aggregates of the events "
-        "(files, arrangements, creditors, outstanding) and on the engine's own end-of-stream features. \"behaviour k-means\" is "
+        '(files, arrangements, creditors, outstanding) and on the engine\'s own end-of-stream features. "behaviour k-means" is '
         "batch k-means on 19 behavioural aggregates of the events (counts, shares, stars, days from a reminder to a payment, "
         "debt trend): how separable the simulated personas are offline. The supervised bound is the better of a "
         "nearest-centroid and a logistic regression trained on the true persona over those 19 aggregates, out of fold (5 folds); "
-        "\"supervised min recall\" is the best lowest per-persona recall of a nearest-centroid and a class-balanced logistic "
+        '"supervised min recall" is the best lowest per-persona recall of a nearest-centroid and a class-balanced logistic '
         "regression on them: where it is below 0.70, the truth itself cannot tell that persona apart from these events; "
-        "\"supervised quadrant\" is a logistic regression's quadrant accuracy on them, likewise.\n",
+        '"supervised quadrant" is a logistic regression\'s quadrant accuracy on them, likewise.\n',
         "| variant | debtors | " + " | ".join(_FAMILY_COLUMNS[c] for c in cols) + " |",
         "|---" * (len(cols) + 2) + "|",
     ]
@@ -481,19 +495,20 @@ def family_report(results: dict[str, dict], variants: list[Variant], scale: floa
             cell = _fmt(r[c]) if r.get(c) is not None and r[c] == r[c] else "n/a"
             cells.append(cell if c not in FAMILY_TARGETS or _met(c, r[c]) else f"**{cell}**")
         out.append(f"| `{v.name}` | {r['debtors']:,} | " + " | ".join(cells) + " |")
-    out.append("| **worst** | | " + " | ".join(
-        (_fmt(bad[c][0]) if c not in FAMILY_TARGETS or _met(c, bad[c][0]) else f"**{_fmt(bad[c][0])}**") if c in bad else ""
-        for c in cols) + " |")
+    out.append("| **worst** | | " + " | ".join((_fmt(bad[c][0]) if c not in FAMILY_TARGETS or _met(c, bad[c][0]) else f"**{_fmt(bad[c][0])}**") if c in bad else "" for c in cols) + " |")
     out.append("| worst on | | " + " | ".join(f"`{bad[c][1]}`" if c in bad else "" for c in cols) + " |")
-    out.append("| target | | " + " | ".join(
-        (f"{'>=' if FAMILY_TARGETS[c][1] else '<='} {FAMILY_TARGETS[c][0]:g}" if c in FAMILY_TARGETS else "") for c in cols) + " |")
+    out.append("| target | | " + " | ".join((f"{'>=' if FAMILY_TARGETS[c][1] else '<='} {FAMILY_TARGETS[c][0]:g}" if c in FAMILY_TARGETS else "") for c in cols) + " |")
     out.append("| issue 12's hidden checks, today | 3,000 / 2,000 | " + " | ".join(HIDDEN_CHECKS.get(c, "") for c in cols) + " |")
-    out.append("\nBold: misses the target. In the worst row the anchor is the highest (hardest) one, the last two columns "
-               "their lowest. Recall: the share of a persona's debtors named so at the end (unknown is a miss); the minimum "
-               "skips personas with fewer than 10 debtors.\n")
-    out.append("Two generative stories make the family: `streams/simulation.py` (the engine's own simulator, weekly chances per "
-               "debtor; knobs move one thing at a time) and `streams/ledger.py` (`ledger*` variants: a monthly ledger per claim "
-               "with a dunning schedule, built from the published tables alone). The engine was tuned on `own`.\n")
+    out.append(
+        "\nBold: misses the target. In the worst row the anchor is the highest (hardest) one, the last two columns "
+        "their lowest. Recall: the share of a persona's debtors named so at the end (unknown is a miss); the minimum "
+        "skips personas with fewer than 10 debtors.\n"
+    )
+    out.append(
+        "Two generative stories make the family: `streams/simulation.py` (the engine's own simulator, weekly chances per "
+        "debtor; knobs move one thing at a time) and `streams/ledger.py` (`ledger*` variants: a monthly ledger per claim "
+        "with a dunning schedule, built from the published tables alone). The engine was tuned on `own`.\n"
+    )
     out.append("### Variants\n")
     out.append("| variant | seed | what moves | recall tamara / bryan / job / saida / hendrik-jan | steady switches, most common |")
     out.append("|---|---|---|---|---|")
@@ -523,8 +538,7 @@ def write_section(path: Path, section: str, begin: str = FAMILY_BEGIN, end: str 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -546,8 +560,7 @@ def main_family(args: argparse.Namespace) -> int:
         for variant in variants:
             results[variant.name] = run_variant(variant, args.scale)
             r = results[variant.name]
-            print(f"{variant.name}: " + ", ".join(f"{k} {_fmt(r[k])}" for k in _FAMILY_COLUMNS) + f" ({r['seconds']:.0f} s)",
-                  file=sys.stderr, flush=True)
+            print(f"{variant.name}: " + ", ".join(f"{k} {_fmt(r[k])}" for k in _FAMILY_COLUMNS) + f" ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
         commit = _commit()
     report = family_report(results, variants, args.scale, commit)
     print(report)
@@ -555,7 +568,9 @@ def main_family(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "scale": args.scale, "commit": commit, "targets": {k: {"target": t, "higher_is_better": h} for k, (t, h) in FAMILY_TARGETS.items()},
+            "scale": args.scale,
+            "commit": commit,
+            "targets": {k: {"target": t, "higher_is_better": h} for k, (t, h) in FAMILY_TARGETS.items()},
             "variants": {v.name: {"seed": v.seed, "months": v.months, "knobs": v.knobs, "description": v.description, **results[v.name]} for v in variants},
             "worst": {k: {"value": val, "variant": name} for k, (val, name) in bad.items()},
         }
@@ -610,8 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         if not met:
             missed.append(name)
         out.append(f"| {LABELS[name]} | {_fmt(value)} | {'>=' if higher else '<='} {_fmt(target)} | {'yes' if met else '**no**'} |")
-    out.append(f"\nOffline anchor ARI {_fmt(figures['offline_ari'])}. Replay {figures['replay_eps']:,.0f} events/s; "
-               f"orjson parse alone {figures['parse_eps']:,.0f} lines/s (same run).\n")
+    out.append(f"\nOffline anchor ARI {_fmt(figures['offline_ari'])}. Replay {figures['replay_eps']:,.0f} events/s; orjson parse alone {figures['parse_eps']:,.0f} lines/s (same run).\n")
     out.append("## Simulated vs named persona at the end\n")
     out.append(_confusion(portfolio, main_run.engine))
     if not args.no_ablations:

@@ -220,35 +220,25 @@ def _embedded(root: Path) -> list[str]:
         return float(match.group(1).replace(",", "")) if match else None
 
     parse, replay = figure("orjson parse only"), figure("full replay")
-    size = re.search(
-        r"bytes per debtor: mean / p99 / max \| (\d+) / (\d+) / (\d+)", text
-    )
+    size = re.search(r"bytes per debtor: mean / p99 / max \| (\d+) / (\d+) / (\d+)", text)
     learn = re.search(r"-> ([\d.]+) µs per event", text)
-    command = re.search(
-        r"`(python bench/embedded.py[^`]*)`: ([\d,]+) lines, ([\d,]+) debtors", text
-    )
+    command = re.search(r"`(python bench/embedded.py[^`]*)`: ([\d,]+) lines, ([\d,]+) debtors", text)
     lines = ["## 1. Embedded replay", ""]
     if command:
-        lines.append(
-            f"`{command.group(1)}`: {command.group(2)} lines, {command.group(3)} debtors (figures from `docs/bench-embedded.md`, same machine)."
-        )
+        lines.append(f"`{command.group(1)}`: {command.group(2)} lines, {command.group(3)} debtors (figures from `docs/bench-embedded.md`, same machine).")
         lines.append("")
     lines += [
         "| measure | figure | ceiling | ratio | goal | met |",
         "|---|---|---|---|---|---|",
     ]
     if parse and replay:
-        lines.append(
-            f"| full replay (decode, validate, process, learn) | {_rate(replay)} | orjson parse only {_rate(parse)} | 1/{parse / replay:.0f} | >= 1/20 | {_yes(replay / parse >= 1 / 20)} |"
-        )
+        lines.append(f"| full replay (decode, validate, process, learn) | {_rate(replay)} | orjson parse only {_rate(parse)} | 1/{parse / replay:.0f} | >= 1/20 | {_yes(replay / parse >= 1 / 20)} |")
     if size:
         lines.append(
             f"| serialized state per debtor, mean / p99 / max | {size.group(1)} / {size.group(2)} / {size.group(3)} B | | | <= 1024 B | {_yes(int(size.group(2)) <= 1024)} (max {_yes(int(size.group(3)) <= 1024)}) |"
         )
     if learn:
-        lines.append(
-            f"| model update cost per event (learn_one x learns per event) | {learn.group(1)} µs | | | | |"
-        )
+        lines.append(f"| model update cost per event (learn_one x learns per event) | {learn.group(1)} µs | | | | |")
     lines += ["", EMBEDDED_NOTES]
     return lines
 
@@ -339,8 +329,7 @@ def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> li
     lines = [
         "### Side by side with the peer (issue 17)",
         "",
-        f"Measured in one run ({tp['measured_at'][:16].replace('T', ' ')} UTC) on the same {tp['events']:,} pre-produced events "
-        f"({tp['debtors']:,} debtors, {tp['months']} months, 4 partitions).",
+        f"Measured in one run ({tp['measured_at'][:16].replace('T', ' ')} UTC) on the same {tp['events']:,} pre-produced events ({tp['debtors']:,} debtors, {tp['months']} months, 4 partitions).",
         "",
         "| pipeline | events/s | events/s to 95 % | CPU µs/event | worker / this (events/s) | worker / this (to 95 %) |",
         "|---|---|---|---|---|---|",
@@ -353,7 +342,10 @@ def _peer(tp: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> li
             f"{_ratio(w['events_per_s'] / run['events_per_s'])} | {_ratio(w95 / to95) if to95 and w95 else ''} |"
         )
     if peer.get("change_events") is not None:
-        lines += ["", f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often)."]
+        lines += [
+            "",
+            f"The peer sent {peer['change_events']:,} change records ({peer['change_events'] / tp['events']:.0%} of events: an online k-means moves its centres with every event, so clusters flip often).",
+        ]
     runs = [r for r in (earlier or []) if r.get("peer") and r.get("measured_at") != tp.get("measured_at")] + [tp]
     if len(runs) > 1:
         lines += [""] + _peer_runs(runs)
@@ -391,9 +383,7 @@ def _profile(tp: dict[str, Any], root: Path | None = None) -> list[str]:
         "|---|---|---|",
     ]
     busy = prof.get("busy_buckets", {})
-    lines += [
-        f"| {name} | {share:.1%} | {f'{busy[name]:.1%}' if name in busy else ''} |" for name, share in prof["buckets"].items()
-    ]
+    lines += [f"| {name} | {share:.1%} | {f'{busy[name]:.1%}' if name in busy else ''} |" for name, share in prof["buckets"].items()]
     lines += ["", "Top frames of ours, Faust's, aiokafka's, Prometheus' and River's by inclusive share (of all samples):", "",
               "| frame | share |", "|---|---|"]  # fmt: skip
     lines += [f"| `{t['frame']}` | {t['share']:.1%} |" for t in prof["top_inclusive"]]
@@ -579,11 +569,7 @@ def render(load: Load, root: Path) -> str:
         ]
         for label, v in variants:
             probes = v.get("probes") or []
-            behind = (
-                f"{probes[-1]['sent'] + v.get('history_events', 0) - probes[-1]['counted']:,} (held {probes[-1]['held']:,})"
-                if probes
-                else ""
-            )
+            behind = f"{probes[-1]['sent'] + v.get('history_events', 0) - probes[-1]['counted']:,} (held {probes[-1]['held']:,})" if probes else ""
             out.append(
                 f"| {label} | {v.get('measured_at', '')[5:16].replace('T', ' ')} | {v['change_events']:,} | {v['p50_ms']:,.0f} ms | {v['p90_ms']:,.0f} ms | {v['p99_ms']:,.0f} ms | <= 100 ms | {_yes(v['p99_ms'] <= 100)} | {v.get('worker_cpu_s', '')} | {behind} |"
             )
@@ -599,36 +585,22 @@ def render(load: Load, root: Path) -> str:
             f"| serialized state per debtor on the changelog (last value per key, {sb['debtors']:,} debtors of the throughput run): mean / p99 / max | {sb['mean']} / {sb['p99']} / {sb['max']} B | <= 1024 B | {_yes(sb['p99'] <= 1024)} |"
         )
     if state:
-        pts = ", ".join(
-            f"{p['debtors']:,}: {p['rss_mib']} MiB" for p in state["points"]
-        )
-        rows.append(
-            f"| worker RSS, rocksdb store, one `contact_initiated` per debtor (debtors: RSS) | {pts} | | |"
-        )
-        rows.append(
-            f"| RSS growth | {state['mib_per_100k']} MiB per 100k debtors | | |"
-        )
+        pts = ", ".join(f"{p['debtors']:,}: {p['rss_mib']} MiB" for p in state["points"])
+        rows.append(f"| worker RSS, rocksdb store, one `contact_initiated` per debtor (debtors: RSS) | {pts} | | |")
+        rows.append(f"| RSS growth | {state['mib_per_100k']} MiB per 100k debtors | | |")
         measured = state["debtors"] >= 1_000_000
         kind = "measured" if measured else f"**extrapolated** linearly from {state['debtors']:,}"
         rows.append(
             f"| RSS at 1,000,000 debtors ({kind}) | {state['extrapolated_1m_mib']:,} MiB | <= 1536 MiB | {_yes(state['extrapolated_1m_mib'] <= 1536)}{'' if measured else ' (extrapolation)'} |"
         )
         rows += _before_after_state(state, load("state"), load("state-100k-tally"))
-        rows.append(
-            f"| RocksDB data dir at {state['debtors']:,} debtors | {state['rocksdb_dir_mib']} MiB | | |"
-        )
-        rows.append(
-            f"| serialized state of a one-event debtor (state run) | {state['state_bytes'].get('mean')} B | | |"
-        )
+        rows.append(f"| RocksDB data dir at {state['debtors']:,} debtors | {state['rocksdb_dir_mib']} MiB | | |")
+        rows.append(f"| serialized state of a one-event debtor (state run) | {state['state_bytes'].get('mean')} B | | |")
     if tp and tp.get("learn") and tp["worker"].get("model_updates") is not None:
         le, w = tp["learn"], tp["worker"]
         per_event = w["model_updates"] / tp["events"]
-        rows.append(
-            f"| model update: parse + `learn_one` per update (single writer) | {le['us_per_update']} µs ({le['updates_per_s']:,}/s) | | |"
-        )
-        rows.append(
-            f"| model updates per event (learn every 60 days per debtor) | {per_event:.3f} -> {le['us_per_update'] * per_event:.1f} µs per event | | |"
-        )
+        rows.append(f"| model update: parse + `learn_one` per update (single writer) | {le['us_per_update']} µs ({le['updates_per_s']:,}/s) | | |")
+        rows.append(f"| model updates per event (learn every 60 days per debtor) | {per_event:.3f} -> {le['us_per_update'] * per_event:.1f} µs per event | | |")
     out += rows + ["", STATE_NOTES, ""]
 
     out += ["## 5. Scale-out: 1 vs 2 workers on 4 partitions", ""]

@@ -91,12 +91,14 @@ def contact_policy(
     steps += [{"day": day, "channel": "email", "tone": "friendly", "message_id": f"sim-email-{day}"} for day in range(4, days, 7)]
     steps += [{"day": day, "channel": "whatsapp", "tone": "friendly", "message_id": f"sim-whatsapp-{day}"} for day in range(6, days, 14)]
     quadrants = ("willing_able", "willing_unable", "unwilling_able", "unwilling_unable", "unknown")
-    return parse_policy({
-        "version": version,
-        "plans": {"calls": sorted(steps, key=lambda step: int(step["day"]))},
-        "segments": dict.fromkeys(quadrants, "calls"),
-        "contact_rules": {"adapt_channels": adapt_channels, "adapt_after": adapt_after, "supersede_held": supersede_held},
-    })
+    return parse_policy(
+        {
+            "version": version,
+            "plans": {"calls": sorted(steps, key=lambda step: int(step["day"]))},
+            "segments": dict.fromkeys(quadrants, "calls"),
+            "contact_rules": {"adapt_channels": adapt_channels, "adapt_after": adapt_after, "supersede_held": supersede_held},
+        }
+    )
 
 
 def allowed_hours(policy: Policy, inconvenient: Sequence[tuple[int, int]] = ()) -> HourMask:
@@ -258,9 +260,20 @@ class _Loop:
         if debtor.zone_source == "claim":
             claim["timezone"] = debtor.timezone
         change = {
-            "event_id": f"{d}-quadrant", "debtor_id": d, "type": "quadrant_changed", "occurred_at": _iso(assign_ts), "emitted_at": _iso(assign_ts),
-            "previous": "unknown", "cause_event_id": claim["event_id"], "model_version": 1, "confidence": 1.0, "explanation": {},
-            "quadrant": "unwilling_unable", "willingness": 0.3, "ability": 0.3, "reason": "behaviour",
+            "event_id": f"{d}-quadrant",
+            "debtor_id": d,
+            "type": "quadrant_changed",
+            "occurred_at": _iso(assign_ts),
+            "emitted_at": _iso(assign_ts),
+            "previous": "unknown",
+            "cause_event_id": claim["event_id"],
+            "model_version": 1,
+            "confidence": 1.0,
+            "explanation": {},
+            "quadrant": "unwilling_unable",
+            "willingness": 0.3,
+            "ability": 0.3,
+            "reason": "behaviour",
         }
         self.push(assign_ts, claim, Step(None, (Output(QUADRANT_CHANGES_TOPIC, d, change),), "processed"))
         if debtor.preference_day < math.inf:
@@ -335,10 +348,21 @@ class _Loop:
             probability = debtor.answer_probability(ts)
             answered = rng.random() < probability
             local = local_datetime(ts, debtor.tz)
-            self.result.calls.append(CallRecord(
-                debtor.debtor_id, due["event_id"], ts, due_ts, weekend, local.hour // BAND_HOURS, answered, span, best, probability,
-                debtor.answer[(_BANDS if weekend else 0) + best],
-            ))
+            self.result.calls.append(
+                CallRecord(
+                    debtor.debtor_id,
+                    due["event_id"],
+                    ts,
+                    due_ts,
+                    weekend,
+                    local.hour // BAND_HOURS,
+                    answered,
+                    span,
+                    best,
+                    probability,
+                    debtor.answer[(_BANDS if weekend else 0) + best],
+                )
+            )
             respond_ts = ts + _ANSWER_AFTER_S if answered else None
         else:
             ts = float(math.ceil(not_before))

@@ -34,9 +34,7 @@ from debtor_segments.streams.policy import CHANNELS
 __all__ = ["OBSERVED_TYPES", "ContactState", "observe"]
 
 #: Inbound types the guard folds in (the others leave its state alone).
-OBSERVED_TYPES = frozenset(
-    ("claim_opened", "claim_closed", "contact_attempted", "contact_responded", "contact_initiated", "contact_preference_set")
-)
+OBSERVED_TYPES = frozenset(("claim_opened", "claim_closed", "contact_attempted", "contact_responded", "contact_initiated", "contact_preference_set"))
 #: The largest contact rules a policy may set (schemas/policy.json): the bounds below must hold
 #: for every rule setting a policy may set, not only the defaults.
 _RULE_BOUNDS = load_schema("policy")["properties"]["contact_rules"]["properties"]

@@ -48,8 +48,7 @@ REJECTED_OUTCOMES: dict[str, tuple[str, str]] = {
     "before_erasure": ("erased", "occurred before this debtor's erasure: its data is not kept"),
     "undecidable": (
         "undecidable_duplicate",
-        "inside the lateness window, but older than every event id still remembered for this debtor: "
-        "whether it is a duplicate cannot be decided",
+        "inside the lateness window, but older than every event id still remembered for this debtor: whether it is a duplicate cannot be decided",
     ),
 }
 
@@ -229,10 +228,7 @@ def _update_persona(
         new.candidate, new.streak, new.confidence = "", 0, assignment.confidence
         return
     if new.persona == UNKNOWN:
-        if known < 3 * config.min_evidence and (
-            assignment.margin < config.min_first_margin
-            or separation(x, feature_variance(new, x, months)) < config.min_first_separation
-        ):
+        if known < 3 * config.min_evidence and (assignment.margin < config.min_first_margin or separation(x, feature_variance(new, x, months)) < config.min_first_separation):
             return
     else:
         # Hysteresis: a debtor keeps the persona until another one wins clearly, repeatedly.

@@ -82,10 +82,7 @@ DEFAULT_LIMITS = Limits()
 # "format" is an annotation in draft 2020-12; occurred_at is checked once, by parse_time.
 # A field's "not": {"pattern": ...} (no control characters in ids) is checked in
 # decode_object instead: as compiled by fastjsonschema it tripled the cost of validation.
-_FORBIDDEN = {
-    name: tuple((field, re.compile(spec["not"]["pattern"])) for field, spec in load_schema(name)["properties"].items() if "pattern" in spec.get("not", {}))
-    for name in INBOUND_TYPES
-}
+_FORBIDDEN = {name: tuple((field, re.compile(spec["not"]["pattern"])) for field, spec in load_schema(name)["properties"].items() if "pattern" in spec.get("not", {})) for name in INBOUND_TYPES}
 
 
 def _without_forbidden(schema: dict[str, Any]) -> dict[str, Any]:
@@ -95,16 +92,10 @@ def _without_forbidden(schema: dict[str, Any]) -> dict[str, Any]:
 
 _VALIDATORS = {name: fastjsonschema.compile(_without_forbidden(load_schema(name)), use_formats=False) for name in INBOUND_TYPES}
 #: The amount fields of each type, checked against the configurable ceiling.
-_AMOUNT_FIELDS = {
-    name: tuple(field for field in load_schema(name)["properties"] if field.endswith("_cents"))
-    for name in INBOUND_TYPES
-}
+_AMOUNT_FIELDS = {name: tuple(field for field in load_schema(name)["properties"] if field.endswith("_cents")) for name in INBOUND_TYPES}
 #: The integer fields of each type: JSON Schema's "integer" admits 5.0 (and 5.0000000000000001,
 #: which parses as 5.0); the contract means a JSON integer literal.
-_INTEGER_FIELDS = {
-    name: tuple(field for field, spec in load_schema(name)["properties"].items() if spec.get("type") == "integer")
-    for name in INBOUND_TYPES
-}
+_INTEGER_FIELDS = {name: tuple(field for field, spec in load_schema(name)["properties"].items() if spec.get("type") == "integer") for name in INBOUND_TYPES}
 # RFC 3339, section 5.6: the offset has a colon; "T" and "Z" may be lower case; seconds may be 60
 # (a leap second, taken as the first instant of the next second).
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt](\d\d:\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")

@@ -317,9 +317,7 @@ class ExperimentBook:
             wins[best.plan_id] += 1
         k = len(experiment.arms)
         floor = experiment.exploration / k
-        self.allocations[experiment.experiment_id] = Allocation(
-            {arm.plan_id: floor + (1 - experiment.exploration) * wins[arm.plan_id] / draws for arm in experiment.arms}
-        )
+        self.allocations[experiment.experiment_id] = Allocation({arm.plan_id: floor + (1 - experiment.exploration) * wins[arm.plan_id] / draws for arm in experiment.arms})
 
     # --- output ----------------------------------------------------------------------------
     def _arm_figures(self, experiment: Experiment, segment: str) -> dict[str, Any]:
@@ -373,10 +371,7 @@ class ExperimentBook:
                 "days": status.last_check_day if status else 0,
                 "in_follow_up": sum(1 for d in self.debtors.values() if d.experiment_id == experiment.experiment_id),
                 "segments": {segment: self._arm_figures(experiment, segment) for segment in segments},
-                "contacts": {
-                    arm.plan_id: {ch: n for (e, a, ch), n in sorted(self.contacts.items()) if e == experiment.experiment_id and a == arm.plan_id}
-                    for arm in experiment.arms
-                },
+                "contacts": {arm.plan_id: {ch: n for (e, a, ch), n in sorted(self.contacts.items()) if e == experiment.experiment_id and a == arm.plan_id} for arm in experiment.arms},
                 "differences": differences,
                 "decision": status.concluded if status and status.concluded else {"decision": "running"},
             }

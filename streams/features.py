@@ -75,9 +75,7 @@ def _creditors(bits: int) -> float:
 
 # Both count features take few values: look them up instead of taking logs for every event.
 _FILES_FEATURE = tuple(min(1.0, math.log1p(claims) / _LOG_FILES) for claims in range(13))
-_CREDITORS_FEATURE = tuple(
-    min(1.0, math.log1p(_creditors((1 << ones) - 1)) / _LOG_CREDITORS) for ones in range(65)
-)
+_CREDITORS_FEATURE = tuple(min(1.0, math.log1p(_creditors((1 << ones) - 1)) / _LOG_CREDITORS) for ones in range(65))
 
 
 def features(state: DebtorState) -> dict[str, float]:
@@ -170,11 +168,7 @@ def willingness(state: DebtorState, months: float | None = None) -> float:
     kept, missed = d[KEPT], d[MISSED]
     if months is None:
         months = exposure_months(state)
-    behaviour = (
-        0.4 * inbound / (inbound + 0.5 * months)
-        + 0.3 * (responded + 0.5) / (outbound + 1.0)
-        + 0.3 * (kept + 1.0) / (kept + missed + 2.0)
-    )
+    behaviour = 0.4 * inbound / (inbound + 0.5 * months) + 0.3 * (responded + 0.5) / (outbound + 1.0) + 0.3 * (kept + 1.0) / (kept + missed + 2.0)
     return _clip(star_weight * stars + (1.0 - star_weight) * min(1.0, behaviour * 1.4))
 
 

@@ -127,10 +127,16 @@ class _Ledger:
 
     def emit(self, event_type: str, ts: float, **fields: Any) -> None:
         self.counter += 1
-        self.events.append({
-            "event_id": f"{self.truth.debtor_id}-{self.counter:05d}", "debtor_id": self.truth.debtor_id,
-            "type": event_type, "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), **fields, "_ts": ts,
-        })
+        self.events.append(
+            {
+                "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
+                "debtor_id": self.truth.debtor_id,
+                "type": event_type,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+                **fields,
+                "_ts": ts,
+            }
+        )
 
     def open_claim(self, ts: float) -> None:
         rng = self.rng
@@ -151,8 +157,7 @@ class _Ledger:
         rng, t = self.rng, self.truth
         if rng.random() >= self.k["rating_share"]:
             return
-        fields: dict[str, Any] = {"stars": min(5, max(1, round(1 + 4 * t.willingness + rng.gauss(0, 1.0)))),
-                                  "call_id": f"c-{self.counter}", "agent_id": f"ag-{rng.randrange(60)}"}
+        fields: dict[str, Any] = {"stars": min(5, max(1, round(1 + 4 * t.willingness + rng.gauss(0, 1.0)))), "call_id": f"c-{self.counter}", "agent_id": f"ag-{rng.randrange(60)}"}
         if rng.random() < 0.6:
             seen = t.ability + rng.gauss(0, 0.2)
             fields["assessment"] = "can_pay" if seen > 0.6 else "cannot_pay" if seen < 0.4 else "partly"
@@ -209,8 +214,7 @@ class _Ledger:
                 claim.arrangement = f"{claim.claim_id}-ar{self.counter}"
                 claim.installment, claim.installments_left, claim.missed_in_row = max(1, -(-claim.outstanding // n)), n, 0
                 claim.due_ts = ats + rng.uniform(7, 28) * _DAY
-                self.emit("arrangement_agreed", ats, claim_id=claim.claim_id, arrangement_id=claim.arrangement,
-                          installments=n, installment_cents=claim.installment)
+                self.emit("arrangement_agreed", ats, claim_id=claim.claim_id, arrangement_id=claim.arrangement, installments=n, installment_cents=claim.installment)
         # Monthly hazard that makes about the published share collected within a year.
         base = 1 - (1 - p.collected) ** (1 / 12)
         for claim in open_claims:
@@ -221,8 +225,7 @@ class _Ledger:
                         self.pay(claim, claim.installment, claim.due_ts + rng.uniform(-3, 2) * _DAY)
                         claim.missed_in_row = 0
                     else:
-                        self.emit("installment_missed", claim.due_ts + _DAY, claim_id=claim.claim_id,
-                                  arrangement_id=claim.arrangement, amount_cents=claim.installment)
+                        self.emit("installment_missed", claim.due_ts + _DAY, claim_id=claim.claim_id, arrangement_id=claim.arrangement, amount_cents=claim.installment)
                         claim.missed_in_row += 1
                     claim.installments_left -= 1
                     claim.due_ts += _MONTH
@@ -292,8 +295,7 @@ def simulate_ledger(
     shares = mix_shares(mix)
     start_ts = float(calendar.timegm(time.strptime(start, "%Y-%m-%d")))
     end_ts = start_ts + months * _MONTH
-    knobs = {"contact": contact, "rating_share": rating_share, "files_scale": files_scale,
-             "principal_mu": math.log(principal_eur * 100) - 0.9**2 / 2, "installments": installments}
+    knobs = {"contact": contact, "rating_share": rating_share, "files_scale": files_scale, "principal_mu": math.log(principal_eur * 100) - 0.9**2 / 2, "installments": installments}
     truth: dict[str, SimulatedDebtor] = {}
     events: list[dict[str, Any]] = []
     for n in range(debtors):

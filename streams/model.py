@@ -89,9 +89,7 @@ class SegmentModel:
         for i in range(n_clusters):
             jitter = 0.0 if i < len(PERSONAS) else 0.05
             prototype = PROTOTYPES[PERSONAS[i % len(PERSONAS)]]
-            self._kmeans.centers[i] = collections.defaultdict(
-                float, {k: v + rng.uniform(-jitter, jitter) for k, v in prototype.items()}
-            )
+            self._kmeans.centers[i] = collections.defaultdict(float, {k: v + rng.uniform(-jitter, jitter) for k, v in prototype.items()})
         self._names = name_clusters(self._kmeans.centers)
         self._refresh()
 
@@ -177,10 +175,7 @@ class SegmentModel:
             "per_persona": self.per_persona,
             "features": list(FEATURES),
             "personas": [name for _, name in sorted(self._names.items())],
-            "centers": [
-                {name: center[name] for name in FEATURES}
-                for _, center in sorted(self._kmeans.centers.items())
-            ],
+            "centers": [{name: center[name] for name in FEATURES} for _, center in sorted(self._kmeans.centers.items())],
         }
 
     @classmethod

@@ -104,7 +104,7 @@ def _experiment(experiment_id: str, body: Mapping[str, Any]) -> str:
     decision = body["decision"]
     verdict = escape(decision["decision"]) + (f": {escape(str(decision['winner']))} after {decision['days']} days" if decision.get("winner") else "")
     return (
-        f'<h3>{escape(experiment_id)} <small>({escape(body["segment"])}, {escape(body["mode"])}, '
+        f"<h3>{escape(experiment_id)} <small>({escape(body['segment'])}, {escape(body['mode'])}, "
         f'{body["horizon_days"]}-day {escape(body["metric"])})</small></h3><p class="decision">Decision: {verdict}</p>' + "".join(parts)
     )
 
@@ -127,13 +127,10 @@ def render_page(
     ]
     if experiments:
         body = "".join(_experiment(eid, exp) for eid, exp in experiments.get("experiments", {}).items())
-        sections.append(f'<h2>Experiments <small>(policy {escape(str(experiments.get("policy_version", "")))})</small></h2>{body}')
+        sections.append(f"<h2>Experiments <small>(policy {escape(str(experiments.get('policy_version', '')))})</small></h2>{body}")
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222}h2{margin-top:28px}"
         ".legend{font-size:12px;margin:4px 0 0 40px}.key{margin-right:12px}.key i{display:inline-block;width:10px;height:10px;margin-right:4px}"
         ".heat td,.heat th{padding:4px 8px;font-size:12px;text-align:right;border:1px solid #eee}small{color:#666;font-weight:normal}"
     )
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{style}</style></head>'
-        f'<body><h1>{escape(title)}</h1>{"".join(sections)}</body></html>'
-    )
+    return f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{style}</style></head><body><h1>{escape(title)}</h1>{"".join(sections)}</body></html>'

@@ -36,10 +36,7 @@ _PROTOTYPE_ROWS = {
     "arrangements":     (0.65, 0.55, 0.30, 0.05, 0.02),
 }  # fmt: skip
 #: Behaviour each persona stands for (domain brief), as a point in feature space.
-PROTOTYPES: dict[str, dict[str, float]] = {
-    persona: {name: _PROTOTYPE_ROWS[name][i] for name in FEATURES}
-    for i, persona in enumerate(PERSONAS)
-}
+PROTOTYPES: dict[str, dict[str, float]] = {persona: {name: _PROTOTYPE_ROWS[name][i] for name in FEATURES} for i, persona in enumerate(PERSONAS)}
 
 
 def _distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:

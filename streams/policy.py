@@ -175,10 +175,7 @@ class Policy:
 
 def policy_problems(document: Any) -> list[Problem]:
     """Every problem of a parsed policy document: schema first, then cross-references."""
-    problems = [
-        Problem(".".join(str(part) for part in error.absolute_path), _reason(error))
-        for error in sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    ]
+    problems = [Problem(".".join(str(part) for part in error.absolute_path), _reason(error)) for error in sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])]
     if not isinstance(document, dict):
         return problems
     plans: dict[str, Any] = document["plans"] if isinstance(document.get("plans"), dict) else {}
@@ -224,18 +221,20 @@ def parse_policy(document: Any) -> Policy:
     problems = policy_problems(document)
     if problems:
         raise PolicyError(problems)
-    plans = {
-        plan_id: Plan(plan_id, tuple(sorted((PlanStep(**step) for step in steps), key=lambda s: s.day)))
-        for plan_id, steps in document["plans"].items()
-    }
+    plans = {plan_id: Plan(plan_id, tuple(sorted((PlanStep(**step) for step in steps), key=lambda s: s.day))) for plan_id, steps in document["plans"].items()}
     experiments = {}
     for experiment_id, body in document.get("experiments", {}).items():
         fields = {k: v for k, v in body.items() if k not in ("arms", "salt")}
         arms = tuple(Arm(arm["plan"], float(arm["weight"])) for arm in body["arms"])
         experiments[experiment_id] = Experiment(experiment_id, arms=arms, salt=body.get("salt", experiment_id), **fields)
     return Policy(
-        str(document["version"]), plans, dict(document["segments"]), experiments, bool(document.get("channel_topics", False)),
-        document.get("restart_after_days"), ContactRules(**document.get("contact_rules", {})),
+        str(document["version"]),
+        plans,
+        dict(document["segments"]),
+        experiments,
+        bool(document.get("channel_topics", False)),
+        document.get("restart_after_days"),
+        ContactRules(**document.get("contact_rules", {})),
     )
 
 

@@ -124,4 +124,3 @@ def contact_facts(contact: ContactState, rules: ContactRules, portfolio: Portfol
         "decisions": contact.decisions,
         "rule_version": rules.version,
     }
-

@@ -179,14 +179,16 @@ class _DebtorSim:
 
     def emit(self, event_type: str, ts: float, **fields: Any) -> None:
         self.counter += 1
-        self.events.append({
-            "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
-            "debtor_id": self.truth.debtor_id,
-            "type": event_type,
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-            **fields,
-            "_ts": ts,
-        })
+        self.events.append(
+            {
+                "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
+                "debtor_id": self.truth.debtor_id,
+                "type": event_type,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+                **fields,
+                "_ts": ts,
+            }
+        )
 
     def open_claim(self, ts: float) -> None:
         rng = self.rng
@@ -263,8 +265,7 @@ class _DebtorSim:
                 n = rng.randint(*k.installments)
                 claim.arrangement = f"{claim.claim_id}-a{self.counter}"
                 claim.installments_left, claim.installment = n, max(1, -(-claim.outstanding // n))
-                self.emit("arrangement_agreed", ts + rng.uniform(0, _WEEK), claim_id=claim.claim_id,
-                          arrangement_id=claim.arrangement, installments=n, installment_cents=claim.installment)
+                self.emit("arrangement_agreed", ts + rng.uniform(0, _WEEK), claim_id=claim.claim_id, arrangement_id=claim.arrangement, installments=n, installment_cents=claim.installment)
         chance = b.pay * (b.nudge if ts - self.last_contact_ts < 10 * 86_400 and self.last_contact_ts else 1.0)
         if self.claims and rng.random() < chance:
             claim = rng.choice(self.claims)

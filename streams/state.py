@@ -352,11 +352,7 @@ class DebtorState:
 
         Both counters of a channel decay alike, so their ratio needs no decaying first.
         """
-        return {
-            channel: min(1.0, responded / sent)
-            for channel, sent, responded in zip(CHANNELS, self.channel_out, self.channel_resp, strict=True)
-            if sent > 0.0
-        }
+        return {channel: min(1.0, responded / sent) for channel, sent, responded in zip(CHANNELS, self.channel_out, self.channel_resp, strict=True) if sent > 0.0}
 
     def decay_channels(self, half_life_s: float) -> None:
         """Decay the per-channel counters to the watermark (the contact handlers call it before

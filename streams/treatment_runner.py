@@ -231,15 +231,22 @@ class TreatmentRunner:
             release_ts, value, planned_ts = entry
             plan = self.policy.plans.get(value["plan_id"])
             # Superseded: a later step of the plan on the same channel has fallen due since.
-            later = self.policy.contact_rules.supersede_held and plan is not None and any(
-                step.channel == value["channel"] for step in plan.steps[value["step"] + 1 : state.next_step]
-            )
+            later = self.policy.contact_rules.supersede_held and plan is not None and any(step.channel == value["channel"] for step in plan.steps[value["step"] + 1 : state.next_step])
             reason = "plan_ended" if value["cause_event_id"] != state.assignment_id else "superseded" if later else ""
             if reason:
-                outputs.append(skip_step(
-                    contact, value, planned_ts, release_ts, reason, self.policy.contact_rules, self.default_timezone,
-                    emitted_at=emitted_at, policy_version=self.policy.version,
-                ))
+                outputs.append(
+                    skip_step(
+                        contact,
+                        value,
+                        planned_ts,
+                        release_ts,
+                        reason,
+                        self.policy.contact_rules,
+                        self.default_timezone,
+                        emitted_at=emitted_at,
+                        policy_version=self.policy.version,
+                    )
+                )
                 continue
             outputs += self._decide(state, value, planned_ts, release_ts, now_ts, emitted_at)
         return outputs
@@ -248,8 +255,17 @@ class TreatmentRunner:
         plan = self.policy.plans.get(value["plan_id"])
         later = tuple(step.channel for step in plan.steps[value["step"] + 1 :]) if plan is not None else ()
         outputs = guard_step(
-            state.contact, value, planned_ts, at_ts, self.policy.contact_rules, later, self.default_timezone,
-            emitted_at=emitted_at, now_ts=now_ts, portfolio=self.portfolio, policy_version=self.policy.version,
+            state.contact,
+            value,
+            planned_ts,
+            at_ts,
+            self.policy.contact_rules,
+            later,
+            self.default_timezone,
+            emitted_at=emitted_at,
+            now_ts=now_ts,
+            portfolio=self.portfolio,
+            policy_version=self.policy.version,
         )
         if self.policy.channel_topics:
             outputs += [Output(CHANNEL_TOPIC_PREFIX + o.value["channel"], o.key, o.value) for o in outputs if o.topic == CONTACT_DUE_TOPIC and o.value]

@@ -391,8 +391,7 @@ def _follow_policy(
     segment = policy.segment_of(state.persona, state.quadrant) or ""
     target = policy.segments.get(segment, "")
     same = segment == state.segment and (
-        (state.experiment_id and target == state.experiment_id and state.arm in policy.plans)
-        or (not state.experiment_id and target == state.plan_id and target in policy.plans)
+        (state.experiment_id and target == state.experiment_id and state.arm in policy.plans) or (not state.experiment_id and target == state.plan_id and target in policy.plans)
     )
     if same:
         state.policy_version = policy.version

@@ -138,11 +138,7 @@ def data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[int, str, str]]:
     """``(panel id, refId, expr)`` of every dashboard query."""
-    return [
-        (panel["id"], target["refId"], target["expr"])
-        for panel in data_panels(dashboard)
-        for target in panel["targets"]
-    ]
+    return [(panel["id"], target["refId"], target["expr"]) for panel in data_panels(dashboard) for target in panel["targets"]]
 
 
 def exported_series_names() -> set[str]:
@@ -195,12 +191,7 @@ def dockerignore_regex(pattern: str) -> re.Pattern[str]:
     """Regex of a .dockerignore pattern (Go filepath.Match plus ``**``)."""
     tokens = re.split(r"(\*\*/|\*\*|\*|\?|\[[^\]]*\])", pattern.strip("/"))
     wildcard = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-    return re.compile(
-        "".join(
-            token if token.startswith("[") else wildcard.get(token, re.escape(token))
-            for token in tokens
-        )
-    )
+    return re.compile("".join(token if token.startswith("[") else wildcard.get(token, re.escape(token)) for token in tokens))
 
 
 def dockerignore_allows(path: str, patterns: list[str]) -> bool:
@@ -270,18 +261,14 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> No
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:{controller_port}"
     advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert "PLAINTEXT://kafka:9092" in advertised
-    protocols = dict(
-        item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
-    )
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
     assert set(listeners) <= set(protocols)
     assert kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert kafka["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert kafka["CLUSTER_ID"]
     assert "healthcheck" in services["kafka"]
     data_dir = kafka["KAFKA_LOG_DIRS"]
-    assert any(
-        target == data_dir and not is_bind(source) for source, target in mounts(services["kafka"])
-    )
+    assert any(target == data_dir and not is_bind(source) for source, target in mounts(services["kafka"]))
 
 
 def test_worker(services: dict[str, dict[str, Any]]) -> None:
@@ -338,20 +325,13 @@ def test_prometheus_service_mounts_the_config(services: dict[str, dict[str, Any]
 
 
 def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
-    used = {
-        source
-        for service in compose["services"].values()
-        for source, _ in mounts(service)
-        if not is_bind(source)
-    }
+    used = {source for service in compose["services"].values() for source, _ in mounts(service) if not is_bind(source)}
     declared = set(compose.get("volumes") or {})
     assert used == declared
 
 
 def test_bind_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
-    binds = [
-        source for service in services.values() for source, _ in mounts(service) if is_bind(source)
-    ]
+    binds = [source for service in services.values() for source, _ in mounts(service) if is_bind(source)]
     assert binds
     for source in binds:
         assert (ROOT / source).exists(), source
@@ -371,14 +351,8 @@ def test_dockerfile() -> None:
     assert json.loads(by_name["ENTRYPOINT"][-1]) == ["debtor-segments"]
     assert json.loads(by_name["CMD"][-1]) == ["worker"]
     assert by_name["EXPOSE"] == ["6066"]
-    copied = {
-        source
-        for arguments in by_name["COPY"]
-        for source in arguments.split()[:-1]
-        if not source.startswith("--")
-    }
+    copied = {source for arguments in by_name["COPY"] for source in arguments.split()[:-1] if not source.startswith("--")}
     assert copied == {"pyproject.toml", "README.md", "LICENSE", "streams/", "agents/", "schemas/", "policies/"}
-
 
 
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
@@ -403,6 +377,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     for module in ("debtor_segments/streams/engine.py", "debtor_segments/agents/worker.py", "debtor_segments/schemas/payment_received.json"):
         assert module in names, module
     assert not any(name.startswith("debtor_segments/tests/") or name.endswith("__main__.pyc") for name in names)
+
 
 def test_dockerfile_port_is_the_worker_port(services: dict[str, dict[str, Any]]) -> None:
     exposed = dict(dockerfile_instructions())["EXPOSE"]

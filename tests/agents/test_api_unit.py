@@ -121,9 +121,7 @@ def test_summaries_round_trip_and_add_up_to_the_whole_population(states: list[De
     assert body["debtors"] == whole["debtors"] == len(states)
     assert body["personas"] == whole["personas"] and body["quadrants"] == whole["quadrants"]
     for persona in ALL_PERSONAS:
-        assert body["persona_quadrant"][persona] == {
-            q: sum(1 for s in states if s.persona == persona and s.quadrant == q) for q in ALL_QUADRANTS
-        }
+        assert body["persona_quadrant"][persona] == {q: sum(1 for s in states if s.persona == persona and s.quadrant == q) for q in ALL_QUADRANTS}
     assert body["partitions"] == {"reported": 4, "total": 4, "complete": True}
     assert body["latest_event"] is not None and body["as_of"] is not None
 

@@ -28,6 +28,7 @@ def _handle(table: dict, value: bytes | None, key: bytes | None = b"d1", offset:
 
 def _mutations() -> st.SearchStrategy[bytes]:
     """Records that break the contract in the ways upstream systems do."""
+
     def body(**change: object) -> bytes:
         return orjson.dumps({**VALID, **change})
 
@@ -37,20 +38,36 @@ def _mutations() -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.binary(max_size=200),
         st.integers(min_value=0, max_value=len(body()) - 1).map(lambda n: body()[:n]),  # truncated
-        st.sampled_from([
-            body(amount_cents="12"), body(amount_cents=1.5), body(amount_cents=-3), body(amount_cents=0),
-            body(amount_cents=CEILING + 1), body(amount_cents=10**15), body(occurred_at="2026-03-01T10:00:00"),
-            body(occurred_at="2026-13-01T10:00:00Z"), body(occurred_at=""), body(type="refund"), body(type=None),
-            body(debtor_id=""), body(debtor_id="x" * 65), body(event_id="e" * 129), body(claim_id=None),
-            body(event_id=7),
-            orjson.dumps({k: v for k, v in VALID.items() if k != "debtor_id"}),
-            orjson.dumps({k: v for k, v in VALID.items() if k != "event_id"}),
-            b'{"event_id": "n", "debtor_id": "d1", "type": "call_rated", "occurred_at": "2026-03-01T10:00:00Z", "stars": NaN}',
-            b'{"event_id": "n", "debtor_id": "d1", "type": "payment_received", "occurred_at": "2026-03-01T10:00:00Z", "claim_id": "c", "amount_cents": Infinity}',
-            orjson.dumps({**VALID, "claim_id": "c" * 100_000}),
-            orjson.dumps({**VALID, "extra": nested}),
-            b"[]", b"null", b"\"a string\"", b"\xff\xfe\x00",
-        ]),
+        st.sampled_from(
+            [
+                body(amount_cents="12"),
+                body(amount_cents=1.5),
+                body(amount_cents=-3),
+                body(amount_cents=0),
+                body(amount_cents=CEILING + 1),
+                body(amount_cents=10**15),
+                body(occurred_at="2026-03-01T10:00:00"),
+                body(occurred_at="2026-13-01T10:00:00Z"),
+                body(occurred_at=""),
+                body(type="refund"),
+                body(type=None),
+                body(debtor_id=""),
+                body(debtor_id="x" * 65),
+                body(event_id="e" * 129),
+                body(claim_id=None),
+                body(event_id=7),
+                orjson.dumps({k: v for k, v in VALID.items() if k != "debtor_id"}),
+                orjson.dumps({k: v for k, v in VALID.items() if k != "event_id"}),
+                b'{"event_id": "n", "debtor_id": "d1", "type": "call_rated", "occurred_at": "2026-03-01T10:00:00Z", "stars": NaN}',
+                b'{"event_id": "n", "debtor_id": "d1", "type": "payment_received", "occurred_at": "2026-03-01T10:00:00Z", "claim_id": "c", "amount_cents": Infinity}',
+                orjson.dumps({**VALID, "claim_id": "c" * 100_000}),
+                orjson.dumps({**VALID, "extra": nested}),
+                b"[]",
+                b"null",
+                b'"a string"',
+                b"\xff\xfe\x00",
+            ]
+        ),
     )
 
 
@@ -122,9 +139,17 @@ def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor(
     now = 1_796_000_000.0  # 2026-11-29
     for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z", "2026-12-05T00:00:00Z"]):
         handled = handle_record(
-            table, key=b"d1", value=orjson.dumps({**VALID, "event_id": f"bad-{n}", "occurred_at": stamp}),
-            topic="debtor.payments", partition=0, offset=n, model=MODEL, config=CONFIG, max_amount_cents=CEILING,
-            emitted_at="t", now=now,
+            table,
+            key=b"d1",
+            value=orjson.dumps({**VALID, "event_id": f"bad-{n}", "occurred_at": stamp}),
+            topic="debtor.payments",
+            partition=0,
+            offset=n,
+            model=MODEL,
+            config=CONFIG,
+            max_amount_cents=CEILING,
+            emitted_at="t",
+            now=now,
         )
         assert handled.outcome == "dead_lettered" and handled.dead_letter_reason == "implausible_timestamp", (stamp, handled)
         [(topic, _, value)] = handled.sends
@@ -132,8 +157,17 @@ def test_implausible_event_times_are_dead_lettered_and_do_not_freeze_the_debtor(
         apply_state(table, handled)
     assert table == {}
     real = handle_record(
-        table, key=b"d1", value=orjson.dumps(VALID), topic="debtor.payments", partition=0, offset=9,
-        model=MODEL, config=CONFIG, max_amount_cents=CEILING, emitted_at="t", now=now,
+        table,
+        key=b"d1",
+        value=orjson.dumps(VALID),
+        topic="debtor.payments",
+        partition=0,
+        offset=9,
+        model=MODEL,
+        config=CONFIG,
+        max_amount_cents=CEILING,
+        emitted_at="t",
+        now=now,
     )
     assert real.outcome == "processed"
 
@@ -145,9 +179,16 @@ def test_replay_and_the_worker_reject_a_record_in_the_same_words() -> None:
     from debtor_segments.streams.engine import Engine
 
     lines = [
-        b"not json", b"[]", orjson.dumps({**VALID, "type": "refund"}), orjson.dumps({**VALID, "amount_cents": "12"}),
-        orjson.dumps({**VALID, "occurred_at": "2026-03-01 10:00:00"}), orjson.dumps({**VALID, "amount_cents": CEILING + 1}),
-        b'{"a": 1, "a": 2}', b"x" * 70_000, orjson.dumps(VALID), orjson.dumps({**VALID, "amount_cents": 1}),
+        b"not json",
+        b"[]",
+        orjson.dumps({**VALID, "type": "refund"}),
+        orjson.dumps({**VALID, "amount_cents": "12"}),
+        orjson.dumps({**VALID, "occurred_at": "2026-03-01 10:00:00"}),
+        orjson.dumps({**VALID, "amount_cents": CEILING + 1}),
+        b'{"a": 1, "a": 2}',
+        b"x" * 70_000,
+        orjson.dumps(VALID),
+        orjson.dumps({**VALID, "amount_cents": 1}),
         orjson.dumps({**VALID, "event_id": "old", "occurred_at": "2026-01-01T00:00:00Z"}),
     ]
     replayed: list[dict] = []
@@ -161,5 +202,15 @@ def test_replay_and_the_worker_reject_a_record_in_the_same_words() -> None:
     assert len(worker) == len(replayed) == len(lines) - 1  # all but VALID
     common = ("reason", "detail", "raw", "raw_truncated", "raw_bytes", "raw_sha256")
     assert [{k: w[k] for k in common if k in w} for w in worker] == [{k: r[k] for k in common if k in r} for r in replayed]
-    assert {w["reason"] for w in worker} >= {"invalid_json", "not_an_object", "unknown_type", "invalid_field", "invalid_timestamp",
-                                            "amount_above_ceiling", "duplicate_key", "record_too_large", "conflicting_duplicate", "too_late"}
+    assert {w["reason"] for w in worker} >= {
+        "invalid_json",
+        "not_an_object",
+        "unknown_type",
+        "invalid_field",
+        "invalid_timestamp",
+        "amount_above_ceiling",
+        "duplicate_key",
+        "record_too_large",
+        "conflicting_duplicate",
+        "too_late",
+    }

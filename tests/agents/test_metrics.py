@@ -63,10 +63,7 @@ def require_promtool() -> str:
     path = shutil.which("promtool")
     if path is not None:
         return path
-    message = (
-        "promtool NOT FOUND: this Prometheus check was NOT run. "
-        "Install it with `apt-get install prometheus`."
-    )
+    message = "promtool NOT FOUND: this Prometheus check was NOT run. Install it with `apt-get install prometheus`."
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     # A skip alone is easy to miss in -q output; the warning summary is not.
@@ -96,12 +93,7 @@ def families(metrics: ServiceMetrics) -> dict[str, Metric]:
 
 def samples(metrics: ServiceMetrics, name: str) -> list[Sample]:
     """Samples named exactly `name`, across all families."""
-    return [
-        sample
-        for family in families(metrics).values()
-        for sample in family.samples
-        if sample.name == name
-    ]
+    return [sample for family in families(metrics).values() for sample in family.samples if sample.name == name]
 
 
 def value(metrics: ServiceMetrics, name: str, **labels: str) -> float:
@@ -310,10 +302,7 @@ def test_attach_faust_sensors_shares_registry(app: faust.App, metrics: ServiceMe
     found = families(metrics)
     for name, kind in FAUST_FAMILIES_USED.items():
         assert found[name].type == kind, name
-    assert all(
-        name in SERVICE_FAMILIES or name.startswith(f"{FAUST_PREFIX}_") or name.endswith("_created")
-        for name in found
-    ), sorted(found)
+    assert all(name in SERVICE_FAMILIES or name.startswith(f"{FAUST_PREFIX}_") or name.endswith("_created") for name in found), sorted(found)
     # The monitor writes into the shared registry.
     app.monitor.track_tp_end_offset(TP("payments", 0), 100)
     app.monitor.on_tp_commit({TP("payments", 0): 60})
@@ -389,9 +378,7 @@ def test_service_metrics_cache_children_but_still_reject_unknown_outcomes(metric
         metrics.count_event("payments", "payment_received", "lost")
 
 
-def test_attach_faust_sensors_serves_one_metrics_page(
-    app: faust.App, metrics: ServiceMetrics
-) -> None:
+def test_attach_faust_sensors_serves_one_metrics_page(app: faust.App, metrics: ServiceMetrics) -> None:
     attach_faust_sensors(app, metrics)
     metrics.count_event("payments", "payment_received", "processed")
     view = app.web.views[METRICS_PATH]

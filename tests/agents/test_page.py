@@ -72,16 +72,27 @@ def test_the_page_renders_its_figures_in_chromium(tmp_path: Path) -> None:
     quadrants = [(f"2026-0{m}", {"willing_able": 10, "willing_unable": 20, "unwilling_able": 30, "unwilling_unable": 40}) for m in range(1, 7)]
     transitions = {"tamara": {"tamara": 1.0, "bryan": 0.0}, "bryan": {"tamara": 0.2, "bryan": 0.8}}
     figures = {"debtors": 300, "collected_share": 0.3, "collected_share_ci95": [0.25, 0.35], "payer_rate": 0.4, "payer_rate_ci95": [0.35, 0.45]}
-    experiments = {"policy_version": "v1", "experiments": {"x": {
-        "segment": "tamara", "mode": "fixed", "horizon_days": 60, "metric": "collected_share",
-        "segments": {"all": {"a": {f"d{h}": figures for h in (30, 60, 90)}, "b": {f"d{h}": figures for h in (30, 60, 90)}}},
-        "decision": {"decision": "winner", "winner": "b", "days": 66}}}}
+    experiments = {
+        "policy_version": "v1",
+        "experiments": {
+            "x": {
+                "segment": "tamara",
+                "mode": "fixed",
+                "horizon_days": 60,
+                "metric": "collected_share",
+                "segments": {"all": {"a": {f"d{h}": figures for h in (30, 60, 90)}, "b": {f"d{h}": figures for h in (30, 60, 90)}}},
+                "decision": {"decision": "winner", "winner": "b", "days": 66},
+            }
+        },
+    }
     page = tmp_path / "page.html"
     page.write_text(render_page("Test portfolio", personas, quadrants, transitions, experiments), encoding="utf-8")
     shot = tmp_path / "shot.png"
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=800,1600", f"--screenshot={shot}", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     width, height, counts = _pixels(shot.read_bytes())
     assert (width, height) == (800, 1600)

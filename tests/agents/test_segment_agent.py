@@ -79,8 +79,13 @@ def _event(event_id: str, occurred_at: str, debtor: str = "d1", **fields: Any) -
 def _agent(limit: int = 100) -> tuple[SegmentAgent, list[Any]]:
     log: list[Any] = []
     service = SimpleNamespace(
-        config=WorkerConfig(Settings(topic_prefix="unit-")), holder=ModelHolder(), metrics=Calls(), treatments=None,
-        assigned=set(), table={}, progress=PartitionProgress(lambda tp: True),
+        config=WorkerConfig(Settings(topic_prefix="unit-")),
+        holder=ModelHolder(),
+        metrics=Calls(),
+        treatments=None,
+        assigned=set(),
+        table={},
+        progress=PartitionProgress(lambda tp: True),
     )
     outbound = {name: f"topic {name}" for name in ("debtor.persona-changes", "debtor.quadrant-changes", DEAD_LETTERS_TOPIC)}
     agent = SegmentAgent(service, Pending(log, limit), Sender(log), outbound, "updates topic", RecentErasures())  # type: ignore[arg-type]

@@ -149,7 +149,10 @@ def test_partition_signals_connect_to_the_apps_signals() -> None:
 def _maintenance_service(**app: Any) -> Any:
     assignor = SimpleNamespace(assigned_actives=lambda: {TP("cl", 0), TP("other", 3)}, assigned_standbys=lambda: {TP("cl", 1)})
     return SimpleNamespace(
-        app=SimpleNamespace(rebalancing=False, in_recovery=False, assignor=assignor, **app), assigned_once=True, table=SimpleNamespace(data={}), config=CONFIG,
+        app=SimpleNamespace(rebalancing=False, in_recovery=False, assignor=assignor, **app),
+        assigned_once=True,
+        table=SimpleNamespace(data={}),
+        config=CONFIG,
     )
 
 

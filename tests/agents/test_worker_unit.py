@@ -92,16 +92,23 @@ CONFIG = EngineConfig()
 
 
 def _event(event_id: str, occurred_at: str, debtor: str = "d1", **fields: Any) -> bytes:
-    body = {"event_id": event_id, "debtor_id": debtor, "type": "contact_initiated", "occurred_at": occurred_at,
-            "channel": "portal", "direction": "inbound"}
+    body = {"event_id": event_id, "debtor_id": debtor, "type": "contact_initiated", "occurred_at": occurred_at, "channel": "portal", "direction": "inbound"}
     body.update(fields)
     return orjson.dumps(body)
 
 
 def _handle(table: dict[bytes, bytes], value: bytes | None, key: bytes | None = b"d1", offset: int = 7) -> Any:
     return handle_record(
-        table, key=key, value=value, topic="p-debtor.contacts", partition=2, offset=offset,
-        model=SegmentModel(), config=CONFIG, max_amount_cents=1_000_000_000, emitted_at="2026-05-01T00:00:00+00:00",
+        table,
+        key=key,
+        value=value,
+        topic="p-debtor.contacts",
+        partition=2,
+        offset=offset,
+        model=SegmentModel(),
+        config=CONFIG,
+        max_amount_cents=1_000_000_000,
+        emitted_at="2026-05-01T00:00:00+00:00",
     )
 
 
@@ -363,13 +370,13 @@ def test_scheduler_waits_for_a_lagging_topic_of_the_same_partition_only() -> Non
     # b[0] has records it has not delivered yet: a[0] waits; b[1] is empty and caught up.
     assert _drain(scheduler) == [(A1, 0)]
     scheduler.add(B0, _recs(0, 5, 6, 7, 15, 16))
-    assert [(tp.topic, offset) for tp, offset in _drain(scheduler)] == [
-        ("b", 0), ("b", 1), ("b", 2), ("a", 0), ("b", 3), ("b", 4), ("a", 1)]
+    assert [(tp.topic, offset) for tp, offset in _drain(scheduler)] == [("b", 0), ("b", 1), ("b", 2), ("a", 0), ("b", 3), ("b", 4), ("a", 1)]
 
 
 def test_equal_timestamps_go_in_event_time_order() -> None:
     scheduler, consumer, _ = _scheduler({A0, B0})
     consumer.hw = {A0: 2, B0: 1}
+
     def day(d: int) -> bytes:
         return orjson.dumps({"occurred_at": f"2026-01-{d:02d}T00:00:00Z"})
 
@@ -527,9 +534,7 @@ def test_revoked_partitions_are_forgotten() -> None:
     st.lists(st.tuples(st.sampled_from([A0, B0, C0, A1, B1]), st.integers(0, 50)), min_size=1, max_size=60),
     st.lists(st.integers(1, 8), min_size=1, max_size=30),
 )
-def test_scheduler_delivers_each_record_once_in_timestamp_order_per_partition(
-    draws: list[tuple[TP, int]], batch_sizes: list[int]
-) -> None:
+def test_scheduler_delivers_each_record_once_in_timestamp_order_per_partition(draws: list[tuple[TP, int]], batch_sizes: list[int]) -> None:
     # Per partition, timestamps follow production order (non-decreasing).
     per_tp: dict[TP, list[Rec]] = {}
     clock = 0

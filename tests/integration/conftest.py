@@ -27,9 +27,7 @@ import pytest
 INTEGRATION_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEGRATION_DIR.parents[1]
 
-KAFKA_BOOTSTRAP = os.environ.get(
-    "KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-)
+KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}")
 
 
 def in_ci() -> bool:
@@ -46,14 +44,11 @@ def missing(reason: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "kafka: needs a real Kafka broker (scripts/kafka start); "
-        "auto-applied to tests/integration",
+        "kafka: needs a real Kafka broker (scripts/kafka start); auto-applied to tests/integration",
     )
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # This hook sees every collected item of the session, not just ours.
     for item in items:
         if INTEGRATION_DIR in Path(item.path).resolve().parents:
@@ -102,19 +97,13 @@ def _metadata(bootstrap: str, deadline_s: float) -> dict:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """``host:port`` of a reachable Kafka broker, else skip (dev) / fail (CI)."""
-    hint = (
-        "run scripts/kafka start (needs Java 17 and Maven; "
-        f"java: {_which('java')}, mvn: {_which('mvn')})"
-    )
+    hint = f"run scripts/kafka start (needs Java 17 and Maven; java: {_which('java')}, mvn: {_which('mvn')})"
     if not _tcp_reachable(KAFKA_BOOTSTRAP):
         missing(f"Kafka broker not reachable at {KAFKA_BOOTSTRAP}: {hint}")
     try:
         _metadata(KAFKA_BOOTSTRAP, deadline_s=15)
     except Exception as exc:  # noqa: BLE001 - any failure: no usable broker, and the reason is reported
-        missing(
-            f"something listens on {KAFKA_BOOTSTRAP} but Kafka metadata failed "
-            f"({exc}); {hint}, or scripts/kafka status / scripts/kafka reset"
-        )
+        missing(f"something listens on {KAFKA_BOOTSTRAP} but Kafka metadata failed ({exc}); {hint}, or scripts/kafka status / scripts/kafka reset")
     return KAFKA_BOOTSTRAP
 
 
@@ -148,9 +137,7 @@ def unique_topic_prefix(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_topic(
-    kafka_admin, unique_topic_prefix: str
-) -> Iterator[Callable[..., str]]:
+def make_topic(kafka_admin, unique_topic_prefix: str) -> Iterator[Callable[..., str]]:
     """Factory: ``make_topic("events", partitions=1, config={...}) -> full name``.
 
     Creates ``<unique_topic_prefix>-<suffix>``, waits until every partition has
@@ -158,9 +145,7 @@ def make_topic(
     """
     created: list[str] = []
 
-    def _make(
-        suffix: str = "t", partitions: int = 1, config: dict[str, str] | None = None
-    ) -> str:
+    def _make(suffix: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{unique_topic_prefix}-{suffix}"
         kafka_admin.create_topics(
             {

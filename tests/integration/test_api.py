@@ -271,9 +271,8 @@ def test_every_documented_path_conforms(worker: Worker, portfolio: Portfolio, pe
             ("/debtors/no-such-debtor", AGENT, 404),
         ],
         "/personas": [("/personas", OPS, 200), ("/personas", AGENT, 200), ("/personas", None, 401)],
-        "/personas/transitions": [
-            (f"/personas/transitions?days={days}", OPS, 200) for days in (30, 90, 365)
-        ] + [("/personas/transitions", AGENT, 200), ("/personas/transitions?days=7", OPS, 400), ("/personas/transitions", "x", 401)],
+        "/personas/transitions": [(f"/personas/transitions?days={days}", OPS, 200) for days in (30, 90, 365)]
+        + [("/personas/transitions", AGENT, 200), ("/personas/transitions?days=7", OPS, 400), ("/personas/transitions", "x", 401)],
         "/experiments": [("/experiments", OPS, 200), ("/experiments", AGENT, 200), ("/experiments", None, 401)],
         "/experiments/{experiment_id}": [
             ("/experiments/strict-vs-fair", OPS, 200),
@@ -332,8 +331,7 @@ def test_an_event_dated_9999_never_makes_the_api_fail(kafka_bootstrap: str, tmp_
     lines = simulate(debtors=8, months=3, seed=43).lines
     debtor = orjson.loads(next(line for line in lines if line.startswith(b"{"))).get("debtor_id", "d43-000000")
     hostile = [
-        orjson.dumps({"event_id": f"hostile-{n}", "debtor_id": debtor, "type": "contact_initiated", "occurred_at": stamp,
-                      "channel": "portal", "direction": "inbound"})
+        orjson.dumps({"event_id": f"hostile-{n}", "debtor_id": debtor, "type": "contact_initiated", "occurred_at": stamp, "channel": "portal", "direction": "inbound"})
         for n, stamp in enumerate(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
     ]
     prefix = new_prefix("api9999")

@@ -14,9 +14,7 @@ def test_produce_with_kafka_python_consume_with_kcat(kafka_bootstrap, kcat, make
     topic = make_topic("ordered", partitions=1)
     expected = [f"msg-{i:03d}" for i in range(N)]
 
-    producer = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5, retries=5
-    )
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5, retries=5)
     try:
         for i, value in enumerate(expected):
             producer.send(topic, key=f"k{i % 7}".encode(), value=value.encode())
@@ -26,9 +24,11 @@ def test_produce_with_kafka_python_consume_with_kcat(kafka_bootstrap, kcat, make
 
     # -e: exit at end of partition; -q: no informational noise on stdout.
     proc = subprocess.run(
-        [kcat, "-b", kafka_bootstrap, "-C", "-t", topic, "-e", "-o", "beginning",
-         "-q", "-f", "%o %s\\n"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [kcat, "-b", kafka_bootstrap, "-C", "-t", topic, "-e", "-o", "beginning", "-q", "-f", "%o %s\\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, f"kcat failed ({proc.returncode}): {proc.stderr}"
     lines = proc.stdout.splitlines()
@@ -43,7 +43,10 @@ def test_produce_with_kcat_consume_with_group(kafka_bootstrap, kcat, make_topic)
     proc = subprocess.run(
         [kcat, "-b", kafka_bootstrap, "-P", "-t", topic, "-K", ":"],
         input="".join(f"k{i % 5}:{v}\n" for i, v in enumerate(values)),
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, f"kcat produce failed: {proc.stderr}"
 
@@ -64,9 +67,7 @@ def test_produce_with_kcat_consume_with_group(kafka_bootstrap, kcat, make_topic)
             if len(got) == len(values):
                 break
         consumer.commit()
-        committed = {
-            tp.partition: consumer.committed(tp) for tp in consumer.assignment()
-        }
+        committed = {tp.partition: consumer.committed(tp) for tp in consumer.assignment()}
     finally:
         consumer.close()
 

@@ -215,9 +215,7 @@ def fold(lines: list[bytes]) -> dict[str, Facts]:
             facts[debtor].claim_zones.append((ts, event["timezone"]))
         elif kind == "contact_attempted" and event["channel"] == "call":
             facts[debtor].attempts.append(ts)
-        elif (kind == "contact_responded" and event["channel"] == "call" and event["outcome"] == "answered") or (
-            kind == "contact_initiated" and event["channel"] == "call"
-        ):
+        elif (kind == "contact_responded" and event["channel"] == "call" and event["outcome"] == "answered") or (kind == "contact_initiated" and event["channel"] == "call"):
             facts[debtor].conversations.append(ts)
     return facts
 
@@ -262,9 +260,7 @@ def _validator(name: str) -> Draft202012Validator:
 # --- the test --------------------------------------------------------------------------------------
 
 
-def test_every_contact_keeps_to_the_rules_and_every_decision_is_recorded(
-    kafka_bootstrap: str, kafka_admin: Any, kcat: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_contact_keeps_to_the_rules_and_every_decision_is_recorded(kafka_bootstrap: str, kafka_admin: Any, kcat: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     portfolio = build_portfolio()
     policy = tmp_path / "daily-calls.json"
     policy.write_bytes(orjson.dumps(POLICY))

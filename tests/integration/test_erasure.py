@@ -123,8 +123,7 @@ def test_erasure_sticks_against_late_and_resent_events(kafka_bootstrap: str, tmp
     old = next(event for event in valid if event["debtor_id"] == erased)
 
     def contact(event_id: str, at: str) -> bytes:
-        return orjson.dumps({"event_id": event_id, "debtor_id": erased, "type": "contact_initiated", "occurred_at": at,
-                             "channel": "portal", "direction": "inbound"})
+        return orjson.dumps({"event_id": event_id, "debtor_id": erased, "type": "contact_initiated", "occurred_at": at, "channel": "portal", "direction": "inbound"})
 
     after = [
         orjson.dumps({"event_id": "erase-7", "debtor_id": erased, "type": "erasure_requested", "occurred_at": "2026-06-01T00:00:00Z"}),

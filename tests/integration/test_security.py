@@ -39,8 +39,7 @@ def sasl_bootstrap() -> Iterator[str]:
         missing("no Kafka jars in .kafka/libs: run scripts/kafka fetch (scripts/kafka start does)")
     state = Path(tempfile.mkdtemp(prefix="kafka-sasl-"))
     port, controller = free_port(), free_port()
-    env = dict(os.environ, KAFKA_STATE_DIR=str(state), KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(controller),
-               KAFKA_SASL_USERS=USERS, KAFKA_START_TIMEOUT="150")
+    env = dict(os.environ, KAFKA_STATE_DIR=str(state), KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(controller), KAFKA_SASL_USERS=USERS, KAFKA_START_TIMEOUT="150")
     script = REPO_ROOT / "scripts" / "kafka"
     started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=200, check=False)
     if started.returncode != 0:

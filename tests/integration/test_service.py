@@ -265,10 +265,7 @@ def read_raw(bootstrap: str, topics: Iterable[str], timeout: float = 60.0, isola
 
 def read_all(bootstrap: str, topics: Iterable[str], timeout: float = 60.0) -> list[Record]:
     """Every record on ``topics`` now, values decoded, in (topic, partition, offset) order."""
-    return [
-        Record(r.topic, r.partition, r.offset, r.key, orjson.loads(r.value) if r.value else None)
-        for r in read_raw(bootstrap, topics, timeout)
-    ]
+    return [Record(r.topic, r.partition, r.offset, r.key, orjson.loads(r.value) if r.value else None) for r in read_raw(bootstrap, topics, timeout)]
 
 
 def final_personas(records: Iterable[Record]) -> dict[str, str]:
@@ -412,8 +409,7 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def test_end_to_end_matches_the_embedded_replay(kafka_bootstrap: str, worker: Worker, portfolio: Expected) -> None:
     assert worker.get("/health") == (200, {"status": "ok", "model_version": 0, "held": 0, "pending_writes": 0, "gave_up": 0})
-    mismatched = orjson.dumps({"event_id": "km-1", "debtor_id": "d23-000001", "type": "contact_initiated",
-                               "occurred_at": "2026-02-01T00:00:00Z", "channel": "portal", "direction": "inbound"})
+    mismatched = orjson.dumps({"event_id": "km-1", "debtor_id": "d23-000001", "type": "contact_initiated", "occurred_at": "2026-02-01T00:00:00Z", "channel": "portal", "direction": "inbound"})
     produce(kafka_bootstrap, worker.prefix, portfolio.lines, extra=[("debtor.contacts", b"not-the-debtor", mismatched)])
     wait_caught_up(kafka_bootstrap, worker.group, worker.prefix, workers=[worker])
     [page] = wait_model([worker], portfolio.model_version)

@@ -34,8 +34,14 @@ RULES = ContactRules()
 DECISION_SCHEMA = Draft202012Validator(load_schema("contact_decision"))
 DUE_SCHEMA = Draft202012Validator(load_schema("contact_due"))
 ZONES = (
-    "Europe/Amsterdam", "America/New_York", "Australia/Sydney", "Asia/Kathmandu", "Asia/Kolkata",
-    "Australia/Lord_Howe", "America/Havana", "UTC",
+    "Europe/Amsterdam",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "America/Havana",
+    "UTC",
 )
 QUADRANTS = ("willing_able", "willing_unable", "unwilling_able", "unwilling_unable")
 BLOCKING = {"outside_hours", "inconvenient_hours", "after_conversation", "call_limit"}
@@ -57,10 +63,24 @@ def _event(kind: str, ts: float, event_id: str, debtor_id: str = "d1", **fields:
 
 def _step(channel: str = "call", due_at: str = "2026-03-02T10:00:00Z", event_id: str = "due-1", step: int = 0) -> dict[str, Any]:
     return {
-        "event_id": event_id, "debtor_id": "d1", "type": "contact_due", "occurred_at": due_at, "emitted_at": "x",
-        "cause_event_id": "treatment_assigned-1", "due_at": due_at, "plan_id": "p", "step": step, "day": 0,
-        "channel": channel, "tone": "neutral", "message_id": "m", "experiment_id": None, "arm": None,
-        "policy_version": "v1", "persona": "unknown", "quadrant": "willing_able",
+        "event_id": event_id,
+        "debtor_id": "d1",
+        "type": "contact_due",
+        "occurred_at": due_at,
+        "emitted_at": "x",
+        "cause_event_id": "treatment_assigned-1",
+        "due_at": due_at,
+        "plan_id": "p",
+        "step": step,
+        "day": 0,
+        "channel": channel,
+        "tone": "neutral",
+        "message_id": "m",
+        "experiment_id": None,
+        "arm": None,
+        "policy_version": "v1",
+        "persona": "unknown",
+        "quadrant": "willing_able",
     }
 
 
@@ -260,17 +280,23 @@ def test_a_stored_zone_gone_from_the_database_falls_back_to_the_default() -> Non
 def test_erasure_tombstones() -> None:
     assert erasure_tombstones("d1", None) == []
     assert erasure_tombstones("d1", ContactState()) == []
-    assert [(o.topic, o.key, o.value) for o in erasure_tombstones("d7", ContactState(decisions=3))] == [
-        (CONTACT_DECISIONS_TOPIC, f"d7/{n}", None) for n in range(3)
-    ]
+    assert [(o.topic, o.key, o.value) for o in erasure_tombstones("d7", ContactState(decisions=3))] == [(CONTACT_DECISIONS_TOPIC, f"d7/{n}", None) for n in range(3)]
 
 
 def test_an_erased_debtor_gets_a_tombstone_for_every_decision_through_the_runner() -> None:
-    policy = parse_policy({"version": "v1", "segments": {"willing_able": "p"}, "plans": {"p": [
-        {"day": 0, "channel": "call", "tone": "neutral", "message_id": "m0"},
-        {"day": 1, "channel": "sms", "tone": "neutral", "message_id": "m1"},
-        {"day": 2, "channel": "email", "tone": "neutral", "message_id": "m2"},
-    ]}})
+    policy = parse_policy(
+        {
+            "version": "v1",
+            "segments": {"willing_able": "p"},
+            "plans": {
+                "p": [
+                    {"day": 0, "channel": "call", "tone": "neutral", "message_id": "m0"},
+                    {"day": 1, "channel": "sms", "tone": "neutral", "message_id": "m1"},
+                    {"day": 2, "channel": "email", "tone": "neutral", "message_id": "m2"},
+                ]
+            },
+        }
+    )
     runner = TreatmentRunner(policy)
     t0 = _ts("2026-03-02T04:00:00Z")  # 05:00 in Amsterdam: the first step is held first
     sent = runner.after(*_change("d1", "willing_able", t0, "q1"))
@@ -342,9 +368,13 @@ def test_calls_held_through_the_quiet_days_go_as_one_with_supersede_held() -> No
 
 
 def test_a_held_step_of_a_plan_the_debtor_left_is_not_sent() -> None:
-    policy = parse_policy({"version": "v1", "segments": {"willing_able": "a", "unwilling_able": "b"}, "plans": {
-        "a": [{"day": 0, "channel": "call", "tone": "friendly", "message_id": "a0"}],
-        "b": [{"day": 3, "channel": "letter", "tone": "strict", "message_id": "b3"}]}})
+    policy = parse_policy(
+        {
+            "version": "v1",
+            "segments": {"willing_able": "a", "unwilling_able": "b"},
+            "plans": {"a": [{"day": 0, "channel": "call", "tone": "friendly", "message_id": "a0"}], "b": [{"day": 3, "channel": "letter", "tone": "strict", "message_id": "b3"}]},
+        }
+    )
     runner = TreatmentRunner(policy, default_timezone="UTC")
     outputs = runner.after(*_change("d1", "willing_able", _ts("2026-03-02T05:00:00Z"), "q1"))  # held till 08:00
     outputs += runner.after(*_change("d1", "unwilling_able", _ts("2026-03-02T06:00:00Z"), "q2"))
@@ -407,10 +437,7 @@ class Known:
         return True
 
     def conversations(self) -> list[float]:
-        return [
-            e.ts for e in self.events
-            if e.data.get("channel") == "call" and (e.type == "contact_initiated" or (e.type == "contact_responded" and e.data["outcome"] == "answered"))
-        ]
+        return [e.ts for e in self.events if e.data.get("channel") == "call" and (e.type == "contact_initiated" or (e.type == "contact_responded" and e.data["outcome"] == "answered"))]
 
     def quiet_ok(self, rules: ContactRules, tz: ZoneInfo, ts: float) -> bool:
         days = rules.quiet_days_after_conversation
@@ -645,9 +672,7 @@ any_span = st.fixed_dictionaries({"from_hour": st.integers(0, 23), "to_hour": st
 spans = st.lists(st.one_of(short_span, short_span, any_span), max_size=3)
 channel_lists = st.lists(st.sampled_from(CHANNELS), max_size=3)
 PREFERENCE_FIELDS = {"timezone": st.sampled_from(ZONES), "opt_out_channels": channel_lists, "opt_in_channels": channel_lists, "inconvenient_hours": spans}
-preferences = st.sets(st.sampled_from(sorted(PREFERENCE_FIELDS)), min_size=1).flatmap(
-    lambda names: st.fixed_dictionaries({name: PREFERENCE_FIELDS[name] for name in names})
-)
+preferences = st.sets(st.sampled_from(sorted(PREFERENCE_FIELDS)), min_size=1).flatmap(lambda names: st.fixed_dictionaries({name: PREFERENCE_FIELDS[name] for name in names}))
 happenings = st.one_of(
     st.tuples(st.just("change"), st.sampled_from((*QUADRANTS, "tamara", "job"))),
     st.tuples(st.just("attempt"), st.sampled_from(("call", "call", "call", "email", "sms", "letter"))),
@@ -663,7 +688,8 @@ happenings = st.one_of(
 STARTS = (_ts("2026-03-05T00:00:00Z"), _ts("2026-09-30T00:00:00Z"), _ts("2026-01-12T00:00:00Z"))
 histories = st.lists(
     st.tuples(st.sampled_from(("d1", "d2", "d3")), st.integers(0, 35 * 24 * 60), st.booleans(), happenings),
-    min_size=1, max_size=60,
+    min_size=1,
+    max_size=60,
 )
 
 
@@ -684,7 +710,9 @@ def _inbound(kind: str, arg: Any, debtor_id: str, ts: float, event_id: str) -> E
 
 
 @settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],  # no slow "explain" phase
 )
 @given(policies(), st.sampled_from(ZONES), st.sampled_from(STARTS), histories, st.randoms(use_true_random=False))

@@ -268,9 +268,7 @@ rules_in_schema = st.builds(
     st.floats(0.0, 3 * DAY),
     st.sampled_from(ZONES),
 )
-def test_the_kept_calls_decide_as_all_of_them_would(
-    rules: ContactRules, count: int, spacing: float, rng: Any, conversations: list[float], back: float, ahead: float, name: str
-) -> None:
+def test_the_kept_calls_decide_as_all_of_them_would(rules: ContactRules, count: int, spacing: float, rng: Any, conversations: list[float], back: float, ahead: float, name: str) -> None:
     """Whatever the rules (within the policy schema), dropping old calls never changes a
     decision about a time at most one window before the newest call."""
     bounded, everything = ContactState(), ContactState()
@@ -280,7 +278,7 @@ def test_the_kept_calls_decide_as_all_of_them_would(
         bounded.add_call(ts, f"c{n}")
         everything.calls.append([ts, f"c{n}"])
     for offset in sorted(conversations):
-        bounded.conversations = sorted([*bounded.conversations, T0 + offset])[-MAX_CONVERSATIONS :]
+        bounded.conversations = sorted([*bounded.conversations, T0 + offset])[-MAX_CONVERSATIONS:]
         everything.conversations.append(T0 + offset)
     window = rules.call_window_days * DAY
     at = max(ts - back * window, max(everything.conversations, default=T0)) + ahead

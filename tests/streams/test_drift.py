@@ -38,9 +38,7 @@ def test_population_stability_index_missing_category_is_finite() -> None:
         ({"tamara": 1}, {"tamara": 1}, 0.0),
     ],
 )
-def test_population_stability_index_rejects_bad_input(
-    expected: dict[str, float], actual: dict[str, float], epsilon: float
-) -> None:
+def test_population_stability_index_rejects_bad_input(expected: dict[str, float], actual: dict[str, float], epsilon: float) -> None:
     with pytest.raises(ValueError):
         population_stability_index(expected, actual, epsilon)
 

@@ -39,8 +39,7 @@ def test_the_worker_stores_only_a_digest_and_the_time() -> None:
     model, config = SegmentModel(), EngineConfig(id_secret=b"secret")
 
     def send(event, offset: int) -> Handled:
-        handled = handle_record(table, key=b"d1", value=orjson.dumps(event.data), topic="t", partition=0, offset=offset,
-                                model=model, config=config, max_amount_cents=10**9, emitted_at="t")
+        handled = handle_record(table, key=b"d1", value=orjson.dumps(event.data), topic="t", partition=0, offset=offset, model=model, config=config, max_amount_cents=10**9, emitted_at="t")
         apply_state(table, handled)
         return handled
 

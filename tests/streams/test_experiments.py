@@ -19,14 +19,26 @@ DAY = 86_400.0
 
 def _policy(mode: str = "fixed", **more: Any):
     step = {"day": 0, "channel": "email", "tone": "neutral", "message_id": "m"}
-    return parse_policy({
-        "version": "t",
-        "plans": {"a": [step], "b": [step]},
-        "segments": {"tamara": "x"},
-        "experiments": {"x": {"segment": "tamara", "arms": [{"plan": "a", "weight": 1}, {"plan": "b", "weight": 1}],
-                              "mode": mode, "min_debtors": 100, "min_days": 20, "max_days": 200, "horizon_days": 30,
-                              "promote_winner": True, **more}},
-    })
+    return parse_policy(
+        {
+            "version": "t",
+            "plans": {"a": [step], "b": [step]},
+            "segments": {"tamara": "x"},
+            "experiments": {
+                "x": {
+                    "segment": "tamara",
+                    "arms": [{"plan": "a", "weight": 1}, {"plan": "b", "weight": 1}],
+                    "mode": mode,
+                    "min_debtors": 100,
+                    "min_days": 20,
+                    "max_days": 200,
+                    "horizon_days": 30,
+                    "promote_winner": True,
+                    **more,
+                }
+            },
+        }
+    )
 
 
 def _run(book: ExperimentBook, fits: dict[str, float], per_day: int, days: int, seed: int) -> list[dict[str, Any]]:

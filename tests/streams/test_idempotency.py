@@ -57,8 +57,7 @@ def test_the_worker_dead_letters_conflicts_and_undecidable_duplicates() -> None:
     model, config = SegmentModel(), EngineConfig()
 
     def send(body: dict, offset: int):
-        handled = handle_record(table, key=b"d1", value=orjson.dumps(body), topic="debtor.payments", partition=0, offset=offset,
-                                model=model, config=config, max_amount_cents=10**9, emitted_at="t")
+        handled = handle_record(table, key=b"d1", value=orjson.dumps(body), topic="debtor.payments", partition=0, offset=offset, model=model, config=config, max_amount_cents=10**9, emitted_at="t")
         if handled.state is not None:
             table[b"d1"] = handled.state
         return handled

@@ -18,8 +18,16 @@ NEW_YORK = ZoneInfo("America/New_York")
 HAVANA = ZoneInfo("America/Havana")  # changes its clocks at midnight
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # a 30-minute DST shift
 ZONES = (
-    "Europe/Amsterdam", "America/New_York", "Australia/Sydney", "Asia/Kathmandu", "Asia/Kolkata",
-    "Australia/Lord_Howe", "Pacific/Chatham", "America/Havana", "America/Santiago", "UTC",
+    "Europe/Amsterdam",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/Havana",
+    "America/Santiago",
+    "UTC",
 )
 HOUR = 3600.0
 
@@ -37,7 +45,10 @@ NY_FALL = _utc("2026-11-01T06:00:00")  # 02:00 EDT -> 01:00 EST (01:00-02:00 twi
 
 def test_the_transitions_used_here_are_the_databases() -> None:
     for instant, tz, before, after in (
-        (AMS_SPRING, AMSTERDAM, 1, 2), (AMS_FALL, AMSTERDAM, 2, 1), (NY_SPRING, NEW_YORK, -5, -4), (NY_FALL, NEW_YORK, -4, -5),
+        (AMS_SPRING, AMSTERDAM, 1, 2),
+        (AMS_FALL, AMSTERDAM, 2, 1),
+        (NY_SPRING, NEW_YORK, -5, -4),
+        (NY_FALL, NEW_YORK, -4, -5),
     ):
         assert local_datetime(instant - 1, tz).utcoffset() == timedelta(hours=before)
         assert local_datetime(instant, tz).utcoffset() == timedelta(hours=after)

@@ -18,8 +18,7 @@ def _minimal() -> dict[str, Any]:
     return {
         "version": "t1",
         "plans": {
-            "a": [{"day": 7, "channel": "sms", "tone": "neutral", "message_id": "a2"},
-                  {"day": 0, "channel": "email", "tone": "friendly", "message_id": "a1"}],
+            "a": [{"day": 7, "channel": "sms", "tone": "neutral", "message_id": "a2"}, {"day": 0, "channel": "email", "tone": "friendly", "message_id": "a1"}],
             "b": [{"day": 0, "channel": "letter", "tone": "strict", "message_id": "b1"}],
         },
         "segments": {"willing_able": "a", "tamara": "x", "unknown": "b"},

@@ -48,13 +48,21 @@ def test_defaults_reproduce_todays_portfolio() -> None:
 def test_explicit_defaults_equal_implicit_ones() -> None:
     implicit = simulate(debtors=40, months=6, seed=5)
     explicit = simulate(
-        debtors=40, months=6, seed=5, mix="retailer", contact=1.0, rating_share=None, principal_eur=None,
-        installments=(3, 12), files_scale=1.0, inflow_months=0.0, jitter_hours=0.0, late_days=3.0,
+        debtors=40,
+        months=6,
+        seed=5,
+        mix="retailer",
+        contact=1.0,
+        rating_share=None,
+        principal_eur=None,
+        installments=(3, 12),
+        files_scale=1.0,
+        inflow_months=0.0,
+        jitter_hours=0.0,
+        late_days=3.0,
     )
     assert explicit.lines == implicit.lines
-    assert {d: (t.persona, t.quadrant, t.change) for d, t in explicit.truth.items()} == {
-        d: (t.persona, t.quadrant, t.change) for d, t in implicit.truth.items()
-    }
+    assert {d: (t.persona, t.quadrant, t.change) for d, t in explicit.truth.items()} == {d: (t.persona, t.quadrant, t.change) for d, t in implicit.truth.items()}
 
 
 @pytest.mark.parametrize(("contact", "low", "high"), [(2.0, 1.7, 2.2), (0.5, 0.42, 0.58)])

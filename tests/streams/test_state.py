@@ -37,11 +37,13 @@ def _busy_state() -> DebtorState:
     from debtor_segments.streams.events import decode_object
 
     state = DebtorState.new("d1")
-    for i, (kind, extra) in enumerate((
-        ("claim_opened", {"claim_id": "c1", "creditor_id": "shop", "principal_cents": 30_000}),
-        ("arrangement_agreed", {"claim_id": "c1", "arrangement_id": "a1", "installments": 3, "installment_cents": 10_000}),
-        ("payment_received", {"claim_id": "c1", "amount_cents": 10_000}),
-    )):
+    for i, (kind, extra) in enumerate(
+        (
+            ("claim_opened", {"claim_id": "c1", "creditor_id": "shop", "principal_cents": 30_000}),
+            ("arrangement_agreed", {"claim_id": "c1", "arrangement_id": "a1", "installments": 3, "installment_cents": 10_000}),
+            ("payment_received", {"claim_id": "c1", "amount_cents": 10_000}),
+        )
+    ):
         event = decode_object({"event_id": f"e{i}", "debtor_id": "d1", "type": kind, "occurred_at": f"2026-01-0{i + 1}T09:00:00Z", **extra})
         state.apply(event, half_life_days=120.0)
         state.remember(event.ts, f"token-{i}", 7 * 86_400.0, 24)
@@ -61,9 +63,7 @@ FORMAT_3 = (
 
 def test_a_new_field_needs_a_new_format_with_its_layout() -> None:
     """Issue 13: states are read by the field names of the format they were written in."""
-    assert tuple(f.name for f in dataclasses.fields(DebtorState)) == FORMAT_3, (
-        "DebtorState's fields changed: add a state format with its layout in streams/state.py"
-    )
+    assert tuple(f.name for f in dataclasses.fields(DebtorState)) == FORMAT_3, "DebtorState's fields changed: add a state format with its layout in streams/state.py"
     state = _busy_state()
     stored = orjson.loads(state.to_bytes())
     assert stored[0] == 3
