@@ -158,21 +158,25 @@ def register_api(service: Service) -> Api:
     @app.page("/debtors/{debtor_id}")
     class Debtor(faust_web.View):
         async def get(self, request: faust_web.Request, debtor_id: str) -> faust_web.Response:
-            return await debtors.debtor(self, request, debtor_id)
+            response: faust_web.Response = await debtors.debtor(self, request, debtor_id)
+            return response
 
     @app.page(PEER_PATH)
     class PeerProfile(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
-            return await debtors.peer_profile(self, request)
+            response: faust_web.Response = await debtors.peer_profile(self, request)
+            return response
 
     @app.page("/personas")
     class Personas(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
-            return await aggregates.personas(self, request)
+            response: faust_web.Response = await aggregates.personas(self, request)
+            return response
 
     @app.page("/personas/transitions")
     class Transitions(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
-            return await aggregates.transitions(self, request)
+            response: faust_web.Response = await aggregates.transitions(self, request)
+            return response
 
     return api

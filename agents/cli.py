@@ -246,8 +246,8 @@ def demo(debtors: int, months: int, seed: int, mix: str, out_dir: Path, policy_p
     click.echo(f"  {len(portfolio.lines):,} events; injected {portfolio.injected}")
     settings = Settings()
     engine = Engine(settings.engine_config())
-    truth = {d: t.persona for d, t in portfolio.truth.items()}
-    treatments = ReactingRunner(policy, truth, seed, default_timezone=settings.default_timezone) if policy is not None else None
+    true_personas = {d: t.persona for d, t in portfolio.truth.items()}
+    treatments = ReactingRunner(policy, true_personas, seed, default_timezone=settings.default_timezone) if policy is not None else None
     halfway = portfolio.start_ts + (portfolio.end_ts - portfolio.start_ts) / 2
     mid_personas: dict[str, str] = {}
     # Monthly snapshots of the mix for the portfolio page (every 30 days of event time).

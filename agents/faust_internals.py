@@ -112,7 +112,8 @@ def _leave_request() -> Any:
     from aiokafka.protocol.api import Request, RequestStruct, Response
     from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 
-    class LeaveGroupResponse_v3(Response):
+    # aiokafka ships no type hints: its protocol classes are Any to mypy.
+    class LeaveGroupResponse_v3(Response):  # type: ignore[misc]
         API_KEY = 13
         API_VERSION = 3
         SCHEMA = Schema(
@@ -121,13 +122,13 @@ def _leave_request() -> Any:
             ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")), ("error_code", Int16))),
         )
 
-    class LeaveGroupRequest_v3(RequestStruct):
+    class LeaveGroupRequest_v3(RequestStruct):  # type: ignore[misc]
         API_KEY = 13
         API_VERSION = 3
         RESPONSE_TYPE = LeaveGroupResponse_v3
         SCHEMA = Schema(("group", String("utf-8")), ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))))
 
-    class StaticLeaveGroupRequest(Request[LeaveGroupRequest_v3]):
+    class StaticLeaveGroupRequest(Request[LeaveGroupRequest_v3]):  # type: ignore[misc]
         API_KEY = 13
 
         def __init__(self, group: str, member_id: str, instance_id: str) -> None:
@@ -218,7 +219,7 @@ def _install_seek_reset() -> None:
         reset = self.app.conf.consumer_auto_offset_reset
         return await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(), lambda tp: tp.topic in changelogs, reset)
 
-    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
 
 
 # --- the consumer as the inbound scheduler sees it --------------------------------------------
@@ -250,7 +251,8 @@ class ConsumerView:
 
     def highwater(self, tp: Any) -> int | None:
         try:
-            return self.app.consumer.highwater(tp)
+            highwater: int | None = self.app.consumer.highwater(tp)
+            return highwater
         except Exception:  # noqa: BLE001 - best effort read (see the class docstring)
             return None
 

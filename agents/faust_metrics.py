@@ -120,7 +120,7 @@ class CachingPrometheusMonitor(PrometheusMonitor):
         self._received_by_topic(tp.topic).inc()
         self._read_offset_by_tp(tp.topic, tp.partition).set(offset)
 
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict | None:
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[Any, Any] | None:
         """Call when stream starts processing an event."""
         state = super(PrometheusMonitor, self).on_stream_event_in(tp, offset, stream, event)
         m = self._metrics

@@ -70,7 +70,8 @@ def key_partition(key: bytes, partitions: int) -> int:
     """
     from aiokafka.partitioner import murmur2
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class TableChanges(Sensor):

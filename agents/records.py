@@ -152,6 +152,7 @@ def handle_record(
     stamp = (emitted_at or now_iso()) if result.outputs else ""
     for output in result.outputs:
         out = output.value
+        assert out is not None  # the engine's outputs are change events, never tombstones
         out["emitted_at"] = stamp
         handled.sends.append((output.topic, output.key.encode(), orjson.dumps(out)))
         handled.changes.append((out["type"], out["previous"], out.get("persona", out.get("quadrant", ""))))

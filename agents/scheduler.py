@@ -269,7 +269,8 @@ class AligningScheduler(SchedulingStrategyT):
         if not self.live_window_ms or tp.topic in self.strict_topics:
             return False
         record = self._buffers[tp][0]
-        return abs(record.timestamp - self._tie_key(tp, record).event_time * 1000.0) <= self.live_window_ms
+        timestamp: float = record.timestamp  # the Kafka record's timestamp, ms
+        return abs(timestamp - self._tie_key(tp, record).event_time * 1000.0) <= self.live_window_ms
 
     def _forget(self, tp: TP) -> None:
         for mapping in (self._buffers, self._next_offset, self._last_ts, self._waiting):

@@ -4,7 +4,7 @@ tests reach, so that none of them imports the worker (:mod:`agents.worker`) itse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from faust.types import TP
@@ -14,6 +14,9 @@ from debtor_segments.agents.model_sync import ModelHolder, ModelReader, ModelWri
 from debtor_segments.agents.progress import PartitionProgress
 from debtor_segments.agents.topics import WorkerConfig
 from debtor_segments.agents.treatment_service import TreatmentService
+
+if TYPE_CHECKING:
+    from faust.transport.consumer import Consumer
 
 __all__ = ["Service"]
 
@@ -41,14 +44,15 @@ class Service:
         nothing to process (:class:`agents.progress.PartitionProgress`)."""
         app = self.app
         try:
-            recovered = cast(Any, app.tables).recovery.completed.is_set()
-            flowing = app.flow_control.is_active() and app.consumer.flow_active
+            recovered: bool = cast(Any, app.tables).recovery.completed.is_set()
+            # The app's consumer is a faust Consumer (ConsumerT, its interface, lacks flow_active).
+            flowing = app.flow_control.is_active() and cast("Consumer", app.consumer).flow_active
         except Exception:  # noqa: BLE001 - Faust internals, best effort
             recovered = flowing = False
         scheduler = getattr(app.consumer, "scheduler", None)
         caught_up = getattr(scheduler, "nothing_to_deliver", None) or (lambda tp: False)
         waiting = self.progress.waiting(caught_up) if flowing else None
-        checks = {
+        checks: dict[str, Any] = {
             "assigned": self.assigned_once,
             "rebalancing": bool(app.rebalancing),
             "recovery_done": recovered and not app.in_recovery,
@@ -56,5 +60,5 @@ class Service:
             "processing": waiting == [],
             "partitions_waiting": len(waiting) if waiting is not None else None,
         }
-        ok = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"] and checks["processing"]
+        ok: bool = checks["assigned"] and not checks["rebalancing"] and checks["recovery_done"] and checks["model_loaded"] and checks["processing"]
         return ok, checks

@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from debtor_segments.streams.engine import EngineConfig
 from debtor_segments.streams.events import DEFAULT_MAX_AMOUNT_CENTS, DEFAULT_MAX_RECORD_BYTES, EARLIEST_TS, Limits
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["ENV_PREFIX", "Declaration", "Settings", "declaration", "declarations", "setting", "with_overrides"]
 
@@ -292,7 +295,7 @@ class Settings:
             return None
         import faust
 
-        context = options.get("ssl_context")
+        context = cast("ssl.SSLContext | None", options.get("ssl_context"))  # as kafka_client_options sets it
         if protocol == "SSL":
             return faust.SSLCredentials(context)
         # SASL_SSL when a context is given, SASL_PLAINTEXT otherwise (faust.auth.SASLCredentials).

@@ -57,11 +57,11 @@ class ReactingRunner(TreatmentRunner):
         #: (verdict, first reason) -> contact guard decisions, for the demo's summary.
         self.decisions: Counter[tuple[str, str]] = Counter()
 
-    def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "") -> list[Output]:
+    def after(self, event: Event, step: Step, engine_state: Any = None, *, emitted_at: str = "", partition: int = 0) -> list[Output]:
         while self._payments and self._payments[0][0] <= event.ts:
             ts, debtor_id, amount = heapq.heappop(self._payments)
             self.book.paid(debtor_id, ts, amount)
-        outputs = super().after(event, step, engine_state, emitted_at=emitted_at)
+        outputs = super().after(event, step, engine_state, emitted_at=emitted_at, partition=partition)
         for output in outputs:
             value = output.value
             if value is not None and value["type"] == "contact_decision":

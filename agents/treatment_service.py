@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -146,8 +146,9 @@ class TreatmentService:
         # without it every attempt would replace the one before and the call limit count one.
         event = Event(str(data.get("event_id", "")), handled.debtor_id, handled.event_type, "", handled.event_ts, data)
         for change in changes:
-            if change.value["type"] == "persona_changed" and change.value.get("reason") != "erased":
-                self.transitions[change.value["previous"]][change.value["persona"]] += 1
+            value = cast("dict[str, Any]", change.value)  # parsed from a sent change event: never a tombstone
+            if value["type"] == "persona_changed" and value.get("reason") != "erased":
+                self.transitions[value["previous"]][value["persona"]] += 1
         if handled.event_ts >= self._next_snapshot:
             if self._next_snapshot:
                 self._snapshot(handled.event_ts)
@@ -252,7 +253,8 @@ class TreatmentService:
 
     def experiment(self, experiment_id: str) -> dict[str, Any] | None:
         """The body of ``GET /experiments/{id}`` (None: no such experiment)."""
-        return self.runner.book.report()["experiments"].get(experiment_id)
+        experiments: dict[str, dict[str, Any]] = self.runner.book.report()["experiments"]
+        return experiments.get(experiment_id)
 
     def install_pages(self, app: Any, api_tokens: str) -> None:
         """``GET /experiments``, ``GET /experiments/{id}`` and ``GET /portfolio`` (HTML), for ops and agent."""
