@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from debtor_segments.streams.simulation import PERSONAS, Portfolio, SimulatedDebtor, deliver, mix_shares
+from debtor_segments.streams.simulation import PERSONAS, EventEmitter, Portfolio, SimulatedDebtor, deliver, mix_shares
 
 __all__ = ["simulate_ledger"]
 
@@ -113,7 +113,7 @@ class _Claim:
     closed: bool = False
 
 
-class _Ledger:
+class _Ledger(EventEmitter):
     """One debtor's books, advanced a month at a time."""
 
     def __init__(self, rng: random.Random, truth: SimulatedDebtor, knobs: dict[str, Any]) -> None:
@@ -124,19 +124,6 @@ class _Ledger:
         self.counter = 0
         n = 1 + _count(rng, max(0.0, self.profile.creditors - 1))
         self.creditors = [f"cr-{rng.randrange(900):03d}" for _ in range(n)]
-
-    def emit(self, event_type: str, ts: float, **fields: Any) -> None:
-        self.counter += 1
-        self.events.append(
-            {
-                "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
-                "debtor_id": self.truth.debtor_id,
-                "type": event_type,
-                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-                **fields,
-                "_ts": ts,
-            }
-        )
 
     def open_claim(self, ts: float) -> None:
         rng = self.rng

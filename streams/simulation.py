@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MIXES", "PERSONAS", "Portfolio", "SimulatedDebtor", "deliver", "mix_shares", "simulate"]
+__all__ = ["MIXES", "PERSONAS", "EventEmitter", "Portfolio", "SimulatedDebtor", "deliver", "mix_shares", "simulate"]
 
 #: The personas, in the order the simulator draws them (kept here, not imported from the
 #: engine, so that a change to the engine never changes a simulated portfolio).
@@ -160,7 +160,29 @@ class _Knobs:
     installments: tuple[int, int] = (3, 12)
 
 
-class _DebtorSim:
+class EventEmitter:
+    """Numbers and records a simulated debtor's events (both simulators' debtors are one)."""
+
+    truth: SimulatedDebtor
+    events: list[dict[str, Any]]
+    counter: int
+
+    def emit(self, event_type: str, ts: float, **fields: Any) -> None:
+        """Record one event; ``_ts`` keeps its exact time for delivery (dropped on output)."""
+        self.counter += 1
+        self.events.append(
+            {
+                "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
+                "debtor_id": self.truth.debtor_id,
+                "type": event_type,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+                **fields,
+                "_ts": ts,
+            }
+        )
+
+
+class _DebtorSim(EventEmitter):
     """Generates one debtor's events week by week."""
 
     def __init__(self, rng: random.Random, truth: SimulatedDebtor, start_ts: float, knobs: _Knobs = _Knobs()) -> None:
@@ -176,19 +198,6 @@ class _DebtorSim:
         self.last_tone = "friendly"
         self.counter = 0
         self.start_ts = start_ts
-
-    def emit(self, event_type: str, ts: float, **fields: Any) -> None:
-        self.counter += 1
-        self.events.append(
-            {
-                "event_id": f"{self.truth.debtor_id}-{self.counter:05d}",
-                "debtor_id": self.truth.debtor_id,
-                "type": event_type,
-                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-                **fields,
-                "_ts": ts,
-            }
-        )
 
     def open_claim(self, ts: float) -> None:
         rng = self.rng
