@@ -96,16 +96,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 # Re-exported: the worker and the deployment checks take the whole contract from here.
-from debtor_segments.agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, attach_faust_sensors
 from debtor_segments.agents.label_children import LabelChildren
 
-__all__ = [
-    "FAUST_PREFIX",
-    "METRICS_PATH",
-    "OUTCOMES",
-    "ServiceMetrics",
-    "attach_faust_sensors",
-]
+__all__ = ["OUTCOMES", "ServiceMetrics"]
 
 #: What became of a consumed event: the outcomes of ``streams.engine.process``
 #: (processed, duplicate, late, erased) plus dead_lettered for records that

@@ -31,18 +31,10 @@ from debtor_segments.schemas import DEAD_LETTERS_TOPIC
 from debtor_segments.streams.engine import EngineConfig, Step
 from debtor_segments.streams.events import DEFAULT_LIMITS, Event, Limits
 from debtor_segments.streams.model import SegmentModel
-from debtor_segments.streams.pipeline import DEAD_LETTER_RAW_MAX, StateLookup, advance_stored, key_problem, run_record
+from debtor_segments.streams.pipeline import DEAD_LETTER_RAW_MAX, StateLookup, advance_stored, run_record
 from debtor_segments.streams.state import erasure_marker, marker_key
 
-__all__ = [
-    "MAX_KEY_BYTES",
-    "Handled",
-    "StateLookup",
-    "apply_state",
-    "handle_record",
-    "key_problem",
-    "now_iso",
-]
+__all__ = ["MAX_KEY_BYTES", "Handled", "apply_state", "handle_record", "now_iso"]
 
 # The worker's logger: the handler's records keep the name they had in agents/worker.py.
 log = logging.getLogger("debtor_segments.worker")

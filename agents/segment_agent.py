@@ -91,7 +91,7 @@ class SegmentAgent:
 
     def __post_init__(self) -> None:
         settings = self.settings = self.service.config.settings
-        self.engine_config = EngineConfig(lateness_days=settings.lateness_days, id_secret=settings.id_secret_key)
+        self.engine_config = settings.engine_config()
         self.prefix_len = len(settings.topic_prefix)
         self.limits = settings.limits  # a property that parses a date: once, not per record
 

@@ -37,7 +37,7 @@ from debtor_segments.streams.engine import Output, Step
 from debtor_segments.streams.events import Event
 from debtor_segments.streams.page import render_page
 from debtor_segments.streams.policy import PolicyError, load_policy
-from debtor_segments.streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution
+from debtor_segments.streams.report import ALL_PERSONAS, ALL_QUADRANTS, distribution, row_shares
 from debtor_segments.streams.state import DebtorState
 from debtor_segments.streams.treatment_runner import DEFAULT_TIMEZONE, TreatmentRunner
 from debtor_segments.streams.treatments import TreatmentState, read_stored, stored_key, stored_value
@@ -92,8 +92,7 @@ class TreatmentService:
 
     def page(self) -> str:
         """The read-only portfolio page (this worker's debtors), as ``demo`` writes it."""
-        shares = {row: {col: (n / total if (total := sum(cells.values())) else 0.0) for col, n in cells.items()} for row, cells in self.transitions.items()}
-        return render_page(f"Portfolio (policy {self.version})", self.persona_mix, self.quadrant_mix, shares, self.runner.book.report())
+        return render_page(f"Portfolio (policy {self.version})", self.persona_mix, self.quadrant_mix, row_shares(self.transitions), self.runner.book.report())
 
     def refresh_metrics(self) -> None:
         """Per-arm gauges from the experiment book (called by the worker's timer)."""

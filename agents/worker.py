@@ -34,7 +34,8 @@ from debtor_segments.agents.api import register_api
 from debtor_segments.agents.assignment import PartitionSignals
 from debtor_segments.agents.commits import WriteHooks
 from debtor_segments.agents.faust_app import inbound_scheduler, inbound_topic_names, make_app
-from debtor_segments.agents.metrics import ServiceMetrics, attach_faust_sensors
+from debtor_segments.agents.faust_metrics import attach_faust_sensors
+from debtor_segments.agents.metrics import ServiceMetrics
 from debtor_segments.agents.model_parts import SnapshotPublisher, build_model_sync
 from debtor_segments.agents.pending import PendingWrites
 from debtor_segments.agents.progress import PartitionProgress
@@ -47,11 +48,7 @@ from debtor_segments.agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, STAT
 from debtor_segments.agents.tracked_sends import OutboundTopics, TrackedSender
 from debtor_segments.agents.treatment_service import TreatmentService
 
-__all__ = [
-    "Service",
-    "build_service",
-    "run_worker",
-]
+__all__ = ["build_service", "run_worker"]
 
 log = logging.getLogger("debtor_segments.worker")
 

@@ -26,12 +26,8 @@ from faust.types import TP
 from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
-from debtor_segments.agents.metrics import (
-    FAUST_PREFIX,
-    METRICS_PATH,
-    ServiceMetrics,
-    attach_faust_sensors,
-)
+from debtor_segments.agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, attach_faust_sensors
+from debtor_segments.agents.metrics import ServiceMetrics
 from debtor_segments.agents.treatment_service import TreatmentService
 from tests.agents.test_metrics import require_promtool
 

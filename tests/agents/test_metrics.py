@@ -18,13 +18,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from debtor_segments.agents.faust_metrics import CachingPrometheusMonitor
-from debtor_segments.agents.metrics import (
-    FAUST_PREFIX,
-    METRICS_PATH,
-    ServiceMetrics,
-    attach_faust_sensors,
-)
+from debtor_segments.agents.faust_metrics import FAUST_PREFIX, METRICS_PATH, CachingPrometheusMonitor, attach_faust_sensors
+from debtor_segments.agents.metrics import ServiceMetrics
 
 # Family name (as the text parser reports it: counters without ``_total``)
 # -> (type, label names).  This is the contract the dashboard is built on.

@@ -25,7 +25,7 @@ from debtor_segments.agents.kafka_io import (
     route_line,
 )
 from debtor_segments.agents.model_sync import ModelHolder, ModelWriter, model_digest, parse_update
-from debtor_segments.agents.records import apply_state, handle_record, key_problem
+from debtor_segments.agents.records import apply_state, handle_record
 from debtor_segments.agents.scheduler import AligningScheduler
 from debtor_segments.agents.settings import Settings
 from debtor_segments.agents.topics import MODEL_TOPIC, MODEL_UPDATES_TOPIC, WorkerConfig, topic_plan
@@ -39,6 +39,7 @@ from debtor_segments.streams.engine import EngineConfig
 from debtor_segments.streams.features import FEATURES
 from debtor_segments.streams.model import SegmentModel
 from debtor_segments.streams.personas import PROTOTYPES
+from debtor_segments.streams.pipeline import key_problem
 from debtor_segments.streams.state import DebtorState
 
 # --- topic plan ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import debtor_segments.agents.metrics
-from debtor_segments.agents.metrics import FAUST_PREFIX
+from debtor_segments.agents.faust_metrics import FAUST_PREFIX
 from debtor_segments.streams.simulation import simulate
 from tests.integration.conftest import in_ci
 from tests.integration.test_service import (

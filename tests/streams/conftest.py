@@ -8,6 +8,21 @@ import pytest
 
 from debtor_segments.streams.events import Event, decode_object
 
+#: Time zones that make local-time rules hard: DST north and south, offsets of 30 and 45 minutes,
+#: a 30-minute DST shift (Lord Howe), clocks changed at midnight (Havana, Santiago), and UTC.
+ZONES = (
+    "Europe/Amsterdam",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/Havana",
+    "America/Santiago",
+    "UTC",
+)
+
 
 def make_event(event_type: str, debtor_id: str = "d1", event_id: str = "e1", at: str = "2026-02-01T10:00:00Z", **fields: Any) -> Event:
     defaults: dict[str, dict[str, Any]] = {

@@ -27,22 +27,13 @@ from debtor_segments.streams.engine import Output, Step
 from debtor_segments.streams.events import Event, decode_object
 from debtor_segments.streams.policy import CHANNELS, ContactRules, Policy, parse_policy
 from debtor_segments.streams.treatment_runner import TreatmentRunner
+from tests.streams.conftest import ZONES
 
 DAY = 86_400.0
 HOUR = 3_600.0
 RULES = ContactRules()
 DECISION_SCHEMA = Draft202012Validator(load_schema("contact_decision"))
 DUE_SCHEMA = Draft202012Validator(load_schema("contact_due"))
-ZONES = (
-    "Europe/Amsterdam",
-    "America/New_York",
-    "Australia/Sydney",
-    "Asia/Kathmandu",
-    "Asia/Kolkata",
-    "Australia/Lord_Howe",
-    "America/Havana",
-    "UTC",
-)
 QUADRANTS = ("willing_able", "willing_unable", "unwilling_able", "unwilling_unable")
 BLOCKING = {"outside_hours", "inconvenient_hours", "after_conversation", "call_limit"}
 

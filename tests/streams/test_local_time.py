@@ -12,23 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from debtor_segments.streams.local_time import HourMask, local_datetime, local_iso, next_allowed, start_of_local_day, zone
+from tests.streams.conftest import ZONES
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 NEW_YORK = ZoneInfo("America/New_York")
 HAVANA = ZoneInfo("America/Havana")  # changes its clocks at midnight
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # a 30-minute DST shift
-ZONES = (
-    "Europe/Amsterdam",
-    "America/New_York",
-    "Australia/Sydney",
-    "Asia/Kathmandu",
-    "Asia/Kolkata",
-    "Australia/Lord_Howe",
-    "Pacific/Chatham",
-    "America/Havana",
-    "America/Santiago",
-    "UTC",
-)
 HOUR = 3600.0
 
 
